@@ -1,0 +1,1 @@
+"""Pieces every job shares: reporting results back to the operator."""

@@ -1,0 +1,36 @@
+"""Common base for every API model: camelCase on the wire, snake_case in Python."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+GROUP = "reasoning-operator.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "ReasoningRun"
+PLURAL = "reasoningruns"
+SINGULAR = "reasoningrun"
+SHORT_NAMES = ["rr"]
+
+
+class ApiModel(BaseModel):
+    """Wire format is the Kubernetes one (camelCase); unknown fields are errors, never silently dropped."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The camelCase dict the apiserver and the job configs carry."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
+    """One `x-kubernetes-validations` entry; `message` names the field the rule guards."""
+    return {"rule": rule, "message": message, **extra}

@@ -1,0 +1,56 @@
+"""What each finished stage reports back: written by the job as its pod's termination message (compact
+JSON, < 4 KiB) and as `summary.json` beside its output, read by the operator into `status`."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from .base import ApiModel
+
+
+class CurationResult(ApiModel):
+    samples_read: int = Field(ge=0)
+    samples_written: int = Field(ge=0)
+    dropped: dict[str, int] = Field(default_factory=dict, description="Samples dropped, by rule name.")
+    malformed_lines: int = Field(default=0, ge=0)
+    reasoning_on: int = Field(default=0, ge=0)
+    reasoning_off: int = Field(default=0, ge=0)
+    output_path: str | None = None
+
+
+class TrainingResult(ApiModel):
+    steps: int = Field(ge=0)
+    final_loss: float | None = None
+    tokens_seen: int = Field(default=0, ge=0)
+    wall_seconds: float = Field(default=0.0, ge=0)
+    tokens_per_second: float = Field(default=0.0, ge=0)
+    adapter_path: str | None = None
+    backend: str | None = None
+
+
+class Accuracy(ApiModel):
+    benchmark: str
+    mode: str
+    model: str
+    accuracy: float = Field(ge=0.0, le=1.0)
+    ci_low: float = Field(default=0.0, ge=0.0, le=1.0)
+    ci_high: float = Field(default=1.0, ge=0.0, le=1.0)
+    n: int = Field(default=0, ge=0)
+    unanswered_rate: float | None = None
+    compliance: float | None = Field(default=None, description="Reasoning-toggle compliance.")
+
+
+class EvaluationResult(ApiModel):
+    accuracies: list[Accuracy] = Field(default_factory=list)
+    report_path: str | None = None
+
+
+class TrainingProgress(ApiModel):
+    """The last progress line a training job logged (read from the pod's log)."""
+
+    step: int = Field(ge=0)
+    max_steps: int = Field(ge=1)
+    loss: float | None = None
+    learning_rate: float | None = None
+    tokens_per_second: float | None = None
+    eta_seconds: float | None = None

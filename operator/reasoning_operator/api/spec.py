@@ -1,0 +1,248 @@
+"""`ReasoningRun.spec`: one section per stage, defaults from NVIDIA's single-GPU reasoning recipe.
+
+The CRD schema, the CEL rules and every job's config are generated from these classes; there is no
+hand-written YAML schema anywhere.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, model_validator
+
+from .base import ApiModel, cel
+
+IMMUTABLE = "is immutable once the run exists: create a new ReasoningRun to change it"
+
+Quantity = Annotated[
+    str,
+    Field(
+        pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P)?$",
+        description="A Kubernetes resource quantity, e.g. 8, 500m, 64Gi.",
+    ),
+]
+
+DEFAULT_GPU_PRODUCTS = [
+    "NVIDIA-H100-80GB-HBM3",
+    "NVIDIA-H100-NVL",
+    "NVIDIA-H100-PCIe",
+    "NVIDIA-A100-SXM4-80GB",
+    "NVIDIA-A100-80GB-PCIe",
+    "NVIDIA-A100-SXM4-40GB",
+    "NVIDIA-A100-PCIE-40GB",
+]
+LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+DATASET_SOURCE_PATTERN = r"^(hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+|s3://\S+|gs://\S+|/\S*)$"
+
+
+class Resources(ApiModel):
+    """Container requests (limits equal requests, so a run is Guaranteed QoS where it matters)."""
+
+    cpu: Quantity = "4"
+    memory: Quantity = "32Gi"
+
+
+class SecretKeyRef(ApiModel):
+    name: str = Field(min_length=1, max_length=253, description="Secret in the run's namespace.")
+    key: str = Field(default="token", min_length=1, description="Key holding the hub token.")
+
+
+class DatasetSpec(ApiModel):
+    """Where the Llama-Nemotron Post-Training Dataset (or one in its schema) lives, and which part to use."""
+
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.dataset {IMMUTABLE}")]}
+    }
+
+    source: str = Field(
+        default="hf://nvidia/Llama-Nemotron-Post-Training-Dataset",
+        pattern=DATASET_SOURCE_PATTERN,
+        description=(
+            "hf://ORG/NAME (Hugging Face dataset id), s3://… or gs://… (object store), "
+            "or an absolute path on the run's volume laid out as SFT/<category>/<name>.jsonl."
+        ),
+    )
+    filename_filters: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["math_v1.1", "chat"],
+        min_length=1,
+        description="Substrings of file names to select (math_v1.1 does not select math_v1.jsonl).",
+    )
+    used_in_training: str | None = Field(
+        default="Nano", description="Keep samples whose used_in_training lists this model; null keeps all."
+    )
+
+
+class CurationSpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.curation {IMMUTABLE}")]}
+    }
+
+    language: str = Field(default="en", pattern=r"^[a-z]{2,3}$", description="fastText lid.176 language code.")
+    language_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Minimum language-ID score.")
+    tokenizer: str | None = Field(default=None, description="Hub id or path; defaults to spec.model.name.")
+    max_token_count: int = Field(default=8192, ge=16, le=1_048_576, description="Max prompt tokens after templating.")
+    max_completion_token_count: int = Field(default=16384, ge=16, le=1_048_576, description="Max completion tokens.")
+    curriculum: bool = Field(default=True, description="Order by completion length, on/off interleaved.")
+    workers: int = Field(default=8, ge=1, le=512, description="NeMo Curator workers (CPU cores).")
+    remove_columns: list[str] = Field(default_factory=list, description="Columns to drop from the output.")
+    category_caps: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        default_factory=dict, description="Optional per-category sample caps."
+    )
+    max_error_rate: float = Field(
+        default=0.001, ge=0.0, le=1.0, description="Fail when malformed lines exceed this fraction."
+    )
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="32Gi"))
+
+
+class ModelSpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.model {IMMUTABLE}")]}
+    }
+
+    name: str = Field(
+        default="meta-llama/Llama-3.1-8B-Instruct",
+        min_length=1,
+        description="Hugging Face id or an absolute path on the run's volume.",
+    )
+    hub_token_secret: SecretKeyRef | None = Field(default=None, description="Hub token for gated models/datasets.")
+
+
+class LoraSpec(ApiModel):
+    rank: int = Field(default=64, ge=1, le=1024)
+    alpha: int = Field(default=128, ge=1, le=4096)
+    dropout: float = Field(default=0.05, ge=0.0, lt=1.0)
+    target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS), min_length=1)
+
+
+_TRAINING_RULES = [
+    cel("self == oldSelf", f"spec.training {IMMUTABLE}"),
+    cel(
+        "self.globalBatchSize % self.microBatchSize == 0",
+        "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize",
+        fieldPath=".globalBatchSize",
+    ),
+    cel(
+        "self.checkpointInterval <= self.maxSteps",
+        "spec.training.checkpointInterval must not exceed spec.training.maxSteps",
+        fieldPath=".checkpointInterval",
+    ),
+    cel(
+        "self.method != 'full' || !has(self.lora)",
+        "spec.training.lora must be omitted when spec.training.method is full",
+        fieldPath=".lora",
+    ),
+]
+
+
+class TrainingSpec(ApiModel):
+    model_config = ApiModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": _TRAINING_RULES}}
+
+    backend: Literal["transformers", "nemo-automodel"] = Field(
+        default="transformers", description="Training library; both read the same config."
+    )
+    method: Literal["lora", "full"] = "lora"
+    lora: LoraSpec | None = Field(default=None, description="LoRA settings (defaults: r64, alpha 128).")
+    learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
+    lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
+    weight_decay: float = Field(default=0.001, ge=0.0, le=1.0)
+    global_batch_size: int = Field(default=256, ge=1, le=65536)
+    micro_batch_size: int = Field(default=1, ge=1, le=4096)
+    max_steps: int = Field(default=2000, ge=1, le=10_000_000)
+    max_seq_length: int = Field(default=16384, ge=32, le=1_048_576)
+    packing: bool = Field(default=True, description="Pack samples (order-preserving) up to maxSeqLength.")
+    shuffle: bool = Field(default=False, description="Curriculum order is kept unless true.")
+    precision: Literal["bf16", "fp16", "fp32"] = "bf16"
+    gradient_checkpointing: bool = True
+    checkpoint_interval: int = Field(default=100, ge=1, description="Steps between resumable checkpoints.")
+    seed: int = Field(default=42, ge=0)
+    merge_weights: bool = Field(default=False, description="Also save merged base+adapter weights.")
+    accepted_gpu_products: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_GPU_PRODUCTS),
+        min_length=1,
+        description="Values of the node label nvidia.com/gpu.product the training pod may run on.",
+    )
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="64Gi"))
+    backoff_limit: int = Field(default=3, ge=0, le=100, description="Pod retries; each resumes from a checkpoint.")
+
+    @model_validator(mode="after")
+    def _fill_lora(self) -> TrainingSpec:
+        if self.method == "lora" and self.lora is None:
+            self.lora = LoraSpec()
+        return self
+
+
+class ServingSpec(ApiModel):
+    backend: Literal["vllm", "pytriton"] = Field(
+        default="vllm", description="vllm: Triton's vLLM backend (GPU); pytriton: CPU/dev Triton server."
+    )
+    replicas: int = Field(default=1, ge=0, le=64)
+    keep_serving: bool = Field(default=False, description="Keep the Triton Deployment after evaluation.")
+    max_model_len: int = Field(default=32768, ge=256)
+    gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
+    gpus: int = Field(default=1, ge=0, le=8)
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="64Gi"))
+
+
+Benchmark = Literal["gpqa_diamond", "gpqa_main", "mmlu"]
+Mode = Literal["on", "off"]
+
+
+class EvaluationSpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.evaluation {IMMUTABLE}")]}
+    }
+
+    benchmarks: list[Benchmark] = Field(
+        default_factory=lambda: ["gpqa_diamond", "gpqa_main", "mmlu"], min_length=1, max_length=3
+    )
+    modes: list[Mode] = Field(default_factory=lambda: ["on", "off"], min_length=1, max_length=2)
+    compare_base: bool = Field(default=True, description="Also evaluate the base model without the adapter.")
+    max_tokens: int = Field(default=16384, ge=1, le=1_048_576)
+    temperature: float = Field(default=0.6, ge=0.0, le=2.0)
+    top_p: float = Field(default=0.95, gt=0.0, le=1.0)
+    concurrency: int = Field(default=64, ge=1, le=4096)
+    sample_limit: int | None = Field(default=None, ge=1, description="Evaluate at most this many per benchmark.")
+    seed: int = Field(default=0, ge=0, description="Seed for GPQA choice shuffling.")
+    data_dir: str | None = Field(
+        default=None, pattern=r"^/\S*$", description="Local JSONL/Parquet benchmarks on the volume instead of the hub."
+    )
+    resources: Resources = Field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
+
+
+class StorageSpec(ApiModel):
+    model_config = ApiModel.model_config | {
+        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.storage {IMMUTABLE}")]}
+    }
+
+    existing_claim: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=253,
+        description="Use this PVC instead of creating one.",
+    )
+    size: Quantity = Field(default="500Gi", description="Size of the PVC the operator creates.")
+    storage_class_name: str | None = None
+    access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = "ReadWriteOnce"
+
+
+class ImagesSpec(ApiModel):
+    curation: str = "ghcr.io/reasoning-operator/curation:0.1.0"
+    training: str = "ghcr.io/reasoning-operator/training:0.1.0"
+    serving: str = "ghcr.io/reasoning-operator/serving:0.1.0"
+    evaluation: str = "ghcr.io/reasoning-operator/evaluation:0.1.0"
+    pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+
+
+class ReasoningRunSpec(ApiModel):
+    dataset: DatasetSpec = Field(default_factory=DatasetSpec)
+    curation: CurationSpec = Field(default_factory=CurationSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    training: TrainingSpec = Field(default_factory=TrainingSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    images: ImagesSpec = Field(default_factory=ImagesSpec)
+
+    def tokenizer(self) -> str:
+        return self.curation.tokenizer or self.model.name

@@ -1,0 +1,58 @@
+"""Each job's config: built by the operator from the spec (same section models, plus paths), stored in the
+run's ConfigMap, and read by the job CLI with `--config FILE`. Also what the local runner writes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import Field
+
+from .base import ApiModel
+from .spec import CurationSpec, DatasetSpec, EvaluationSpec, ModelSpec, ServingSpec, TrainingSpec
+
+T = TypeVar("T", bound=ApiModel)
+
+BASE_MODEL_NAME = "base"
+ADAPTER_MODEL_NAME = "trained"
+
+
+class CurationStageConfig(ApiModel):
+    dataset: DatasetSpec
+    curation: CurationSpec
+    tokenizer: str
+    output_dir: str = Field(description="Gets training.jsonl, shards/ and summary.json.")
+
+
+class TrainingStageConfig(ApiModel):
+    model: ModelSpec
+    training: TrainingSpec
+    data_path: str = Field(description="The curated training.jsonl.")
+    output_dir: str = Field(description="Gets checkpoints/, adapter/, metrics.jsonl and summary.json.")
+
+
+class ServingStageConfig(ApiModel):
+    model: ModelSpec
+    serving: ServingSpec
+    adapter_path: str | None = Field(default=None, description="PEFT adapter served beside the base model.")
+    base_model_name: str = BASE_MODEL_NAME
+    adapter_model_name: str = ADAPTER_MODEL_NAME
+    http_port: int = Field(default=8000, ge=1, le=65535)
+    grpc_port: int = Field(default=8001, ge=1, le=65535)
+    metrics_port: int = Field(default=8002, ge=1, le=65535)
+    openai_port: int = Field(default=9000, ge=1, le=65535)
+
+
+class EvaluationStageConfig(ApiModel):
+    evaluation: EvaluationSpec
+    server_url: str = Field(description="Triton HTTP endpoint, e.g. http://run-serving:8000.")
+    models: list[str] = Field(default_factory=lambda: [ADAPTER_MODEL_NAME, BASE_MODEL_NAME], min_length=1)
+    output_dir: str
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Read a stage config from YAML or JSON (JSON is YAML)."""
+    import yaml
+
+    with open(path, encoding="utf-8") as handle:
+        return cls.model_validate(yaml.safe_load(handle))

@@ -1,0 +1,90 @@
+"""`ReasoningRun.status`: written only by the operator, derived from child objects each reconcile."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import Field
+
+from .base import ApiModel
+from .results import CurationResult, EvaluationResult, TrainingProgress, TrainingResult
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    CURATING = "Curating"
+    TRAINING = "Training"
+    SERVING = "Serving"
+    EVALUATING = "Evaluating"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Stage(StrEnum):
+    CURATION = "curation"
+    TRAINING = "training"
+    SERVING = "serving"
+    EVALUATION = "evaluation"
+
+
+class StagePhase(StrEnum):
+    PENDING = "Pending"
+    RUNNING = "Running"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class ConditionType(StrEnum):
+    DATA_CURATED = "DataCurated"
+    MODEL_TRAINED = "ModelTrained"
+    SERVING_READY = "ServingReady"
+    EVALUATED = "Evaluated"
+    SUCCEEDED = "Succeeded"
+    FAILED = "Failed"
+
+
+class Condition(ApiModel):
+    """The metav1.Condition shape, so `kubectl wait --for=condition=Succeeded` works."""
+
+    type: str
+    status: str = Field(pattern=r"^(True|False|Unknown)$")
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
+    message: str = ""
+    last_transition_time: str
+    observed_generation: int | None = None
+
+
+class StageStatus(ApiModel):
+    phase: StagePhase = StagePhase.PENDING
+    child: str | None = Field(default=None, description="Name of the Job or Deployment running the stage.")
+    start_time: str | None = None
+    completion_time: str | None = None
+    duration_seconds: float | None = None
+    message: str | None = None
+
+
+class StagesStatus(ApiModel):
+    curation: StageStatus = Field(default_factory=StageStatus)
+    training: StageStatus = Field(default_factory=StageStatus)
+    serving: StageStatus = Field(default_factory=StageStatus)
+    evaluation: StageStatus = Field(default_factory=StageStatus)
+
+    def get(self, stage: Stage) -> StageStatus:
+        status: StageStatus = getattr(self, stage.value)
+        return status
+
+
+class ReasoningRunStatus(ApiModel):
+    phase: Phase = Phase.PENDING
+    current_stage: Stage | None = None
+    progress: str | None = Field(default=None, description="Human summary for kubectl get, e.g. 'step 40/2000'.")
+    headline_accuracy: str | None = Field(default=None, description="e.g. 'gpqa_diamond/on: 0.412'.")
+    observed_generation: int | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    stages: StagesStatus = Field(default_factory=StagesStatus)
+    curation: CurationResult | None = None
+    training: TrainingResult | None = None
+    training_progress: TrainingProgress | None = None
+    evaluation: EvaluationResult | None = None
+    storage_claim: str | None = None
+    failure_reason: str | None = None

@@ -1,0 +1,64 @@
+"""The `reasoning` console script. Subcommands import their implementation lazily so that
+`reasoning crds` never loads torch and the operator image never needs the job extras."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import typer
+
+app = typer.Typer(
+    name="reasoning",
+    help="Turn a Kubernetes GPU cluster into a reasoning-model factory.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+#: subcommand -> (module, function, help). Each function is a typer-annotated command.
+SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
+    "operator": ("reasoning_operator.main", "main", "Run the operator (kopf) against the current kubeconfig."),
+    "crds": ("reasoning_operator.api.crd", "main", "Generate the CRD YAML from the API models."),
+    "curate": ("reasoning_jobs.curate.cli", "main", "Curation job: Llama-Nemotron data -> training.jsonl."),
+    "train": ("reasoning_jobs.train.cli", "main", "Training job: LoRA SFT on the curated data."),
+    "serve": ("reasoning_jobs.serve.cli", "main", "Serving: Triton with base model + adapter."),
+    "evaluate": ("reasoning_jobs.evaluate.cli", "main", "Evaluation job: GPQA/MMLU, reasoning on vs off."),
+    "run": ("reasoning_jobs.local.cli", "main", "Run a whole ReasoningRun locally, no cluster, no GPU."),
+}
+
+
+def _load(module: str, attr: str) -> Callable[..., Any]:
+    command: Callable[..., Any] = getattr(importlib.import_module(module), attr)
+    return command
+
+
+def _register(argv: list[str]) -> None:
+    """Register only the subcommand being called (lazy), or all of them for --help."""
+    wanted = argv[0] if argv and argv[0] in SUBCOMMANDS else None
+    for name, (module, attr, help_text) in SUBCOMMANDS.items():
+        if wanted is not None and name != wanted:
+            continue
+        if wanted is None:
+            app.command(name=name, help=help_text)(_placeholder(name))
+        else:
+            app.command(name=name, help=help_text)(_load(module, attr))
+
+
+def _placeholder(name: str) -> Callable[[], None]:
+    def command() -> None:
+        raise typer.Exit(code=0)
+
+    command.__name__ = name
+    return command
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = list(sys.argv[1:] if argv is None else argv)
+    _register(args)
+    app(args=args, prog_name="reasoning")
+
+
+if __name__ == "__main__":
+    main()
