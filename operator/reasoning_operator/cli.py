@@ -17,6 +17,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+@app.callback()
+def _root() -> None:
+    """Turn a Kubernetes GPU cluster into a reasoning-model factory."""
+
+
 #: subcommand -> (module, function, help). Each function is a typer-annotated command.
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "operator": ("reasoning_operator.main", "main", "Run the operator (kopf) against the current kubeconfig."),

@@ -72,6 +72,7 @@ __all__ = [
     "StorageSpec",
     "TrainingProgress",
     "TrainingResult",
+    "TrainingSpec",
     "TrainingStageConfig",
     "load_config",
 ]

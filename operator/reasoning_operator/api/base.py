@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, JsonValue
 from pydantic.alias_generators import to_camel
 
 GROUP = "reasoning-operator.dev"
@@ -31,6 +31,16 @@ class ApiModel(BaseModel):
         return self.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
-def cel(rule: str, message: str, **extra: Any) -> dict[str, Any]:
+IMMUTABLE = "is immutable once the run exists: create a new ReasoningRun to change it"
+
+
+def section_config(path: str, immutable: bool = False, rules: list[JsonValue] | None = None) -> ConfigDict:
+    """Config of a spec section: the ApiModel one plus its CEL rules (immutability first, if asked)."""
+    validations: list[JsonValue] = [cel("self == oldSelf", f"{path} {IMMUTABLE}")] if immutable else []
+    validations += rules or []
+    return ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": validations})
+
+
+def cel(rule: str, message: str, **extra: str) -> dict[str, JsonValue]:
     """One `x-kubernetes-validations` entry; `message` names the field the rule guards."""
     return {"rule": rule, "message": message, **extra}

@@ -8,11 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, JsonValue, model_validator
 
-from .base import ApiModel, cel
-
-IMMUTABLE = "is immutable once the run exists: create a new ReasoningRun to change it"
+from .base import ApiModel, cel, section_config
 
 Quantity = Annotated[
     str,
@@ -50,9 +48,7 @@ class SecretKeyRef(ApiModel):
 class DatasetSpec(ApiModel):
     """Where the Llama-Nemotron Post-Training Dataset (or one in its schema) lives, and which part to use."""
 
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.dataset {IMMUTABLE}")]}
-    }
+    model_config = section_config("spec.dataset", immutable=True)
 
     source: str = Field(
         default="hf://nvidia/Llama-Nemotron-Post-Training-Dataset",
@@ -73,9 +69,7 @@ class DatasetSpec(ApiModel):
 
 
 class CurationSpec(ApiModel):
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.curation {IMMUTABLE}")]}
-    }
+    model_config = section_config("spec.curation", immutable=True)
 
     language: str = Field(default="en", pattern=r"^[a-z]{2,3}$", description="fastText lid.176 language code.")
     language_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Minimum language-ID score.")
@@ -95,9 +89,7 @@ class CurationSpec(ApiModel):
 
 
 class ModelSpec(ApiModel):
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.model {IMMUTABLE}")]}
-    }
+    model_config = section_config("spec.model", immutable=True)
 
     name: str = Field(
         default="meta-llama/Llama-3.1-8B-Instruct",
@@ -114,8 +106,7 @@ class LoraSpec(ApiModel):
     target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS), min_length=1)
 
 
-_TRAINING_RULES = [
-    cel("self == oldSelf", f"spec.training {IMMUTABLE}"),
+_TRAINING_RULES: list[JsonValue] = [
     cel(
         "self.globalBatchSize % self.microBatchSize == 0",
         "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize",
@@ -135,7 +126,7 @@ _TRAINING_RULES = [
 
 
 class TrainingSpec(ApiModel):
-    model_config = ApiModel.model_config | {"json_schema_extra": {"x-kubernetes-validations": _TRAINING_RULES}}
+    model_config = section_config("spec.training", immutable=True, rules=_TRAINING_RULES)
 
     backend: Literal["transformers", "nemo-automodel"] = Field(
         default="transformers", description="Training library; both read the same config."
@@ -186,17 +177,15 @@ class ServingSpec(ApiModel):
 
 Benchmark = Literal["gpqa_diamond", "gpqa_main", "mmlu"]
 Mode = Literal["on", "off"]
+ALL_BENCHMARKS: tuple[Benchmark, ...] = ("gpqa_diamond", "gpqa_main", "mmlu")
+ALL_MODES: tuple[Mode, ...] = ("on", "off")
 
 
 class EvaluationSpec(ApiModel):
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.evaluation {IMMUTABLE}")]}
-    }
+    model_config = section_config("spec.evaluation", immutable=True)
 
-    benchmarks: list[Benchmark] = Field(
-        default_factory=lambda: ["gpqa_diamond", "gpqa_main", "mmlu"], min_length=1, max_length=3
-    )
-    modes: list[Mode] = Field(default_factory=lambda: ["on", "off"], min_length=1, max_length=2)
+    benchmarks: list[Benchmark] = Field(default_factory=lambda: list(ALL_BENCHMARKS), min_length=1, max_length=3)
+    modes: list[Mode] = Field(default_factory=lambda: list(ALL_MODES), min_length=1, max_length=2)
     compare_base: bool = Field(default=True, description="Also evaluate the base model without the adapter.")
     max_tokens: int = Field(default=16384, ge=1, le=1_048_576)
     temperature: float = Field(default=0.6, ge=0.0, le=2.0)
@@ -211,9 +200,7 @@ class EvaluationSpec(ApiModel):
 
 
 class StorageSpec(ApiModel):
-    model_config = ApiModel.model_config | {
-        "json_schema_extra": {"x-kubernetes-validations": [cel("self == oldSelf", f"spec.storage {IMMUTABLE}")]}
-    }
+    model_config = section_config("spec.storage", immutable=True)
 
     existing_claim: str | None = Field(
         default=None,
@@ -224,6 +211,10 @@ class StorageSpec(ApiModel):
     size: Quantity = Field(default="500Gi", description="Size of the PVC the operator creates.")
     storage_class_name: str | None = None
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = "ReadWriteOnce"
+    reclaim_policy: Literal["Retain", "Delete"] = Field(
+        default="Retain",
+        description="Retain keeps the created PVC (and the trained adapter on it) when the run is deleted.",
+    )
 
 
 class ImagesSpec(ApiModel):

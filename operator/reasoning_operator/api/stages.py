@@ -54,5 +54,5 @@ def load_config(cls: type[T], path: str | Path) -> T:
     """Read a stage config from YAML or JSON (JSON is YAML)."""
     import yaml
 
-    with open(path, encoding="utf-8") as handle:
+    with Path(path).open(encoding="utf-8") as handle:
         return cls.model_validate(yaml.safe_load(handle))

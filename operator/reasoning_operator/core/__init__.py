@@ -1,0 +1,1 @@
+"""The pure core: (spec, observed children) -> desired children, status and events. No I/O here."""

@@ -1,0 +1,18 @@
+"""One pure function per child object: `build_x(run) -> manifest dict`."""
+
+from .config import build_config_map, stage_configs
+from .jobs import build_curation_job, build_evaluation_job, build_training_job
+from .serving import build_serving_deployment, build_serving_service, serving_url
+from .storage import build_claim
+
+__all__ = [
+    "build_claim",
+    "build_config_map",
+    "build_curation_job",
+    "build_evaluation_job",
+    "build_serving_deployment",
+    "build_serving_service",
+    "build_training_job",
+    "serving_url",
+    "stage_configs",
+]

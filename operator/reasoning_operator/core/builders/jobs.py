@@ -1,0 +1,84 @@
+"""The three batch stages as Jobs. Jobs are created once and never updated (their pod template is
+immutable); retries happen inside the Job within its backoff limit."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reasoning_operator.api import Stage
+
+from ..run import Run
+from .config import config_file
+from .pod import container, gpu_placement, resources, volumes
+
+
+def _job(run: Run, stage: Stage, pod_spec: dict[str, Any], backoff_limit: int) -> dict[str, Any]:
+    name = run.child_name(stage)
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": run.metadata(name, stage),
+        "spec": {
+            "backoffLimit": backoff_limit,
+            "completions": 1,
+            "parallelism": 1,
+            "template": {
+                "metadata": {"labels": run.labels(stage)},
+                "spec": {"restartPolicy": "Never", "enableServiceLinks": False, **pod_spec},
+            },
+        },
+    }
+
+
+def build_curation_job(run: Run) -> dict[str, Any]:
+    spec = run.spec
+    pod = {
+        "containers": [
+            container(
+                run,
+                Stage.CURATION,
+                spec.images.curation,
+                ["curate", "--config", config_file(Stage.CURATION)],
+                resources(spec.curation.resources),
+                shm=True,  # Ray's object store lives in /dev/shm
+            )
+        ],
+        "volumes": volumes(run, shm=True),
+    }
+    return _job(run, Stage.CURATION, pod, backoff_limit=2)
+
+
+def build_training_job(run: Run) -> dict[str, Any]:
+    spec = run.spec
+    pod = {
+        "containers": [
+            container(
+                run,
+                Stage.TRAINING,
+                spec.images.training,
+                ["train", "--config", config_file(Stage.TRAINING)],
+                resources(spec.training.resources, gpus=1),
+                shm=True,
+            )
+        ],
+        "volumes": volumes(run, shm=True),
+        **gpu_placement(spec.training.accepted_gpu_products),
+    }
+    return _job(run, Stage.TRAINING, pod, backoff_limit=spec.training.backoff_limit)
+
+
+def build_evaluation_job(run: Run) -> dict[str, Any]:
+    spec = run.spec
+    pod = {
+        "containers": [
+            container(
+                run,
+                Stage.EVALUATION,
+                spec.images.evaluation,
+                ["evaluate", "--config", config_file(Stage.EVALUATION)],
+                resources(spec.evaluation.resources),
+            )
+        ],
+        "volumes": volumes(run),
+    }
+    return _job(run, Stage.EVALUATION, pod, backoff_limit=2)

@@ -1,0 +1,95 @@
+"""Pieces shared by every stage's pod: volumes, the hub token, GPU placement, resources."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from reasoning_operator.api import Resources, Stage
+
+from ..run import CONFIG_MOUNT, WORKSPACE, Run
+
+GPU_RESOURCE = "nvidia.com/gpu"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+
+
+def resources(res: Resources, gpus: int = 0) -> dict[str, Any]:
+    """Requests equal limits: predictable placement and Guaranteed QoS for long GPU jobs."""
+    amounts: dict[str, Any] = {"cpu": res.cpu, "memory": res.memory}
+    if gpus:
+        amounts[GPU_RESOURCE] = str(gpus)
+    return {"requests": dict(amounts), "limits": dict(amounts)}
+
+
+def gpu_placement(products: list[str]) -> dict[str, Any]:
+    """Required node affinity on the GPU product label plus the usual GPU-node taint toleration."""
+    return {
+        "affinity": {
+            "nodeAffinity": {
+                "requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [
+                        {"matchExpressions": [{"key": GPU_PRODUCT_LABEL, "operator": "In", "values": list(products)}]}
+                    ]
+                }
+            }
+        },
+        "tolerations": [{"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}],
+    }
+
+
+def env(run: Run) -> list[dict[str, Any]]:
+    variables: list[dict[str, Any]] = [
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "HF_HOME", "value": f"{WORKSPACE}/cache/huggingface"},
+        {"name": "REASONING_RUN", "value": run.ref.name},
+    ]
+    secret = run.spec.model.hub_token_secret
+    if secret is not None:
+        variables.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}})
+    return variables
+
+
+def volumes(run: Run, shm: bool = False) -> list[dict[str, Any]]:
+    vols: list[dict[str, Any]] = [
+        {"name": "workspace", "persistentVolumeClaim": {"claimName": run.claim_name}},
+        {"name": "config", "configMap": {"name": run.config_map_name}},
+    ]
+    if shm:
+        vols.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}})
+    return vols
+
+
+def volume_mounts(shm: bool = False) -> list[dict[str, Any]]:
+    mounts: list[dict[str, Any]] = [
+        {"name": "workspace", "mountPath": WORKSPACE},
+        {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+    ]
+    if shm:
+        mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
+    return mounts
+
+
+def container_security() -> dict[str, Any]:
+    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+
+
+def container(
+    run: Run,
+    stage: Stage,
+    image: str,
+    args: list[str],
+    res: dict[str, Any],
+    shm: bool = False,
+) -> dict[str, Any]:
+    return {
+        "name": stage.value,
+        "image": image,
+        "imagePullPolicy": run.spec.images.pull_policy,
+        "command": ["reasoning"],
+        "args": args,
+        "env": env(run),
+        "resources": res,
+        "volumeMounts": volume_mounts(shm),
+        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": container_security(),
+    }

@@ -1,0 +1,371 @@
+"""The decision: (run, observed children, now) -> what to create/apply/delete, the new status, and events.
+
+Level-triggered and idempotent: it derives everything from the cluster, so calling it twice, or after an
+operator restart, gives the same answer and never asks for a second copy of a child."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from reasoning_operator.api import (
+    ApiModel,
+    ConditionType,
+    CurationResult,
+    EvaluationResult,
+    Phase,
+    ReasoningRunStatus,
+    Stage,
+    StagePhase,
+    StageStatus,
+    TrainingResult,
+)
+
+from . import builders
+from .conditions import set_condition
+from .observe import JobObs, Observed, PodObs
+from .run import Run
+
+STAGE_ORDER = [Stage.CURATION, Stage.TRAINING, Stage.SERVING, Stage.EVALUATION]
+STAGE_PHASE = {
+    Stage.CURATION: Phase.CURATING,
+    Stage.TRAINING: Phase.TRAINING,
+    Stage.SERVING: Phase.SERVING,
+    Stage.EVALUATION: Phase.EVALUATING,
+}
+STAGE_CONDITION = {
+    Stage.CURATION: ConditionType.DATA_CURATED,
+    Stage.TRAINING: ConditionType.MODEL_TRAINED,
+    Stage.SERVING: ConditionType.SERVING_READY,
+    Stage.EVALUATION: ConditionType.EVALUATED,
+}
+RESULT_MODELS: dict[Stage, type[ApiModel]] = {
+    Stage.CURATION: CurationResult,
+    Stage.TRAINING: TrainingResult,
+    Stage.EVALUATION: EvaluationResult,
+}
+JOB_BUILDERS: dict[Stage, Callable[[Run], dict[str, Any]]] = {
+    Stage.CURATION: builders.build_curation_job,
+    Stage.TRAINING: builders.build_training_job,
+    Stage.EVALUATION: builders.build_evaluation_job,
+}
+
+
+@dataclass(frozen=True)
+class Event:
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+@dataclass
+class Plan:
+    """What the shell must do. `create` is create-if-absent (Jobs, PVC: immutable specs); `apply` is
+    server-side apply; `delete` lists (kind, name) of children no longer wanted."""
+
+    create: list[dict[str, Any]] = field(default_factory=list)
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[tuple[str, str]] = field(default_factory=list)
+    status: ReasoningRunStatus = field(default_factory=ReasoningRunStatus)
+    events: list[Event] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class StageOutcome:
+    phase: StagePhase
+    reason: str
+    message: str
+    result: ApiModel | None = None
+
+
+def _iso(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    fmt = "%Y-%m-%dT%H:%M:%SZ"
+    return (datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds()
+
+
+def _result(stage: Stage, pods: list[PodObs]) -> ApiModel | str:
+    """The stage result from the newest succeeded pod's termination message, or why it is unusable."""
+    succeeded = [p for p in pods if p.phase == "Succeeded"]
+    if not succeeded:
+        return "no succeeded pod left to read the result from"
+    message = succeeded[-1].termination_message
+    if not message:
+        return f"pod {succeeded[-1].name} reported no result (empty termination message)"
+    try:
+        return RESULT_MODELS[stage].model_validate(json.loads(message))
+    except (json.JSONDecodeError, ValidationError) as err:
+        return f"pod {succeeded[-1].name} reported an invalid result: {str(err).splitlines()[0]}"
+
+
+def _job_outcome(stage: Stage, job: JobObs | None, pods: list[PodObs]) -> StageOutcome:
+    if job is None:
+        return StageOutcome(StagePhase.PENDING, "Creating", f"creating Job for {stage.value}")
+    if job.failed_final:
+        detail = next((p.termination_message for p in reversed(pods) if p.termination_message), None)
+        message = f"Job {job.name} failed: {job.failure_reason or 'Failed'}: {job.failure_message or ''}".strip()
+        if detail:
+            message += f"; last pod said: {detail[-500:]}"
+        return StageOutcome(StagePhase.FAILED, job.failure_reason or "JobFailed", message)
+    if job.complete:
+        result = _result(stage, pods)
+        if isinstance(result, str):
+            return StageOutcome(StagePhase.FAILED, "ResultMissing", f"Job {job.name} succeeded but {result}")
+        return StageOutcome(StagePhase.SUCCEEDED, "Completed", f"Job {job.name} completed", result)
+    current = pods[-1] if pods else None
+    if current is not None and current.unschedulable:
+        return StageOutcome(
+            StagePhase.RUNNING, "Unschedulable", f"pod {current.name} cannot be scheduled: {current.unschedulable}"
+        )
+    if current is not None and current.waiting_reason:
+        return StageOutcome(StagePhase.RUNNING, current.waiting_reason, f"pod {current.name}: {current.waiting_reason}")
+    retries = f" (retry {job.failed} of the backoff limit)" if job.failed else ""
+    if job.active or (current is not None and current.phase == "Running"):
+        return StageOutcome(StagePhase.RUNNING, "Running", f"Job {job.name} running{retries}")
+    return StageOutcome(StagePhase.RUNNING, "Starting", f"Job {job.name} created, waiting for its pod{retries}")
+
+
+def _serving_outcome(run: Run, observed: Observed) -> StageOutcome:
+    dep = observed.deployment
+    if dep is None:
+        return StageOutcome(StagePhase.PENDING, "Creating", "creating the Triton Deployment")
+    if dep.failed_message:
+        return StageOutcome(StagePhase.FAILED, "ServingFailed", f"Deployment {dep.name}: {dep.failed_message}")
+    if dep.available >= 1 and dep.ready >= 1:
+        return StageOutcome(StagePhase.SUCCEEDED, "Ready", f"Deployment {dep.name}: {dep.ready}/{dep.replicas} ready")
+    pods = observed.pods.get(Stage.SERVING, [])
+    blocked = next((p for p in pods if p.unschedulable), None)
+    if blocked is not None:
+        return StageOutcome(
+            StagePhase.RUNNING, "Unschedulable", f"pod {blocked.name} cannot be scheduled: {blocked.unschedulable}"
+        )
+    if run.spec.serving.replicas == 0:
+        return StageOutcome(StagePhase.RUNNING, "ScaledToZero", "spec.serving.replicas is 0: nothing will serve")
+    return StageOutcome(StagePhase.RUNNING, "Starting", f"Deployment {dep.name}: {dep.ready}/{dep.replicas} ready")
+
+
+def _headline(result: EvaluationResult | None) -> str | None:
+    if result is None or not result.accuracies:
+        return None
+    preferred = sorted(
+        result.accuracies,
+        key=lambda a: (a.model != "trained", a.mode != "on", a.benchmark),
+    )[0]
+    return f"{preferred.benchmark}/{preferred.mode}: {preferred.accuracy:.3f}"
+
+
+def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOutcome | None) -> str | None:
+    if stage is None:
+        return None
+    if outcome is not None and outcome.reason == "Unschedulable":
+        return "waiting for a node"
+    if stage == Stage.TRAINING and status.training_progress is not None:
+        p = status.training_progress
+        return f"step {p.step}/{p.max_steps} ({100 * p.step // max(p.max_steps, 1)}%)"
+    return outcome.message if outcome is not None and stage == Stage.SERVING else stage.value
+
+
+def decide(run: Run, observed: Observed, now: datetime) -> Plan:
+    stamp = _iso(now)
+    status = run.status.model_copy(deep=True)
+    status.observed_generation = run.ref.generation
+    generation = run.ref.generation
+    plan = Plan()
+    server_url = builders.serving_url(run)
+
+    plan.apply.append(builders.build_config_map(run, server_url))
+    claim = builders.build_claim(run)
+    if claim is not None:
+        plan.create.append(claim)
+    status.storage_claim = run.claim_name
+
+    terminal = status.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    current: Stage | None = None
+    current_outcome: StageOutcome | None = None
+    failed = status.phase == Phase.FAILED
+
+    for stage in STAGE_ORDER:
+        stage_status = status.stages.get(stage)
+        if terminal or failed:
+            break
+        if stage_status.phase == StagePhase.SUCCEEDED and stage != Stage.SERVING:
+            continue
+        if stage == Stage.SERVING:
+            evaluated = status.stages.evaluation.phase == StagePhase.SUCCEEDED
+            if evaluated:
+                continue
+            plan.apply += [builders.build_serving_deployment(run), builders.build_serving_service(run)]
+            outcome = _serving_outcome(run, observed)
+            if stage_status.phase == StagePhase.SUCCEEDED and outcome.phase != StagePhase.FAILED:
+                # Ready once is enough to start evaluating; a later blip shows in ServingReady only.
+                _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage), keep_phase=True)
+                continue
+        else:
+            job = observed.jobs.get(stage)
+            if job is None:
+                plan.create.append(JOB_BUILDERS[stage](run))
+            outcome = _job_outcome(stage, job, observed.pods.get(stage, []))
+            if stage == Stage.TRAINING and observed.training_progress is not None:
+                status.training_progress = observed.training_progress
+            if job is not None:
+                stage_status.start_time = stage_status.start_time or job.start_time
+                stage_status.completion_time = job.completion_time or stage_status.completion_time
+        _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage))
+        if outcome.phase == StagePhase.FAILED:
+            failed = True
+            status.failure_reason = outcome.message
+        if outcome.phase != StagePhase.SUCCEEDED:
+            current, current_outcome = stage, outcome
+            break
+
+    if not terminal:
+        if failed:
+            status.phase = Phase.FAILED
+            status.current_stage = None
+            status.progress = "failed"
+            plan.events.append(Event("Warning", "RunFailed", status.failure_reason or "failed"))
+        elif current is None:
+            status.phase = Phase.SUCCEEDED
+            status.current_stage = None
+            status.progress = "done"
+            plan.events.append(Event("Normal", "RunSucceeded", _summary(status)))
+        else:
+            status.phase = STAGE_PHASE[current]
+            status.current_stage = current
+            status.progress = _progress(current, status, current_outcome)
+
+    _final_conditions(status, stamp, generation)
+    _serving_after_evaluation(run, status, observed, plan, stamp, generation)
+    status.headline_accuracy = _headline(status.evaluation)
+    plan.status = status
+    return plan
+
+
+def _record(
+    plan: Plan,
+    status: ReasoningRunStatus,
+    stage: Stage,
+    outcome: StageOutcome,
+    stamp: str,
+    generation: int,
+    child: str,
+    keep_phase: bool = False,
+) -> None:
+    stage_status: StageStatus = status.stages.get(stage)
+    before = stage_status.phase
+    if not keep_phase:
+        stage_status.phase = outcome.phase
+        stage_status.message = outcome.message
+    if stage_status.phase != StagePhase.PENDING or outcome.reason == "Creating":
+        stage_status.child = child
+    if stage_status.phase != StagePhase.PENDING and stage_status.start_time is None:
+        stage_status.start_time = stamp
+    if stage_status.phase in (StagePhase.SUCCEEDED, StagePhase.FAILED) and stage_status.completion_time is None:
+        stage_status.completion_time = stamp
+    stage_status.duration_seconds = _seconds(stage_status.start_time, stage_status.completion_time)
+    if outcome.result is not None:
+        setattr(status, stage.value, outcome.result)
+    ok = {StagePhase.SUCCEEDED: True, StagePhase.FAILED: False}.get(outcome.phase)
+    status.conditions = set_condition(
+        status.conditions,
+        STAGE_CONDITION[stage],
+        ok if ok is not None else False,
+        outcome.reason,
+        outcome.message,
+        stamp,
+        generation,
+    )
+    after = stage_status.phase
+    if after != before:
+        name = stage.value.capitalize()
+        if after == StagePhase.RUNNING or (after == StagePhase.SUCCEEDED and before == StagePhase.PENDING):
+            plan.events.append(Event("Normal", f"{name}Started", outcome.message))
+        if after == StagePhase.SUCCEEDED:
+            plan.events.append(Event("Normal", f"{name}Succeeded", outcome.message))
+        if after == StagePhase.FAILED:
+            plan.events.append(Event("Warning", f"{name}Failed", outcome.message))
+
+
+def _final_conditions(status: ReasoningRunStatus, stamp: str, generation: int) -> None:
+    if status.phase == Phase.SUCCEEDED:
+        status.conditions = set_condition(
+            status.conditions, ConditionType.SUCCEEDED, True, "Succeeded", _summary(status), stamp, generation
+        )
+    elif status.phase == Phase.FAILED:
+        status.conditions = set_condition(
+            status.conditions, ConditionType.SUCCEEDED, False, "Failed", status.failure_reason or "", stamp, generation
+        )
+        status.conditions = set_condition(
+            status.conditions, ConditionType.FAILED, True, "StageFailed", status.failure_reason or "", stamp, generation
+        )
+    else:
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.SUCCEEDED,
+            None,
+            status.phase.value,
+            status.progress or "",
+            stamp,
+            generation,
+        )
+
+
+def _serving_after_evaluation(
+    run: Run, status: ReasoningRunStatus, observed: Observed, plan: Plan, stamp: str, generation: int
+) -> None:
+    """Once evaluation is over (or the run failed), serving stays only if spec.serving.keepServing."""
+    done = status.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    if not done:
+        return
+    keep = run.spec.serving.keep_serving and status.phase == Phase.SUCCEEDED
+    if keep:
+        plan.apply += [builders.build_serving_deployment(run), builders.build_serving_service(run)]
+        dep = observed.deployment
+        ready = dep is not None and dep.ready >= 1
+        message = f"kept serving: {dep.ready if dep else 0}/{run.spec.serving.replicas} ready"
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.SERVING_READY,
+            ready,
+            "KeptServing" if ready else "Starting",
+            message,
+            stamp,
+            generation,
+        )
+        return
+    name = run.child_name(Stage.SERVING)
+    if observed.deployment is not None:
+        plan.delete.append(("Deployment", name))
+    if observed.service_exists:
+        plan.delete.append(("Service", name))
+    if status.stages.serving.phase == StagePhase.SUCCEEDED:
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.SERVING_READY,
+            False,
+            "ServingStopped",
+            "evaluation finished; set spec.serving.keepServing to keep the server",
+            stamp,
+            generation,
+        )
+
+
+def _summary(status: ReasoningRunStatus) -> str:
+    parts = []
+    if status.curation is not None:
+        parts.append(f"{status.curation.samples_written} samples curated")
+    if status.training is not None:
+        parts.append(f"{status.training.steps} training steps")
+    if status.headline_accuracy or status.evaluation is not None:
+        parts.append(f"headline {_headline(status.evaluation)}")
+    return ", ".join(parts) or "all stages finished"

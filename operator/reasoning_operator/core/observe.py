@@ -1,0 +1,188 @@
+"""What the operator saw of a run's children, reduced to the facts the core decides on.
+
+The shell lists the children (raw API dicts); `observe()` parses them here, purely, so the parsing is unit
+tested with plain dicts."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from reasoning_operator.api import Stage, TrainingProgress
+
+from .run import STAGE_LABEL
+
+
+@dataclass(frozen=True)
+class JobObs:
+    name: str
+    active: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    complete: bool = False
+    failed_final: bool = False
+    failure_reason: str | None = None
+    failure_message: str | None = None
+    start_time: str | None = None
+    completion_time: str | None = None
+
+
+@dataclass(frozen=True)
+class PodObs:
+    name: str
+    phase: str
+    created: str | None = None
+    unschedulable: str | None = None
+    termination_message: str | None = None
+    waiting_reason: str | None = None
+
+
+@dataclass(frozen=True)
+class DeploymentObs:
+    name: str
+    replicas: int = 0
+    ready: int = 0
+    available: int = 0
+    failed_message: str | None = None
+
+
+@dataclass(frozen=True)
+class Observed:
+    claim_exists: bool = False
+    claim_phase: str | None = None
+    config_map_exists: bool = False
+    jobs: dict[Stage, JobObs] = field(default_factory=dict)
+    pods: dict[Stage, list[PodObs]] = field(default_factory=dict)
+    deployment: DeploymentObs | None = None
+    service_exists: bool = False
+    training_progress: TrainingProgress | None = None
+
+
+def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for cond in (obj.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == kind and cond.get("status") == "True":
+            return dict(cond)
+    return None
+
+
+def job_obs(job: dict[str, Any]) -> JobObs:
+    status = job.get("status") or {}
+    failed = _condition(job, "Failed")
+    return JobObs(
+        name=job["metadata"]["name"],
+        active=int(status.get("active") or 0),
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
+        complete=_condition(job, "Complete") is not None,
+        failed_final=failed is not None,
+        failure_reason=failed.get("reason") if failed else None,
+        failure_message=failed.get("message") if failed else None,
+        start_time=status.get("startTime"),
+        completion_time=status.get("completionTime"),
+    )
+
+
+def pod_obs(pod: dict[str, Any]) -> PodObs:
+    status = pod.get("status") or {}
+    unschedulable = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
+            unschedulable = cond.get("message") or cond.get("reason") or "Unschedulable"
+    message = None
+    waiting = None
+    for cs in status.get("containerStatuses") or []:
+        state = cs.get("state") or {}
+        if "terminated" in state and state["terminated"].get("message"):
+            message = state["terminated"]["message"]
+        if "waiting" in state:
+            waiting = state["waiting"].get("reason")
+    return PodObs(
+        name=pod["metadata"]["name"],
+        phase=status.get("phase") or "Pending",
+        created=pod["metadata"].get("creationTimestamp"),
+        unschedulable=unschedulable,
+        termination_message=message,
+        waiting_reason=waiting,
+    )
+
+
+def deployment_obs(deployment: dict[str, Any]) -> DeploymentObs:
+    status = deployment.get("status") or {}
+    failed = None
+    for cond in status.get("conditions") or []:
+        if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
+            failed = cond.get("message") or "ProgressDeadlineExceeded"
+        if cond.get("type") == "ReplicaFailure" and cond.get("status") == "True":
+            failed = cond.get("message") or "ReplicaFailure"
+    return DeploymentObs(
+        name=deployment["metadata"]["name"],
+        replicas=int((deployment.get("spec") or {}).get("replicas") or 0),
+        ready=int(status.get("readyReplicas") or 0),
+        available=int(status.get("availableReplicas") or 0),
+        failed_message=failed,
+    )
+
+
+_PROGRESS_ALIASES = {"lr": "learning_rate", "eta_s": "eta_seconds", "tokens_per_s": "tokens_per_second"}
+_PROGRESS_KEYS = (
+    {n for n in TrainingProgress.model_fields}
+    | {f.alias for f in TrainingProgress.model_fields.values() if f.alias}
+    | set(_PROGRESS_ALIASES)
+)
+
+
+def parse_progress(log_tail: str) -> TrainingProgress | None:
+    """The last JSON progress line a training job printed (`{"step": …, "max_steps": …}`), if any."""
+    for line in reversed(log_tail.splitlines()):
+        line = line.strip()
+        if not line.startswith("{"):
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(record, dict) and "step" in record and ("max_steps" in record or "maxSteps" in record):
+            known = {k: v for k, v in record.items() if k in _PROGRESS_KEYS}
+            known = {_PROGRESS_ALIASES.get(k, k): v for k, v in known.items()}
+            try:
+                return TrainingProgress.model_validate(known)
+            except ValueError:
+                continue
+    return None
+
+
+def _stage_of(obj: dict[str, Any]) -> Stage | None:
+    value = ((obj.get("metadata") or {}).get("labels") or {}).get(STAGE_LABEL)
+    try:
+        return Stage(value) if value else None
+    except ValueError:
+        return None
+
+
+def observe(
+    *,
+    claim: dict[str, Any] | None,
+    config_map: dict[str, Any] | None,
+    jobs: list[dict[str, Any]],
+    pods: list[dict[str, Any]],
+    deployment: dict[str, Any] | None,
+    service: dict[str, Any] | None,
+    training_log_tail: str | None = None,
+) -> Observed:
+    job_map = {stage: job_obs(j) for j in jobs if (stage := _stage_of(j)) is not None}
+    pod_map: dict[Stage, list[PodObs]] = {}
+    for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
+        stage = _stage_of(pod)
+        if stage is not None:
+            pod_map.setdefault(stage, []).append(pod_obs(pod))
+    return Observed(
+        claim_exists=claim is not None,
+        claim_phase=((claim or {}).get("status") or {}).get("phase"),
+        config_map_exists=config_map is not None,
+        jobs=job_map,
+        pods=pod_map,
+        deployment=deployment_obs(deployment) if deployment else None,
+        service_exists=service is not None,
+        training_progress=parse_progress(training_log_tail) if training_log_tail else None,
+    )

@@ -1,0 +1,105 @@
+"""The identity of one ReasoningRun, as the core sees it: enough to name, label and own its children."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from reasoning_operator.api import API_VERSION, KIND, ReasoningRunSpec, ReasoningRunStatus, Stage
+
+MANAGED_BY = "reasoning-operator"
+RUN_LABEL = "reasoning-operator.dev/run"
+STAGE_LABEL = "reasoning-operator.dev/stage"
+WORKSPACE = "/workspace"
+CONFIG_MOUNT = "/etc/reasoning"
+
+
+@dataclass(frozen=True)
+class RunRef:
+    name: str
+    namespace: str
+    uid: str
+    generation: int = 1
+
+
+@dataclass(frozen=True)
+class Run:
+    """A parsed ReasoningRun: metadata, validated spec and the status last written."""
+
+    ref: RunRef
+    spec: ReasoningRunSpec
+    status: ReasoningRunStatus
+
+    @classmethod
+    def from_object(cls, obj: dict[str, Any]) -> Run:
+        meta = obj["metadata"]
+        return cls(
+            ref=RunRef(
+                name=meta["name"],
+                namespace=meta["namespace"],
+                uid=meta["uid"],
+                generation=int(meta.get("generation") or 1),
+            ),
+            spec=ReasoningRunSpec.model_validate(obj.get("spec") or {}),
+            status=ReasoningRunStatus.model_validate(_known_status(obj.get("status") or {})),
+        )
+
+    # -- names (deterministic: a restarted operator finds, never duplicates, its children) -----------
+    def child_name(self, stage: Stage) -> str:
+        return f"{self.ref.name}-{stage.value}"
+
+    @property
+    def config_map_name(self) -> str:
+        return f"{self.ref.name}-config"
+
+    @property
+    def claim_name(self) -> str:
+        return self.spec.storage.existing_claim or f"{self.ref.name}-data"
+
+    @property
+    def run_dir(self) -> str:
+        """Per-run directory on the volume; the uid keeps a recreated run from resuming a stranger's checkpoints."""
+        return f"{WORKSPACE}/runs/{self.ref.name}-{self.ref.uid[:8]}"
+
+    def labels(self, stage: Stage | None = None, component: str | None = None) -> dict[str, str]:
+        labels = {
+            "app.kubernetes.io/name": "reasoning-run",
+            "app.kubernetes.io/instance": self.ref.name,
+            "app.kubernetes.io/managed-by": MANAGED_BY,
+            "app.kubernetes.io/part-of": "reasoning-operator",
+            RUN_LABEL: self.ref.name,
+        }
+        if stage is not None:
+            labels["app.kubernetes.io/component"] = component or stage.value
+            labels[STAGE_LABEL] = stage.value
+        elif component is not None:
+            labels["app.kubernetes.io/component"] = component
+        return labels
+
+    def owner_reference(self) -> dict[str, Any]:
+        return {
+            "apiVersion": API_VERSION,
+            "kind": KIND,
+            "name": self.ref.name,
+            "uid": self.ref.uid,
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+
+    def metadata(
+        self, name: str, stage: Stage | None = None, component: str | None = None, owned: bool = True
+    ) -> dict[str, Any]:
+        meta: dict[str, Any] = {
+            "name": name,
+            "namespace": self.ref.namespace,
+            "labels": self.labels(stage, component),
+        }
+        if owned:
+            meta["ownerReferences"] = [self.owner_reference()]
+        return meta
+
+
+def _known_status(status: dict[str, Any]) -> dict[str, Any]:
+    """Drop fields another writer (e.g. an older operator or kopf) left in status; they are not ours."""
+    fields = {f.alias or n for n, f in ReasoningRunStatus.model_fields.items()}
+    return {k: v for k, v in status.items() if k in fields}

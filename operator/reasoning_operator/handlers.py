@@ -1,0 +1,91 @@
+"""The kopf shell: every handler only finds the run, and calls `reconcile` (fetch -> core -> apply).
+
+Level-triggered: watch events on runs and their children make it prompt, a timer makes it certain. Handlers
+return nothing (kopf would store return values in status) and kopf keeps no state of its own on our objects
+(no on.create/on.update, so no progress or diff-base annotations)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections import defaultdict
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import kopf
+
+from reasoning_operator.api import GROUP, PLURAL, VERSION
+
+from . import metrics
+from .core.run import MANAGED_BY, RUN_LABEL
+from .kube import Kube, load_config
+from .reconcile import reconcile
+
+log = logging.getLogger(__name__)
+RESYNC_SECONDS = float(os.environ.get("REASONING_RESYNC_SECONDS", "10"))
+CHILD_FILTER: Mapping[str, Any] = {
+    "app.kubernetes.io/managed-by": MANAGED_BY,
+    RUN_LABEL: kopf.PRESENT,
+}
+
+
+class _Shell:
+    """The API client and per-run locks: plumbing, not state (everything is re-read from the cluster)."""
+
+    kube: Kube | None = None
+    locks: ClassVar[defaultdict[tuple[str, str], threading.Lock]] = defaultdict(threading.Lock)
+    guard: ClassVar[threading.Lock] = threading.Lock()
+
+
+def _reconcile(namespace: str | None, name: str | None) -> None:
+    if not namespace or not name or _Shell.kube is None:
+        return
+    with _Shell.guard:
+        lock = _Shell.locks[(namespace, name)]
+    with lock:
+        try:
+            reconcile(_Shell.kube, namespace, name)
+        except Exception as err:
+            metrics.RECONCILE_ERRORS.labels(namespace, name, type(err).__name__).inc()
+            log.exception("reconcile of %s/%s failed", namespace, name)
+            raise kopf.TemporaryError(f"reconcile failed: {err}", delay=5) from err
+
+
+@kopf.on.startup()
+def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.posting.enabled = False  # our own Events, one per stage transition
+    settings.watching.server_timeout = 120
+    settings.watching.client_timeout = 150
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = int(os.environ.get("REASONING_WORKERS", "8"))
+    _Shell.kube = Kube(load_config(os.environ.get("KUBECONFIG")))
+    port = int(os.environ.get("REASONING_METRICS_PORT", "0"))
+    if port:
+        metrics.serve(port, addr=os.environ.get("REASONING_METRICS_ADDR", "0.0.0.0"))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+def run_event(namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
+    if type == "DELETED":
+        if namespace and name:
+            metrics.forget(namespace, name)
+        return
+    _reconcile(namespace, name)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, sharp=False)
+def resync(namespace: str | None, name: str | None, **_: Any) -> None:
+    _reconcile(namespace, name)
+
+
+def _owner_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
+    _reconcile(namespace, labels.get(RUN_LABEL))
+
+
+for _group, _version, _plural in (
+    ("batch", "v1", "jobs"),
+    ("apps", "v1", "deployments"),
+    ("", "v1", "pods"),
+):
+    kopf.on.event(_group, _version, _plural, labels=CHILD_FILTER, id=f"child-{_plural}")(_owner_event)

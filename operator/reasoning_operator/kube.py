@@ -1,0 +1,190 @@
+"""The only module that talks to the apiserver: list a run's children, apply the plan, patch status,
+post events. One field manager, server-side apply for what we own, create-if-absent for immutable
+children (Jobs, PVCs)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, cast
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+from kubernetes.dynamic import DynamicClient
+from kubernetes.dynamic.exceptions import NotFoundError
+
+from reasoning_operator.api import GROUP, KIND, PLURAL, VERSION
+
+from .core.decide import Event, Plan
+from .core.run import RUN_LABEL, Run
+
+FIELD_MANAGER = "reasoning-operator"
+log = logging.getLogger(__name__)
+
+KINDS: dict[str, str] = {
+    "ConfigMap": "v1",
+    "PersistentVolumeClaim": "v1",
+    "Service": "v1",
+    "Pod": "v1",
+    "Job": "batch/v1",
+    "Deployment": "apps/v1",
+}
+
+
+def load_config(kubeconfig: str | None = None) -> client.ApiClient:
+    """In-cluster config inside a pod, else the given or default kubeconfig."""
+    if kubeconfig is None:
+        try:
+            config.load_incluster_config()  # type: ignore[no-untyped-call]
+            return client.ApiClient()
+        except config.ConfigException:
+            pass
+    configuration = client.Configuration()
+    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    return client.ApiClient(configuration)
+
+
+@dataclass
+class Children:
+    claim: dict[str, Any] | None
+    config_map: dict[str, Any] | None
+    jobs: list[dict[str, Any]]
+    pods: list[dict[str, Any]]
+    deployment: dict[str, Any] | None
+    service: dict[str, Any] | None
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient) -> None:
+        self.api = api
+        self.dynamic = DynamicClient(api)  # type: ignore[no-untyped-call]
+        self.core = client.CoreV1Api(api)
+        self.custom = client.CustomObjectsApi(api)
+
+    def _resource(self, kind: str) -> Any:
+        return self.dynamic.resources.get(api_version=KINDS[kind], kind=kind)
+
+    # -- reads -------------------------------------------------------------------------------------
+    def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj = cast(
+                dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            )
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+        return obj
+
+    def _get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            obj: dict[str, Any] = self._resource(kind).get(name=name, namespace=namespace).to_dict()
+        except NotFoundError:
+            return None
+        return obj
+
+    def _list(self, kind: str, namespace: str, run: str) -> list[dict[str, Any]]:
+        result = self._resource(kind).get(namespace=namespace, label_selector=f"{RUN_LABEL}={run}")
+        return [item.to_dict() for item in result.items]
+
+    def children(self, run: Run) -> Children:
+        ns, name = run.ref.namespace, run.ref.name
+        serving = f"{name}-serving"
+        return Children(
+            claim=self._get("PersistentVolumeClaim", ns, run.claim_name),
+            config_map=self._get("ConfigMap", ns, run.config_map_name),
+            jobs=self._list("Job", ns, name),
+            pods=self._list("Pod", ns, name),
+            deployment=self._get("Deployment", ns, serving),
+            service=self._get("Service", ns, serving),
+        )
+
+    def log_tail(self, namespace: str, pod: str, lines: int = 20) -> str | None:
+        """Best effort: a fake kubelet (kwok) or a rotated log simply yields no progress."""
+        try:
+            text: str = self.core.read_namespaced_pod_log(pod, namespace, tail_lines=lines, _request_timeout=5)
+        except (ApiException, OSError, ValueError) as err:
+            log.debug("no log for %s/%s: %s", namespace, pod, err)
+            return None
+        return text
+
+    # -- writes ------------------------------------------------------------------------------------
+    def create_if_absent(self, obj: dict[str, Any]) -> bool:
+        meta = obj["metadata"]
+        if self._get(obj["kind"], meta["namespace"], meta["name"]) is not None:
+            return False
+        try:
+            self._resource(obj["kind"]).create(body=obj, namespace=meta["namespace"])
+        except ApiException as err:
+            if err.status == 409:  # a concurrent reconcile won the race: same deterministic name, no duplicate
+                return False
+            raise
+        return True
+
+    def apply(self, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        self._resource(obj["kind"]).server_side_apply(
+            body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER, force_conflicts=True
+        )
+
+    def delete(self, kind: str, namespace: str, name: str) -> None:
+        with contextlib.suppress(NotFoundError):
+            self._resource(kind).delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_manager=FIELD_MANAGER
+        )
+
+    def post_event(self, run: Run, event: Event) -> None:
+        now = datetime.now(UTC)
+        body = client.CoreV1Event(
+            metadata=client.V1ObjectMeta(generate_name=f"{run.ref.name}.", namespace=run.ref.namespace),
+            involved_object=client.V1ObjectReference(
+                api_version=f"{GROUP}/{VERSION}",
+                kind=KIND,
+                name=run.ref.name,
+                namespace=run.ref.namespace,
+                uid=run.ref.uid,
+            ),
+            reason=event.reason,
+            message=event.message[:1024],
+            type=event.type,
+            source=client.V1EventSource(component=FIELD_MANAGER),
+            first_timestamp=now,
+            last_timestamp=now,
+            count=1,
+            reporting_component=FIELD_MANAGER,
+            reporting_instance=FIELD_MANAGER,
+        )
+        try:
+            self.core.create_namespaced_event(run.ref.namespace, body)
+        except ApiException as err:  # events are best effort; never fail a reconcile on them
+            log.warning("could not post event %s for %s: %s", event.reason, run.ref.name, err)
+
+    def execute(self, run: Run, plan: Plan, old_status: dict[str, Any]) -> bool:
+        """Apply a plan; returns whether status changed."""
+        for obj in plan.create:
+            self.create_if_absent(obj)
+        for obj in plan.apply:
+            self.apply(obj)
+        for kind, name in plan.delete:
+            self.delete(kind, run.ref.namespace, name)
+        new_status = plan.status.model_dump(mode="json", by_alias=True)
+        changed = bool(_strip(new_status) != _strip(old_status))
+        if changed:
+            self.patch_status(run.ref.namespace, run.ref.name, new_status)
+            for event in plan.events:
+                self.post_event(run, event)
+        return changed
+
+
+def _strip(value: Any) -> Any:
+    """Compare statuses ignoring nulls (merge-patch nulls delete keys, so they never round-trip)."""
+    if isinstance(value, dict):
+        return {k: _strip(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_strip(v) for v in value]
+    return value

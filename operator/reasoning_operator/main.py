@@ -1,0 +1,46 @@
+"""`reasoning operator`: run the kopf operator against the current kubeconfig or in-cluster config."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import typer
+
+
+def main(
+    namespace: list[str] = typer.Option([], "--namespace", "-n", help="Watch only these namespaces."),
+    all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Watch every namespace."),
+    kubeconfig: str | None = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file."),
+    metrics_port: int = typer.Option(8080, help="Prometheus metrics port (0 disables)."),
+    health_port: int = typer.Option(8081, help="Liveness endpoint port for the kubelet probe."),
+    resync_seconds: float = typer.Option(10.0, help="Full reconcile of every run at least this often."),
+    log_format: str = typer.Option("plain", help="plain or json."),
+    verbose: bool = typer.Option(False, "--verbose", "-v"),
+) -> None:
+    """Reconcile ReasoningRuns into curation, training, serving and evaluation."""
+    if not namespace and not all_namespaces:
+        raise typer.BadParameter("pass --namespace NS (repeatable) or --all-namespaces")
+    if kubeconfig:
+        os.environ["KUBECONFIG"] = kubeconfig
+    os.environ["REASONING_METRICS_PORT"] = str(metrics_port)
+    os.environ["REASONING_RESYNC_SECONDS"] = str(resync_seconds)
+    from .logs import configure_logging
+
+    configure_logging(json_format=log_format == "json", verbose=verbose)
+
+    import kopf
+
+    from . import handlers  # noqa: F401 - registers the handlers
+
+    liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
+    asyncio.run(
+        kopf.operator(
+            clusterwide=all_namespaces,
+            namespaces=[] if all_namespaces else namespace,
+            standalone=True,
+            liveness_endpoint=liveness,
+        )
+    )
+    logging.getLogger(__name__).info("operator stopped")

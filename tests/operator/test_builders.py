@@ -1,0 +1,93 @@
+"""Child manifests: deterministic names, owner references, labels, GPU placement, the stage configs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from reasoning_operator.api import CurationStageConfig, EvaluationStageConfig, Stage, TrainingStageConfig
+from reasoning_operator.core import builders
+from reasoning_operator.core.run import Run
+
+
+def _run(make_run: Any, **spec: Any) -> Run:
+    return Run.from_object(make_run(spec=spec))
+
+
+def test_names_labels_owner(make_run: Any) -> None:
+    run = _run(make_run)
+    job = builders.build_curation_job(run)
+    assert job["metadata"]["name"] == "demo-curation"
+    owner = job["metadata"]["ownerReferences"][0]
+    assert owner["uid"] == "0123456789abcdef" and owner["controller"] is True
+    labels = job["spec"]["template"]["metadata"]["labels"]
+    assert labels["app.kubernetes.io/managed-by"] == "reasoning-operator"
+    assert labels["reasoning-operator.dev/stage"] == "curation"
+    assert builders.build_curation_job(run) == job  # pure and deterministic
+
+
+def test_training_job_gpu_placement(make_run: Any) -> None:
+    run = _run(make_run, training={"acceptedGpuProducts": ["NVIDIA-H100-80GB-HBM3"]})
+    pod = builders.build_training_job(run)["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == "1"
+    term = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"][0]
+    assert term["matchExpressions"] == [
+        {"key": "nvidia.com/gpu.product", "operator": "In", "values": ["NVIDIA-H100-80GB-HBM3"]}
+    ]
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert container["args"] == ["train", "--config", "/etc/reasoning/training.yaml"]
+
+
+def test_curation_and_evaluation_jobs_use_no_gpu(make_run: Any) -> None:
+    run = _run(make_run)
+    for job in (builders.build_curation_job(run), builders.build_evaluation_job(run)):
+        pod = job["spec"]["template"]["spec"]
+        assert "nvidia.com/gpu" not in pod["containers"][0]["resources"]["limits"]
+        assert "affinity" not in pod
+
+
+def test_hub_token_comes_from_the_secret(make_run: Any) -> None:
+    run = _run(make_run, model={"hubTokenSecret": {"name": "hf"}})
+    env = builders.build_curation_job(run)["spec"]["template"]["spec"]["containers"][0]["env"]
+    token = next(e for e in env if e["name"] == "HF_TOKEN")
+    assert token["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
+
+
+def test_config_map_holds_each_stage_model(make_run: Any) -> None:
+    run = _run(make_run, dataset={"source": "/workspace/data/nemotron"})
+    cm = builders.build_config_map(run, builders.serving_url(run))
+    curation = CurationStageConfig.model_validate(yaml.safe_load(cm["data"]["curation.yaml"]))
+    training = TrainingStageConfig.model_validate(yaml.safe_load(cm["data"]["training.yaml"]))
+    evaluation = EvaluationStageConfig.model_validate(yaml.safe_load(cm["data"]["evaluation.yaml"]))
+    assert curation.dataset.source == "/workspace/data/nemotron"
+    assert curation.tokenizer == "meta-llama/Llama-3.1-8B-Instruct"
+    assert training.data_path == f"{curation.output_dir}/training.jsonl"
+    assert evaluation.server_url == "http://demo-serving.ns.svc:8000"
+    assert evaluation.models == ["trained", "base"]
+    assert run.run_dir.startswith("/workspace/runs/demo-01234567")
+
+
+def test_claim_retained_by_default_and_skipped_for_existing(make_run: Any) -> None:
+    claim = builders.build_claim(_run(make_run))
+    assert claim is not None and "ownerReferences" not in claim["metadata"]
+    deleting = builders.build_claim(_run(make_run, storage={"reclaimPolicy": "Delete"}))
+    assert deleting is not None and deleting["metadata"]["ownerReferences"]
+    assert builders.build_claim(_run(make_run, storage={"existingClaim": "mine"})) is None
+    job = builders.build_curation_job(_run(make_run, storage={"existingClaim": "mine"}))
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "workspace", "persistentVolumeClaim": {"claimName": "mine"}} in volumes
+
+
+def test_serving_deployment_probes_and_service(make_run: Any) -> None:
+    run = _run(make_run)
+    dep = builders.build_serving_deployment(run)
+    container = dep["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    svc = builders.build_serving_service(run)
+    assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
+    assert {p["port"] for p in svc["spec"]["ports"]} == {8000, 8001, 8002, 9000}
+    assert dep["metadata"]["name"] == svc["metadata"]["name"] == run.child_name(Stage.SERVING)
