@@ -35,7 +35,7 @@ def test_schema_is_structural() -> None:
         assert "title" not in node, path
         if "properties" in node and isinstance(node["properties"], dict) and path.endswith(("spec", "status")):
             assert node.get("type") == "object", path
-        assert not (node.get("additionalProperties") is False), path
+        assert node.get("additionalProperties") is not False, path
 
 
 def test_defaults_and_rules_are_in_the_schema() -> None:
