@@ -1,0 +1,130 @@
+"""A transformers causal LM, with or without a PEFT adapter, answering chat requests on the CPU/dev backend.
+
+One model in memory serves both names: the adapter is switched off for the base model's requests, so a lock
+serialises generation (the adapter switch is not thread-safe, and one CPU generation at a time is fastest).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .contract import SamplingParameters
+
+#: Tokens that end an assistant turn (Llama-3 chat format); whichever the tokenizer has are used.
+END_OF_TURN_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
+
+
+@dataclass(frozen=True)
+class Generation:
+    text: str
+    num_output_tokens: int
+    finish_reason: str
+
+
+class ChatModel:
+    """Loads the model (and adapter) once; `generate`/`stream` answer one chat request each."""
+
+    def __init__(self, model_path: str, adapter_path: str | None = None, tokenizer_path: str | None = None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self._torch = torch
+        self.tokenizer: Any = AutoTokenizer.from_pretrained(tokenizer_path or model_path)
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            raise ValueError(f"tokenizer at {tokenizer_path or model_path} has no chat template")
+        model: Any = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
+        self.has_adapter = adapter_path is not None
+        if adapter_path is not None:
+            from peft import PeftModel
+
+            if not (Path(adapter_path) / "adapter_config.json").is_file():
+                raise FileNotFoundError(f"adapter_path {adapter_path}: no adapter_config.json (not a PEFT adapter)")
+            model = PeftModel.from_pretrained(model, adapter_path)
+        model.eval()
+        self.model: Any = model
+        vocab = self.tokenizer.get_vocab()
+        self.stop_token_ids = [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
+        if not self.stop_token_ids and self.tokenizer.eos_token_id is not None:
+            self.stop_token_ids = [int(self.tokenizer.eos_token_id)]
+        self._lock = threading.Lock()
+
+    def prompt(self, user: str, system: str | None) -> str:
+        """The templated prompt: system message (reasoning toggle) + user message + assistant header."""
+        messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        text: str = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return text
+
+    def _generate_kwargs(self, user: str, system: str | None, params: SamplingParameters) -> dict[str, Any]:
+        encoded = self.tokenizer(self.prompt(user, system), add_special_tokens=False, return_tensors="pt")
+        sample = params.temperature > 0.0
+        kwargs: dict[str, Any] = {
+            **encoded,
+            "max_new_tokens": params.max_tokens,
+            "do_sample": sample,
+            "eos_token_id": self.stop_token_ids,
+            "pad_token_id": self.tokenizer.pad_token_id or self.stop_token_ids[0],
+        }
+        if sample:
+            kwargs.update(temperature=params.temperature, top_p=params.top_p)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        return kwargs
+
+    def _adapter_off(self, use_adapter: bool) -> Any:
+        from contextlib import nullcontext
+
+        if self.has_adapter and not use_adapter:
+            return self.model.disable_adapter()
+        return nullcontext()
+
+    def _finish(self, new_ids: list[int], params: SamplingParameters) -> Generation:
+        stopped = bool(new_ids) and new_ids[-1] in self.stop_token_ids
+        content_ids = new_ids[:-1] if stopped else new_ids
+        text = self.tokenizer.decode(content_ids, skip_special_tokens=False)
+        reason = "stop" if stopped or len(new_ids) < params.max_tokens else "length"
+        return Generation(text=text, num_output_tokens=len(content_ids), finish_reason=reason)
+
+    def generate(self, user: str, system: str | None, params: SamplingParameters, use_adapter: bool) -> Generation:
+        if use_adapter and not self.has_adapter:
+            raise ValueError("this server was started without an adapter")
+        kwargs = self._generate_kwargs(user, system, params)
+        prompt_length = int(kwargs["input_ids"].shape[1])
+        with self._lock, self._adapter_off(use_adapter), self._torch.inference_mode():
+            if params.seed is not None:
+                self._torch.manual_seed(params.seed)
+            output = self.model.generate(**kwargs)
+        return self._finish(output[0, prompt_length:].tolist(), params)
+
+    def stream(self, user: str, system: str | None, params: SamplingParameters, use_adapter: bool) -> Iterator[str]:
+        """Text pieces as they are generated (for the decoupled `_stream` models); stops at end of turn."""
+        from transformers import TextIteratorStreamer
+
+        if use_adapter and not self.has_adapter:
+            raise ValueError("this server was started without an adapter")
+        kwargs = self._generate_kwargs(user, system, params)
+        streamer: Any = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                with self._adapter_off(use_adapter), self._torch.inference_mode():
+                    if params.seed is not None:
+                        self._torch.manual_seed(params.seed)
+                    self.model.generate(**kwargs, streamer=streamer)
+            except BaseException as error:  # re-raised in the caller's thread
+                errors.append(error)
+                streamer.end()
+
+        with self._lock:
+            worker = threading.Thread(target=run, daemon=True)
+            worker.start()
+            for piece in streamer:
+                if piece:
+                    yield piece
+            worker.join()
+        if errors:
+            raise errors[0]

@@ -1,0 +1,191 @@
+"""The CPU/dev backend: a real Triton Inference Server (shipped in the PyTriton wheel) hosting a transformers
+model under the base and adapter names, plus decoupled `NAME_stream` twins for `generate_stream`."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from .contract import (
+    FINISH_REASON,
+    NUM_OUTPUT_TOKENS,
+    SAMPLING_PARAMETERS,
+    STREAM_SUFFIX,
+    SYSTEM_PROMPT,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+    SamplingParameters,
+)
+from .python_library import prefer_interpreter_libpython
+
+if TYPE_CHECKING:
+    from pytriton.triton import Triton
+
+    from .chat_model import ChatModel
+
+LOG = logging.getLogger(__name__)
+
+#: One request's decoded inputs: user message, system prompt, sampling parameters.
+ChatRequest = tuple[str, str | None, SamplingParameters]
+#: Answers one request: returns (text, num_output_tokens, finish_reason).
+Answer = Callable[[str, str | None, SamplingParameters], tuple[str, int, str]]
+#: Streams one request's answer as text pieces.
+StreamAnswer = Callable[[str, str | None, SamplingParameters], Iterator[str]]
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """One Triton model name and how it answers; `stream` adds the decoupled `NAME_stream` twin."""
+
+    name: str
+    answer: Answer
+    stream: StreamAnswer | None = None
+
+
+@dataclass(frozen=True)
+class Ports:
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+
+def _scalar(request: Any, name: str) -> str | None:
+    if name not in request:
+        return None
+    value = np.asarray(request[name]).reshape(-1)
+    if value.size == 0:
+        return None
+    item = value[0]
+    return item.decode("utf-8") if isinstance(item, bytes) else str(item)
+
+
+def decode_request(request: Any) -> ChatRequest:
+    """Inputs of one Triton request → (user, system, sampling); bad input raises ValueError naming the tensor."""
+    user = _scalar(request, TEXT_INPUT)
+    if user is None:
+        raise ValueError(f"missing input {TEXT_INPUT}")
+    return user, _scalar(request, SYSTEM_PROMPT), SamplingParameters.parse(_scalar(request, SAMPLING_PARAMETERS))
+
+
+def _inputs() -> list[Any]:
+    from pytriton.model_config import Tensor
+
+    return [
+        Tensor(name=TEXT_INPUT, dtype=bytes, shape=(1,)),
+        Tensor(name=SYSTEM_PROMPT, dtype=bytes, shape=(1,), optional=True),
+        Tensor(name=SAMPLING_PARAMETERS, dtype=bytes, shape=(1,), optional=True),
+    ]
+
+
+def _text(value: str) -> Any:
+    return np.array([value.encode("utf-8")], dtype=object)
+
+
+def _infer_function(answer: Answer) -> Callable[[list[Any]], list[dict[str, Any]]]:
+    def infer(requests: list[Any]) -> list[dict[str, Any]]:
+        responses = []
+        for request in requests:
+            text, tokens, reason = answer(*decode_request(request))
+            responses.append(
+                {
+                    TEXT_OUTPUT: _text(text),
+                    NUM_OUTPUT_TOKENS: np.array([tokens], dtype=np.int32),
+                    FINISH_REASON: _text(reason),
+                }
+            )
+        return responses
+
+    return infer
+
+
+def _stream_function(stream: StreamAnswer) -> Callable[[list[Any]], Iterator[list[dict[str, Any]]]]:
+    def infer(requests: list[Any]) -> Iterator[list[dict[str, Any]]]:
+        for request in requests:
+            for piece in stream(*decode_request(request)):
+                yield [{TEXT_OUTPUT: _text(piece)}]
+
+    return infer
+
+
+def bind_models(triton: Triton, models: Sequence[ServedModel], instances: int = 1) -> list[str]:
+    """Bind each model (and its stream twin); `instances` > 1 runs that many requests of one model at once."""
+    from pytriton.model_config import ModelConfig, Tensor
+
+    names = []
+    outputs = [
+        Tensor(name=TEXT_OUTPUT, dtype=bytes, shape=(1,)),
+        Tensor(name=NUM_OUTPUT_TOKENS, dtype=np.int32, shape=(1,)),
+        Tensor(name=FINISH_REASON, dtype=bytes, shape=(1,)),
+    ]
+    for model in models:
+        triton.bind(
+            model_name=model.name,
+            infer_func=[_infer_function(model.answer)] * instances,
+            inputs=_inputs(),
+            outputs=outputs,
+            config=ModelConfig(batching=False),
+            strict=True,
+        )
+        names.append(model.name)
+        if model.stream is not None:
+            triton.bind(
+                model_name=model.name + STREAM_SUFFIX,
+                infer_func=_stream_function(model.stream),
+                inputs=_inputs(),
+                outputs=[Tensor(name=TEXT_OUTPUT, dtype=bytes, shape=(1,))],
+                config=ModelConfig(batching=False, decoupled=True),
+                strict=True,
+            )
+            names.append(model.name + STREAM_SUFFIX)
+    return names
+
+
+def start_triton(models: Sequence[ServedModel], ports: Ports, host: str = "0.0.0.0", instances: int = 1) -> Triton:
+    """Start Triton in the background with `models` bound and loaded; the caller stops it (`.stop()`)."""
+    prefer_interpreter_libpython()
+    from pytriton.triton import Triton, TritonConfig
+
+    config = TritonConfig(
+        http_address=host,
+        http_port=ports.http,
+        grpc_address=host,
+        grpc_port=ports.grpc,
+        metrics_address=host,
+        metrics_port=ports.metrics,
+        allow_gpu_metrics=False,
+        exit_timeout_secs=5,
+    )
+    triton = Triton(config=config)
+    try:
+        bind_models(triton, models, instances=instances)
+        triton.run()
+    except BaseException:
+        triton.stop()
+        raise
+    return triton
+
+
+def chat_models(chat: ChatModel, base_name: str, adapter_name: str | None, stream: bool) -> list[ServedModel]:
+    """The base name (adapter off) and, when an adapter is loaded, the adapter name (adapter on)."""
+
+    def answering(use_adapter: bool) -> Answer:
+        def answer(user: str, system: str | None, params: SamplingParameters) -> tuple[str, int, str]:
+            out = chat.generate(user, system, params, use_adapter=use_adapter)
+            return out.text, out.num_output_tokens, out.finish_reason
+
+        return answer
+
+    def streaming(use_adapter: bool) -> StreamAnswer:
+        def answer(user: str, system: str | None, params: SamplingParameters) -> Iterator[str]:
+            return chat.stream(user, system, params, use_adapter=use_adapter)
+
+        return answer
+
+    served = [ServedModel(base_name, answering(False), streaming(False) if stream else None)]
+    if adapter_name is not None and chat.has_adapter:
+        served.append(ServedModel(adapter_name, answering(True), streaming(True) if stream else None))
+    return served
