@@ -16,6 +16,12 @@ class CurationResult(ApiModel):
     reasoning_on: int = Field(default=0, ge=0)
     reasoning_off: int = Field(default=0, ge=0)
     output_path: str | None = None
+    token_percentiles: dict[str, dict[str, int]] = Field(
+        default_factory=dict, description="Written samples' prompt/completion token counts: p50, p90, p99, max, mean."
+    )
+    errors: list[str] = Field(
+        default_factory=list, max_length=10, description="The first malformed lines, as 'file:line: what is wrong'."
+    )
 
 
 class TrainingResult(ApiModel):
