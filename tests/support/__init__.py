@@ -1,0 +1,1 @@
+"""Test support: a real control plane (``controlplane``) and the fake kubelet's helpers (``fake_kubelet``)."""
