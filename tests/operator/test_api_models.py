@@ -12,7 +12,6 @@ from reasoning_operator.api.spec import DEFAULT_GPU_PRODUCTS, LORA_TARGETS
 def test_defaults_are_the_reference_recipe() -> None:
     spec = ReasoningRunSpec()
     t = spec.training
-    assert t.lora is not None
     assert (t.lora.rank, t.lora.alpha, t.lora.target_modules) == (64, 128, LORA_TARGETS)
     assert (t.learning_rate, t.lr_schedule, t.warmup_ratio, t.weight_decay) == (1e-4, "cosine", 0.05, 0.001)
     assert (t.global_batch_size, t.max_steps, t.shuffle) == (256, 2000, False)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import Field, JsonValue
 
 from .base import ApiModel, cel, section_config
 
@@ -117,11 +117,6 @@ _TRAINING_RULES: list[JsonValue] = [
         "spec.training.checkpointInterval must not exceed spec.training.maxSteps",
         fieldPath=".checkpointInterval",
     ),
-    cel(
-        "self.method != 'full' || !has(self.lora)",
-        "spec.training.lora must be omitted when spec.training.method is full",
-        fieldPath=".lora",
-    ),
 ]
 
 
@@ -132,7 +127,7 @@ class TrainingSpec(ApiModel):
         default="transformers", description="Training library; both read the same config."
     )
     method: Literal["lora", "full"] = "lora"
-    lora: LoraSpec | None = Field(default=None, description="LoRA settings (defaults: r64, alpha 128).")
+    lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings; ignored when method is full.")
     learning_rate: float = Field(default=1e-4, gt=0.0, le=1.0)
     lr_schedule: Literal["cosine", "linear", "constant"] = "cosine"
     warmup_ratio: float = Field(default=0.05, ge=0.0, le=1.0)
@@ -155,12 +150,6 @@ class TrainingSpec(ApiModel):
     )
     resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="64Gi"))
     backoff_limit: int = Field(default=3, ge=0, le=100, description="Pod retries; each resumes from a checkpoint.")
-
-    @model_validator(mode="after")
-    def _fill_lora(self) -> TrainingSpec:
-        if self.method == "lora" and self.lora is None:
-            self.lora = LoraSpec()
-        return self
 
 
 class ServingSpec(ApiModel):
