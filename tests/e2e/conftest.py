@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
+from tests.support.controlplane import ControlPlane, free_port
+from tests.support.fake_kubelet import wait_until
 
 from reasoning_operator.api import GROUP, PLURAL, VERSION
 from reasoning_operator.api.crd import CRD_PATHS
-from tests.support.controlplane import ControlPlane, free_port
-from tests.support.fake_kubelet import wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 
