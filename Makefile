@@ -1,0 +1,17 @@
+.PHONY: setup test quickstart crds controlplane lint
+
+setup:        ## create .venv with every extra (uv, cached)
+	bash scripts/setup.sh
+
+test:         ## the whole gate CI runs: lint, types, import contracts, CRD freshness, all tests
+	bash scripts/check.sh
+
+quickstart:   ## run the whole ReasoningRun locally on the embedded default (no cluster, no GPU)
+	bash scripts/setup.sh
+	.venv/bin/reasoning run examples/quickstart.yaml
+
+crds:         ## regenerate the CRD YAML from the pydantic models
+	.venv/bin/reasoning crds
+
+controlplane: ## build (cached) and start the local control plane with fake GPU nodes
+	bash scripts/controlplane/up.sh

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The whole gate, exactly what CI runs: environment, control-plane binaries, lint, format, types,
+# import contracts, generated files up to date, then every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+bash scripts/controlplane/build.sh >/dev/null
+export PATH="$PWD/.venv/bin:$PATH"
+echo "== ruff";        ruff check . && ruff format --check .
+echo "== mypy";        mypy
+echo "== imports";     lint-imports
+echo "== crds";        reasoning crds --check
+echo "== tests";       python -m pytest "$@"
