@@ -34,6 +34,8 @@ from .status import (
     StagePhase,
     StagesStatus,
     StageStatus,
+    get_condition,
+    set_condition,
 )
 
 __all__ = [
@@ -74,5 +76,7 @@ __all__ = [
     "TrainingResult",
     "TrainingSpec",
     "TrainingStageConfig",
+    "get_condition",
     "load_config",
+    "set_condition",
 ]

@@ -1,4 +1,6 @@
-"""`ReasoningRun.status`: written only by the operator, derived from child objects each reconcile."""
+"""`ReasoningRun.status`: written only by the operator (or the local runner), derived from child objects.
+
+`set_condition` keeps metav1.Condition semantics: lastTransitionTime moves only when the status changes."""
 
 from __future__ import annotations
 
@@ -88,3 +90,32 @@ class ReasoningRunStatus(ApiModel):
     evaluation: EvaluationResult | None = None
     storage_claim: str | None = None
     failure_reason: str | None = None
+
+
+def set_condition(
+    conditions: list[Condition],
+    kind: ConditionType,
+    status: bool | None,
+    reason: str,
+    message: str,
+    now: str,
+    generation: int,
+) -> list[Condition]:
+    value = "Unknown" if status is None else ("True" if status else "False")
+    existing = next((c for c in conditions if c.type == kind.value), None)
+    transition = existing.last_transition_time if existing is not None and existing.status == value else now
+    updated = Condition(
+        type=kind.value,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=transition,
+        observed_generation=generation,
+    )
+    if existing is None:
+        return [*conditions, updated]
+    return [updated if c.type == kind.value else c for c in conditions]
+
+
+def get_condition(conditions: list[Condition], kind: ConditionType) -> Condition | None:
+    return next((c for c in conditions if c.type == kind.value), None)

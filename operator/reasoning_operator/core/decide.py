@@ -24,10 +24,10 @@ from reasoning_operator.api import (
     StagePhase,
     StageStatus,
     TrainingResult,
+    set_condition,
 )
 
 from . import builders
-from .conditions import set_condition
 from .observe import JobObs, Observed, PodObs
 from .run import Run
 

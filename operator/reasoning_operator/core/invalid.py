@@ -8,9 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reasoning_operator.api import ConditionType, Phase, ReasoningRunStatus
-
-from .conditions import set_condition
+from reasoning_operator.api import ConditionType, Phase, ReasoningRunStatus, set_condition
 
 
 def describe(err: ValidationError) -> str:
