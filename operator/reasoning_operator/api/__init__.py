@@ -22,8 +22,10 @@ from .stages import (
     CurationStageConfig,
     EvaluationStageConfig,
     ServingStageConfig,
+    StageConfigs,
     TrainingStageConfig,
     load_config,
+    stage_configs,
 )
 from .status import (
     Condition,
@@ -68,6 +70,7 @@ __all__ = [
     "ServingSpec",
     "ServingStageConfig",
     "Stage",
+    "StageConfigs",
     "StagePhase",
     "StageStatus",
     "StagesStatus",
@@ -79,4 +82,5 @@ __all__ = [
     "get_condition",
     "load_config",
     "set_condition",
+    "stage_configs",
 ]

@@ -9,7 +9,7 @@ from typing import TypeVar
 from pydantic import Field
 
 from .base import ApiModel
-from .spec import CurationSpec, DatasetSpec, EvaluationSpec, ModelSpec, ServingSpec, TrainingSpec
+from .spec import CurationSpec, DatasetSpec, EvaluationSpec, ModelSpec, ReasoningRunSpec, ServingSpec, TrainingSpec
 
 T = TypeVar("T", bound=ApiModel)
 
@@ -38,6 +38,9 @@ class ServingStageConfig(ApiModel):
     model: ModelSpec
     serving: ServingSpec
     adapter_path: str | None = Field(default=None, description="PEFT adapter served beside the base model.")
+    trained_model_path: str | None = Field(
+        default=None, description="Full fine-tuning: the trained weights, served under adapter_model_name."
+    )
     base_model_name: str = BASE_MODEL_NAME
     adapter_model_name: str = ADAPTER_MODEL_NAME
     http_port: int = Field(default=8000, ge=1, le=65535)
@@ -51,6 +54,42 @@ class EvaluationStageConfig(ApiModel):
     server_url: str = Field(description="Triton HTTP endpoint, e.g. http://run-serving:8000.")
     models: list[str] = Field(default_factory=lambda: [ADAPTER_MODEL_NAME, BASE_MODEL_NAME], min_length=1)
     output_dir: str
+
+
+class StageConfigs(ApiModel):
+    """Every stage's config for one run, laid out under one run directory (the PVC in a cluster)."""
+
+    curation: CurationStageConfig
+    training: TrainingStageConfig
+    serving: ServingStageConfig
+    evaluation: EvaluationStageConfig
+
+
+def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> StageConfigs:
+    """The run directory layout, shared by the operator and the local runner: curated/, train/, eval/."""
+    curated = f"{run_dir}/curated"
+    trained = f"{run_dir}/train"
+    lora = spec.training.method == "lora"
+    return StageConfigs(
+        curation=CurationStageConfig(
+            dataset=spec.dataset, curation=spec.curation, tokenizer=spec.tokenizer(), output_dir=curated
+        ),
+        training=TrainingStageConfig(
+            model=spec.model, training=spec.training, data_path=f"{curated}/training.jsonl", output_dir=trained
+        ),
+        serving=ServingStageConfig(
+            model=spec.model,
+            serving=spec.serving,
+            adapter_path=f"{trained}/adapter" if lora else None,
+            trained_model_path=None if lora else f"{trained}/model",
+        ),
+        evaluation=EvaluationStageConfig(
+            evaluation=spec.evaluation,
+            server_url=server_url,
+            models=[ADAPTER_MODEL_NAME, BASE_MODEL_NAME] if spec.evaluation.compare_base else [ADAPTER_MODEL_NAME],
+            output_dir=f"{run_dir}/eval",
+        ),
+    )
 
 
 def load_config(cls: type[T], path: str | Path) -> T:

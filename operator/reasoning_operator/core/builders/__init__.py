@@ -1,6 +1,6 @@
 """One pure function per child object: `build_x(run) -> manifest dict`."""
 
-from .config import build_config_map, stage_configs
+from .config import build_config_map
 from .jobs import build_curation_job, build_evaluation_job, build_training_job
 from .serving import build_serving_deployment, build_serving_service, serving_url
 from .storage import build_claim
@@ -14,5 +14,4 @@ __all__ = [
     "build_serving_service",
     "build_training_job",
     "serving_url",
-    "stage_configs",
 ]

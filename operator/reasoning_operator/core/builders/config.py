@@ -6,44 +6,9 @@ from typing import Any
 
 import yaml
 
-from reasoning_operator.api import (
-    ApiModel,
-    CurationStageConfig,
-    EvaluationStageConfig,
-    ServingStageConfig,
-    Stage,
-    TrainingStageConfig,
-)
+from reasoning_operator.api import Stage, stage_configs
 
 from ..run import CONFIG_MOUNT, Run
-
-
-def stage_configs(run: Run, server_url: str) -> dict[Stage, ApiModel]:
-    spec = run.spec
-    curated = f"{run.run_dir}/curated"
-    trained = f"{run.run_dir}/train"
-    return {
-        Stage.CURATION: CurationStageConfig(
-            dataset=spec.dataset, curation=spec.curation, tokenizer=spec.tokenizer(), output_dir=curated
-        ),
-        Stage.TRAINING: TrainingStageConfig(
-            model=spec.model,
-            training=spec.training,
-            data_path=f"{curated}/training.jsonl",
-            output_dir=trained,
-        ),
-        Stage.SERVING: ServingStageConfig(
-            model=spec.model,
-            serving=spec.serving,
-            adapter_path=f"{trained}/adapter" if spec.training.method == "lora" else None,
-        ),
-        Stage.EVALUATION: EvaluationStageConfig(
-            evaluation=spec.evaluation,
-            server_url=server_url,
-            models=["trained", "base"] if spec.evaluation.compare_base else ["trained"],
-            output_dir=f"{run.run_dir}/eval",
-        ),
-    }
 
 
 def config_file(stage: Stage) -> str:
@@ -51,9 +16,10 @@ def config_file(stage: Stage) -> str:
 
 
 def build_config_map(run: Run, server_url: str) -> dict[str, Any]:
+    configs = stage_configs(run.spec, run.run_dir, server_url)
     data = {
-        f"{stage.value}.yaml": yaml.safe_dump(config.to_wire(), sort_keys=False)
-        for stage, config in stage_configs(run, server_url).items()
+        f"{stage.value}.yaml": yaml.safe_dump(getattr(configs, stage.value).to_wire(), sort_keys=False)
+        for stage in Stage
     }
     return {
         "apiVersion": "v1",
