@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, JsonValue
+from pydantic import Field, JsonValue, model_validator
 
 from .base import ApiModel, cel, section_config
 
@@ -149,6 +149,19 @@ class TrainingSpec(ApiModel):
         description="Values of the node label nvidia.com/gpu.product the training pod may run on.",
     )
     resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="64Gi"))
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> TrainingSpec:
+        """The CEL rules again, for configs that never pass an apiserver (local runs, job configs)."""
+        if self.global_batch_size % self.micro_batch_size:
+            raise ValueError(
+                "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
+                f"({self.global_batch_size} % {self.micro_batch_size} != 0)"
+            )
+        if self.checkpoint_interval > self.max_steps:
+            raise ValueError("spec.training.checkpointInterval must not exceed spec.training.maxSteps")
+        return self
+
     backoff_limit: int = Field(default=3, ge=0, le=100, description="Pod retries; each resumes from a checkpoint.")
 
 
