@@ -50,6 +50,13 @@ class EvaluationResult(ApiModel):
     accuracies: list[Accuracy] = Field(default_factory=list)
     report_path: str | None = None
 
+    def headline(self) -> str | None:
+        """The trained model with reasoning on, first benchmark: what `kubectl get rr` shows."""
+        if not self.accuracies:
+            return None
+        best = sorted(self.accuracies, key=lambda a: (a.model != "trained", a.mode != "on", a.benchmark))[0]
+        return f"{best.benchmark}/{best.mode}: {best.accuracy:.3f}"
+
 
 class TrainingProgress(ApiModel):
     """The last progress line a training job logged (read from the pod's log)."""

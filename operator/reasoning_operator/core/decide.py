@@ -154,16 +154,6 @@ def _serving_outcome(run: Run, observed: Observed) -> StageOutcome:
     return StageOutcome(StagePhase.RUNNING, "Starting", f"Deployment {dep.name}: {dep.ready}/{dep.replicas} ready")
 
 
-def _headline(result: EvaluationResult | None) -> str | None:
-    if result is None or not result.accuracies:
-        return None
-    preferred = sorted(
-        result.accuracies,
-        key=lambda a: (a.model != "trained", a.mode != "on", a.benchmark),
-    )[0]
-    return f"{preferred.benchmark}/{preferred.mode}: {preferred.accuracy:.3f}"
-
-
 def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOutcome | None) -> str | None:
     if stage is None:
         return None
@@ -246,7 +236,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
 
     _final_conditions(status, stamp, generation)
     _serving_after_evaluation(run, status, observed, plan, stamp, generation)
-    status.headline_accuracy = _headline(status.evaluation)
+    status.headline_accuracy = status.evaluation.headline() if status.evaluation else None
     plan.status = status
     return plan
 
@@ -367,5 +357,5 @@ def _summary(status: ReasoningRunStatus) -> str:
     if status.training is not None:
         parts.append(f"{status.training.steps} training steps")
     if status.headline_accuracy or status.evaluation is not None:
-        parts.append(f"headline {_headline(status.evaluation)}")
+        parts.append(f"headline {(status.evaluation.headline() if status.evaluation else None)}")
     return ", ".join(parts) or "all stages finished"

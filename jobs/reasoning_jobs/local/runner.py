@@ -1,0 +1,256 @@
+"""`reasoning run`: the four stages of a ReasoningRun on this machine, in sequence, with the same job code
+and stage configs the operator uses, and a status that reads like the custom resource's."""
+
+from __future__ import annotations
+
+import json
+import socket
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+from pydantic import ValidationError
+from rich.console import Console
+
+from reasoning_operator.api import (
+    ApiModel,
+    ConditionType,
+    CurationResult,
+    EvaluationResult,
+    Phase,
+    ReasoningRunStatus,
+    Stage,
+    StageConfigs,
+    StagePhase,
+    TrainingResult,
+    set_condition,
+    stage_configs,
+)
+
+from .assets import prepare_quickstart
+from .cache import StageCache, StageRecord, stage_key
+from .manifest import Manifest
+from .processes import Server, StageFailedError, run_stage
+from .workspace import localize_spec
+
+R = TypeVar("R", bound=ApiModel)
+CONDITION = {
+    Stage.CURATION: ConditionType.DATA_CURATED,
+    Stage.TRAINING: ConditionType.MODEL_TRAINED,
+    Stage.SERVING: ConditionType.SERVING_READY,
+    Stage.EVALUATION: ConditionType.EVALUATED,
+}
+PHASE = {
+    Stage.CURATION: Phase.CURATING,
+    Stage.TRAINING: Phase.TRAINING,
+    Stage.SERVING: Phase.SERVING,
+    Stage.EVALUATION: Phase.EVALUATING,
+}
+COMMAND = {Stage.CURATION: "curate", Stage.TRAINING: "train", Stage.EVALUATION: "evaluate"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class LocalRun:
+    manifest: Manifest
+    root: Path
+    force: bool = False
+    echo: bool = True
+
+    def __post_init__(self) -> None:
+        self.root = self.root.resolve()
+        self.workspace = self.root / "workspace"
+        self.spec = localize_spec(self.manifest.spec, self.workspace)
+        self.run_dir = self.workspace / "runs" / self.manifest.name
+        self.cache = StageCache(self.root / "stages")
+        self.status = ReasoningRunStatus()
+        self.console = Console(highlight=False)
+
+    # -- status, written after every change so `cat status.yaml` reads like `kubectl get rr -o yaml` ----
+    def _save_status(self) -> None:
+        body = {
+            "metadata": {"name": self.manifest.name},
+            "status": self.status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        }
+        (self.root / "status.yaml").write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
+
+    def _mark(self, stage: Stage, phase: StagePhase, reason: str, message: str) -> None:
+        record = self.status.stages.get(stage)
+        record.phase = phase
+        record.message = message
+        record.child = f"{self.manifest.name}-{stage.value}"
+        now = _now()
+        if phase == StagePhase.RUNNING and record.start_time is None:
+            record.start_time = now
+        if phase in (StagePhase.SUCCEEDED, StagePhase.FAILED):
+            record.start_time = record.start_time or now
+            record.completion_time = record.completion_time or now
+        ok = {StagePhase.SUCCEEDED: True, StagePhase.FAILED: False}.get(phase, False)
+        self.status.conditions = set_condition(self.status.conditions, CONDITION[stage], ok, reason, message, now, 1)
+        if phase == StagePhase.RUNNING:
+            self.status.phase = PHASE[stage]
+            self.status.current_stage = stage
+            self.status.progress = stage.value
+        self._save_status()
+        colour = {StagePhase.SUCCEEDED: "green", StagePhase.FAILED: "red"}.get(phase, "cyan")
+        self.console.print(f"[bold {colour}]● {stage.value}: {phase.value}[/] [dim]{message}[/]")
+
+    def _finish(self, phase: Phase, message: str) -> None:
+        self.status.phase = phase
+        self.status.current_stage = None
+        self.status.progress = "done" if phase == Phase.SUCCEEDED else "failed"
+        now = _now()
+        self.status.conditions = set_condition(
+            self.status.conditions, ConditionType.SUCCEEDED, phase == Phase.SUCCEEDED, phase.value, message, now, 1
+        )
+        if phase == Phase.FAILED:
+            self.status.failure_reason = message
+            self.status.conditions = set_condition(
+                self.status.conditions, ConditionType.FAILED, True, "StageFailedError", message, now, 1
+            )
+        self._save_status()
+
+    # -- stages -----------------------------------------------------------------------------------------
+    def _configs(self, server_url: str) -> StageConfigs:
+        return stage_configs(self.spec, str(self.run_dir), server_url)
+
+    def _write_config(self, stage: Stage, config: ApiModel) -> Path:
+        path = self.root / "configs" / f"{stage.value}.yaml"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(config.to_wire(), sort_keys=False), encoding="utf-8")
+        return path
+
+    def _job(self, stage: Stage, config: ApiModel, key: str, model: type[R]) -> R:
+        cached = None if self.force else self.cache.get(stage.value, key)
+        if cached is not None:
+            result = model.model_validate(cached.result)
+            record = self.status.stages.get(stage)
+            record.start_time, record.completion_time = cached.start_time, cached.completion_time
+            self._mark(stage, StagePhase.SUCCEEDED, "Cached", f"inputs unchanged (key {key}): reused")
+            return result
+        self.cache.forget(stage.value)
+        self._mark(
+            stage, StagePhase.RUNNING, "Running", f"reasoning {COMMAND[stage]} --config configs/{stage.value}.yaml"
+        )
+        started = time.monotonic()
+        message = run_stage(
+            stage.value,
+            COMMAND[stage],
+            self._write_config(stage, config),
+            self.root / "logs" / f"{stage.value}.log",
+            self.root / "stages" / f"{stage.value}.termination",
+            echo=self.echo,
+        )
+        try:
+            result = model.model_validate(json.loads(message))
+        except (json.JSONDecodeError, ValidationError) as err:
+            raise StageFailedError(stage.value, f"{stage.value} reported an invalid result: {err}") from err
+        record = self.status.stages.get(stage)
+        record.duration_seconds = round(time.monotonic() - started, 1)
+        self._mark(stage, StagePhase.SUCCEEDED, "Completed", f"finished in {record.duration_seconds:.0f}s")
+        self.cache.put(
+            stage.value,
+            StageRecord(key, result.to_wire(), record.start_time or _now(), record.completion_time or _now()),
+        )
+        return result
+
+    def _prepare_assets(self) -> None:
+        if self.manifest.local_assets is None:
+            return
+        if self.manifest.local_assets != "quickstart":
+            raise StageFailedError(
+                "curation", f"unknown local-assets {self.manifest.local_assets!r} (known: quickstart)"
+            )
+        data_dir = self.spec.evaluation.data_dir
+        prepare_quickstart(
+            Path(self.spec.dataset.source),
+            Path(self.spec.model.name),
+            Path(data_dir) if data_dir else None,
+            self.console,
+        )
+
+    def run(self) -> ReasoningRunStatus:
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._save_status()
+        stage = Stage.CURATION
+        server: Server | None = None
+        try:
+            self._prepare_assets()
+            port = _free_port()
+            configs = self._configs(f"http://127.0.0.1:{port}")
+            curation_key = stage_key("curation", configs.curation.to_wire(), None)
+            self.status.curation = self._job(Stage.CURATION, configs.curation, curation_key, CurationResult)
+
+            stage = Stage.TRAINING
+            training_key = stage_key("training", configs.training.to_wire(), curation_key)
+            self.status.training = self._job(Stage.TRAINING, configs.training, training_key, TrainingResult)
+
+            stage = Stage.SERVING
+            serving = configs.serving.model_copy(
+                update={
+                    "http_port": port,
+                    "grpc_port": _free_port(),
+                    "metrics_port": _free_port(),
+                    "openai_port": _free_port(),
+                }
+            )
+            self._mark(stage, StagePhase.RUNNING, "Starting", f"Triton (PyTriton) on 127.0.0.1:{port}")
+            server = Server(
+                self._write_config(stage, serving),
+                self.root / "logs" / "serving.log",
+                f"http://127.0.0.1:{port}/v2/health/ready",
+                extra=["--host", "127.0.0.1"],
+            )
+            server.start()
+            self._mark(stage, StagePhase.SUCCEEDED, "Ready", f"ready on http://127.0.0.1:{port}")
+
+            stage = Stage.EVALUATION
+            evaluation_wire = configs.evaluation.to_wire()
+            evaluation_wire.pop("serverUrl")  # the port differs every run; what is served is in the key
+            evaluation_key = stage_key("evaluation", evaluation_wire, training_key)
+            evaluation = self._job(Stage.EVALUATION, configs.evaluation, evaluation_key, EvaluationResult)
+            self.status.evaluation = evaluation
+            self.status.headline_accuracy = evaluation.headline()
+            self._finish(Phase.SUCCEEDED, "all stages finished")
+        except StageFailedError as err:
+            self._mark(Stage(err.stage), StagePhase.FAILED, "Failed", str(err).splitlines()[0])
+            self._finish(Phase.FAILED, str(err))
+        except KeyboardInterrupt:
+            self._mark(stage, StagePhase.FAILED, "Interrupted", "interrupted by the user")
+            self._finish(Phase.FAILED, "interrupted")
+            raise
+        finally:
+            if server is not None:
+                server.stop()
+                if self.status.stages.serving.phase == StagePhase.SUCCEEDED:
+                    self.status.conditions = set_condition(
+                        self.status.conditions,
+                        ConditionType.SERVING_READY,
+                        False,
+                        "ServingStopped",
+                        "evaluation finished; the local server was stopped",
+                        _now(),
+                        1,
+                    )
+                    self._save_status()
+        return self.status
+
+
+def summary_rows(status: ReasoningRunStatus) -> list[dict[str, Any]]:
+    return [
+        {"stage": s.value, **status.stages.get(s).model_dump(mode="json", by_alias=True, exclude_none=True)}
+        for s in Stage
+    ]
