@@ -144,8 +144,14 @@ def bind_models(triton: Triton, models: Sequence[ServedModel], instances: int = 
     return names
 
 
-def start_triton(models: Sequence[ServedModel], ports: Ports, host: str = "0.0.0.0", instances: int = 1) -> Triton:
-    """Start Triton in the background with `models` bound and loaded; the caller stops it (`.stop()`)."""
+def start_triton(
+    models: Sequence[ServedModel], ports: Ports, host: str = "0.0.0.0", instances: int = 1, attempts: int = 3
+) -> Triton:
+    """Start Triton in the background with `models` bound and loaded; the caller stops it (`.stop()`).
+
+    A model load can fail when PyTriton's handshake with the stub loses a race on a busy machine
+    (`get_config_from_handshake_server ... Connection refused`); the whole start is retried then.
+    """
     prefer_interpreter_libpython()
     from pytriton.triton import Triton, TritonConfig
 
@@ -159,14 +165,18 @@ def start_triton(models: Sequence[ServedModel], ports: Ports, host: str = "0.0.0
         allow_gpu_metrics=False,
         exit_timeout_secs=5,
     )
-    triton = Triton(config=config)
-    try:
-        bind_models(triton, models, instances=instances)
-        triton.run()
-    except BaseException:
-        triton.stop()
-        raise
-    return triton
+    for attempt in range(1, attempts + 1):
+        triton = Triton(config=config)
+        try:
+            bind_models(triton, models, instances=instances)
+            triton.run()
+            return triton
+        except Exception as error:
+            triton.stop()
+            if attempt == attempts:
+                raise
+            LOG.warning("Triton start failed (attempt %d/%d), retrying: %s", attempt, attempts, error)
+    raise AssertionError("unreachable")
 
 
 def chat_models(chat: ChatModel, base_name: str, adapter_name: str | None, stream: bool) -> list[ServedModel]:
