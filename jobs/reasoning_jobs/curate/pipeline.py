@@ -1,0 +1,251 @@
+"""The curation job: plan blocks, run the NeMo Curator pipeline on Ray, then apply quotas and the global
+curriculum and write training.jsonl + summary.json."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+
+from reasoning_jobs.common.results import report_result
+from reasoning_operator.api import CurationResult, CurationStageConfig
+
+from . import records as rules
+from .sources import Block, plan_blocks, select_files
+
+DEFAULT_TOKENIZER = "meta-llama/Llama-3.1-8B-Instruct"
+DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024
+MAX_REPORTED_ERRORS = 10
+#: single-threaded native libraries inside each Ray worker: one worker = one core
+WORKER_ENV = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+
+
+class CurationError(RuntimeError):
+    """The job cannot produce a training set; the message says why."""
+
+
+@dataclass
+class CurationOptions:
+    """Everything one run needs, resolved from the stage config and the CLI flags."""
+
+    source: str
+    output_dir: Path
+    filename_filters: list[str] = field(default_factory=list)
+    used_in_training: str | None = "Nano"
+    tokenizer: str = DEFAULT_TOKENIZER
+    lang_id_model_path: str | None = None
+    lang: str = "en"
+    lang_threshold: float = 0.5
+    max_token_count: int = 8192
+    max_completion_token_count: int = 16384
+    n_workers: int = 1
+    curriculum: bool = True
+    remove_columns: list[str] = field(default_factory=list)
+    category_caps: dict[str, int] = field(default_factory=dict)
+    on_off_ratio: float | None = None
+    max_error_rate: float = 0.001
+    block_size: int = DEFAULT_BLOCK_SIZE
+    storage_options: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_stage_config(cls, config: CurationStageConfig) -> CurationOptions:
+        c = config.curation
+        return cls(
+            source=config.dataset.source,
+            output_dir=Path(config.output_dir),
+            filename_filters=list(config.dataset.filename_filters),
+            used_in_training=config.dataset.used_in_training,
+            tokenizer=config.tokenizer,
+            lang=c.language,
+            lang_threshold=c.language_threshold,
+            max_token_count=c.max_token_count,
+            max_completion_token_count=c.max_completion_token_count,
+            n_workers=c.workers,
+            curriculum=c.curriculum,
+            remove_columns=list(c.remove_columns),
+            category_caps=dict(c.category_caps),
+            on_off_ratio=config.on_off_ratio,
+            max_error_rate=c.max_error_rate,
+        )
+
+
+def _check_options(options: CurationOptions) -> None:
+    removable = set(rules.PASSTHROUGH_FIELDS) | {"reasoning", "category", "used_in_training"}
+    unknown = sorted(set(options.remove_columns) - removable)
+    if unknown:
+        raise CurationError(f"--remove-columns: cannot remove {unknown}; removable columns are {sorted(removable)}")
+    if options.n_workers < 1:
+        raise CurationError("--n-workers must be >= 1")
+    if options.block_size < 1024:
+        raise CurationError("--block-size must be at least 1 KiB")
+
+
+def _build_pipeline(options: CurationOptions, blocks: list[Block], model_path: str, eot: tuple[str, str]) -> Any:
+    from nemo_curator.pipeline import Pipeline
+
+    from .stages import (
+        BlockPartitionStage,
+        BoxedAnswerFilter,
+        ChatTemplateStage,
+        LanguageFilter,
+        ReadBlockStage,
+        ShardWriterStage,
+        ThinkTagFilter,
+        UsedInTrainingFilter,
+    )
+
+    out = options.output_dir
+    return Pipeline(
+        name="reasoning-curation",
+        description="Llama-Nemotron post-training data -> reasoning SFT set",
+        stages=[
+            BlockPartitionStage(blocks=blocks),
+            ReadBlockStage(storage_options=options.storage_options),
+            UsedInTrainingFilter(model=options.used_in_training),
+            ThinkTagFilter(),
+            BoxedAnswerFilter(),
+            LanguageFilter(model_path=model_path, lang=options.lang, min_score=options.lang_threshold),
+            ChatTemplateStage(
+                tokenizer=options.tokenizer,
+                completion_prefix=eot[0],
+                completion_suffix=eot[1],
+                max_prompt_tokens=options.max_token_count,
+                max_completion_tokens=options.max_completion_token_count,
+            ),
+            ShardWriterStage(
+                shard_dir=str(out / "shards"),
+                keys_dir=str(out / ".keys"),
+                curriculum=options.curriculum,
+                remove_columns=tuple(options.remove_columns),
+            ),
+        ],
+    )
+
+
+def _run_on_ray(pipeline: Any, n_workers: int) -> list[Any]:
+    import ray
+    from nemo_curator.backends.ray_data import RayDataExecutor
+
+    # Curator's executor calls ray.init(ignore_reinit_error=True): starting Ray here first sizes the local
+    # cluster to --n-workers CPUs and gives every worker the single-thread environment.
+    if not ray.is_initialized():
+        ray.init(
+            address="local",  # a private local cluster, never one another process started on this machine
+            num_cpus=n_workers,
+            include_dashboard=False,
+            log_to_driver=False,
+            runtime_env={"env_vars": WORKER_ENV},
+        )
+    try:
+        tasks: list[Any] = pipeline.run(RayDataExecutor())
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+    return tasks
+
+
+def _line_errors(metas: list[dict[str, Any]]) -> list[str]:
+    """'file:line: message' for the first malformed lines (line numbers are 1-based over the whole file)."""
+    by_file: dict[int, list[dict[str, Any]]] = {}
+    for meta in metas:
+        by_file.setdefault(meta["block"]["file_index"], []).append(meta)
+    messages: list[str] = []
+    for file_index in sorted(by_file):
+        first_line = 0
+        for meta in sorted(by_file[file_index], key=lambda m: m["block"]["block_index"]):
+            for line_in_block, message in meta["errors"]:
+                messages.append(f"{meta['block']['relative']}:{first_line + line_in_block + 1}: {message}")
+            first_line += meta["lines"]
+    return messages
+
+
+def curate(options: CurationOptions) -> CurationResult:
+    """Run the whole job and report its result (summary.json + termination message)."""
+    from .curriculum import Shard, percentiles, select, write_training_file
+    from .language import bundled_lid_model_path
+    from .tokenization import end_of_turn, load_tokenizer
+
+    started = time.monotonic()
+    _check_options(options)
+    model_path = options.lang_id_model_path or str(bundled_lid_model_path())
+    if not Path(model_path).is_file():
+        raise CurationError(f"language-ID model {model_path} does not exist")
+    try:
+        files = select_files(options.source, options.filename_filters, options.storage_options)
+        eot = end_of_turn(load_tokenizer(options.tokenizer))
+    except ValueError as error:
+        raise CurationError(str(error)) from None
+    blocks = plan_blocks(files, options.block_size)
+    logger.info(f"curating {len(files)} files ({sum(f.size for f in files) / 1e6:.1f} MB) in {len(blocks)} blocks")
+
+    out = options.output_dir
+    for stale in (out / "shards", out / ".keys"):
+        shutil.rmtree(stale, ignore_errors=True)
+        stale.mkdir(parents=True)
+
+    tasks = _run_on_ray(_build_pipeline(options, blocks, model_path, eot), options.n_workers)
+    metas = [task._metadata["curate"] for task in tasks]
+    if len(metas) != len(blocks):
+        raise CurationError(f"pipeline returned {len(metas)} of {len(blocks)} blocks")
+    metas.sort(key=lambda m: (m["block"]["file_index"], m["block"]["block_index"]))
+
+    read = sum(m["read"] for m in metas)
+    malformed = sum(m["malformed"] for m in metas)
+    dropped = dict.fromkeys(rules.RULES, 0)
+    for meta in metas:
+        for rule, count in meta["dropped"].items():
+            dropped[rule] = dropped.get(rule, 0) + count
+    errors = _line_errors(metas)
+    result = CurationResult(
+        samples_read=read,
+        samples_written=0,
+        dropped=dropped,
+        malformed_lines=malformed,
+        errors=errors[:MAX_REPORTED_ERRORS],
+    )
+    error_rate = malformed / read if read else 0.0
+    if error_rate > options.max_error_rate:
+        report_result(result, out)
+        shown = "; ".join(errors[:3])
+        raise CurationError(
+            f"{malformed} of {read} lines are malformed ({error_rate:.2%} > max error rate "
+            f"{options.max_error_rate:.2%}): {shown}"
+        )
+    for message in errors[:MAX_REPORTED_ERRORS]:
+        logger.warning(f"skipped malformed line {message}")
+
+    shards = [
+        Shard(order=i, path=Path(m["shard"]), keys_path=Path(m["keys"]), rows=m["written"]) for i, m in enumerate(metas)
+    ]
+    masks, quota_dropped = select(shards, options.category_caps, options.on_off_ratio)
+    for rule, count in quota_dropped.items():
+        dropped[rule] += count
+    written = int(sum(int(mask.sum()) for mask in masks))
+    target = out / "training.jsonl"
+    tokens = write_training_file(shards, masks, target, options.curriculum, written)
+    on = int(sum(int((shard.keys()["on"] & mask).sum()) for shard, mask in zip(shards, masks, strict=True)))
+    shutil.rmtree(out / ".keys", ignore_errors=True)
+
+    result = result.model_copy(
+        update={
+            "samples_written": written,
+            "dropped": dropped,
+            "reasoning_on": on,
+            "reasoning_off": written - on,
+            "output_path": str(target),
+            "token_percentiles": {
+                "prompt": percentiles(tokens["prompt"]),
+                "completion": percentiles(tokens["completion"]),
+            },
+        }
+    )
+    if read != written + sum(dropped.values()) + malformed:
+        raise CurationError(f"counts do not add up: {result.to_wire()}")
+    report_result(result, out)
+    elapsed = time.monotonic() - started
+    logger.info(f"curated {written}/{read} samples in {elapsed:.1f}s ({read / max(elapsed, 1e-9):.0f} samples/s)")
+    return result

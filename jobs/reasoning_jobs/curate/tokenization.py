@@ -1,0 +1,74 @@
+"""The tokenizer side of curation: loading (hub id or local directory), the chat template with the reasoning
+system prompt, and token counts without materialising token-id lists."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from .records import conversation
+
+_SENTINEL = "\u2063CURATE_SENTINEL\u2063"
+_COUNT_CHUNK = 256
+
+
+class TokenizerError(ValueError):
+    """The tokenizer cannot be loaded or has no usable chat template."""
+
+
+def load_tokenizer(name_or_path: str) -> Any:
+    """AutoTokenizer from a hub id or a local directory, with an error that says what to do."""
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+    except Exception as error:
+        raise TokenizerError(
+            f"cannot load tokenizer {name_or_path!r}: {type(error).__name__}: {error}. "
+            "Pass a local tokenizer directory with --tokenizer, or make the hub reachable "
+            "(gated models also need HF_TOKEN)."
+        ) from None
+    if not getattr(tokenizer, "chat_template", None):
+        raise TokenizerError(f"tokenizer {name_or_path!r} has no chat template")
+    return tokenizer
+
+
+@lru_cache(maxsize=2)
+def cached_tokenizer(name_or_path: str) -> Any:
+    """One loaded tokenizer per worker process (Ray reuses worker processes across tasks)."""
+    return load_tokenizer(name_or_path)
+
+
+def end_of_turn(tokenizer: Any) -> tuple[str, str]:
+    """(text the template puts before an assistant message, text it puts after it), e.g. ("", "<|eot_id|>").
+
+    Found by rendering a probe conversation, so it follows whatever template the tokenizer carries; falls back
+    to ("", eos_token) when the template does not render the prompt as a prefix of the full conversation.
+    """
+    probe = conversation([{"role": "user", "content": "probe"}], "on")
+    prompt = tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(
+        [*probe, {"role": "assistant", "content": _SENTINEL}], tokenize=False, add_generation_prompt=False
+    )
+    at = full.find(_SENTINEL)
+    if not full.startswith(prompt) or at < 0:
+        return "", str(tokenizer.eos_token or "")
+    return full[len(prompt) : at], full[at + len(_SENTINEL) :]
+
+
+def render_prompts(tokenizer: Any, conversations: list[list[dict[str, str]]]) -> list[str]:
+    rendered = tokenizer.apply_chat_template(conversations, tokenize=False, add_generation_prompt=True)
+    return [str(text) for text in rendered]
+
+
+def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Token counts (special tokens in the text count; none are added), chunked to bound memory."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    counts: list[int] = []
+    for i in range(0, len(texts), _COUNT_CHUNK):
+        chunk = texts[i : i + _COUNT_CHUNK]
+        if backend is not None:
+            counts.extend(len(encoding) for encoding in backend.encode_batch(chunk, add_special_tokens=False))
+        else:
+            counts.extend(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in chunk)
+    return counts
