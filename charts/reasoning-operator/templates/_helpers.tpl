@@ -1,0 +1,124 @@
+{{/* Names and labels, the usual `helm create` way. */}}
+{{- define "reasoning-operator.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "reasoning-operator.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "reasoning-operator.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "reasoning-operator.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "reasoning-operator.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "reasoning-operator.labels" -}}
+helm.sh/chart: {{ include "reasoning-operator.chart" . }}
+{{ include "reasoning-operator.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: reasoning-operator
+{{- end }}
+
+{{- define "reasoning-operator.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "reasoning-operator.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "reasoning-operator.image" -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+
+{{/* The namespaces a namespaced-mode operator watches: the list, or the release namespace. */}}
+{{- define "reasoning-operator.watchedNamespaces" -}}
+{{- if .Values.watch.namespaces }}
+{{- join "," .Values.watch.namespaces }}
+{{- else }}
+{{- .Release.Namespace }}
+{{- end }}
+{{- end }}
+
+{{/* The operator's arguments: the Deployment and tests/chart's local operator both use these. */}}
+{{- define "reasoning-operator.args" -}}
+- operator
+{{- if .Values.watch.allNamespaces }}
+- --all-namespaces
+{{- else }}
+{{- range splitList "," (include "reasoning-operator.watchedNamespaces" .) }}
+- --namespace={{ . }}
+{{- end }}
+{{- end }}
+- --metrics-port={{ .Values.operator.metricsPort }}
+- --health-port={{ .Values.operator.healthPort }}
+- --resync-seconds={{ .Values.operator.resyncSeconds }}
+- --log-format={{ .Values.operator.logFormat }}
+{{- if .Values.operator.verbose }}
+- --verbose
+{{- end }}
+{{- end }}
+
+{{/*
+What the operator does to the API (operator/reasoning_operator/kube.py and handlers.py), verb by verb.
+The same rules go into the ClusterRole (all namespaces) or into one Role per watched namespace.
+*/}}
+{{- define "reasoning-operator.rules" -}}
+# The runs: kopf watches them; kube.py reads one and patches its status.
+- apiGroups: [reasoning-operator.dev]
+  resources: [reasoningruns]
+  verbs: [get, list, watch]
+- apiGroups: [reasoning-operator.dev]
+  resources: [reasoningruns/status]
+  verbs: [patch]
+# Children carry ownerReferences with blockOwnerDeletion, which the OwnerReferencesPermissionEnforcement
+# admission plugin (on in OpenShift, for one) allows only to who may update the owner's finalizers.
+- apiGroups: [reasoning-operator.dev]
+  resources: [reasoningruns/finalizers]
+  verbs: [update]
+# Stage Jobs: watched, listed by run label, created once (the garbage collector deletes them with the run).
+- apiGroups: [batch]
+  resources: [jobs]
+  verbs: [get, list, watch, create]
+# The Triton Deployment: watched, server-side applied (patch; create when it is absent), deleted after evaluation.
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, delete]
+# The Triton Service: read by name, server-side applied, deleted after evaluation.
+- apiGroups: [""]
+  resources: [services]
+  verbs: [get, create, patch, delete]
+# The stage configs: read by name, server-side applied.
+- apiGroups: [""]
+  resources: [configmaps]
+  verbs: [get, create, patch]
+# The run's volume: read by name, created once (kept or collected by its ownerReference).
+- apiGroups: [""]
+  resources: [persistentvolumeclaims]
+  verbs: [get, create]
+# Stage pods: watched (scheduling, termination messages) and their log tails read for training progress.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [get, list, watch]
+- apiGroups: [""]
+  resources: [pods/log]
+  verbs: [get]
+# One Event per stage transition.
+- apiGroups: [""]
+  resources: [events]
+  verbs: [create]
+{{- end }}
