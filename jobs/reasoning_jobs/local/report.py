@@ -3,7 +3,7 @@ evaluation table, in one Markdown file beside the run."""
 
 from __future__ import annotations
 
-import json
+import shutil
 from pathlib import Path
 
 from rich.console import Console
@@ -18,35 +18,12 @@ CAVEAT = (
 )
 
 
-def training_curve(metrics: Path, target: Path) -> Path | None:
-    """Loss per step from the training job's metrics.jsonl, as a PNG."""
-    if not metrics.is_file():
+def training_curve(train_dir: Path, target: Path) -> Path | None:
+    """The training job's own loss curve (training_curve.png), copied beside the report."""
+    source = train_dir / "training_curve.png"
+    if not source.is_file():
         return None
-    steps, losses = [], []
-    for line in metrics.read_text(encoding="utf-8").splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "step" in record and record.get("loss") is not None:
-            steps.append(int(record["step"]))
-            losses.append(float(record["loss"]))
-    if not steps:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.5), dpi=120)
-    ax.plot(steps, losses, color="#76b900")
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (completion tokens)")
-    ax.set_title("Training curve")
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(target)
-    plt.close(fig)
+    shutil.copyfile(source, target)
     return target
 
 
@@ -81,7 +58,7 @@ def write_report(status: ReasoningRunStatus, name: str, root: Path, run_dir: Pat
             f"- steps: {t.steps}, final loss: {t.final_loss}",
             f"- tokens seen: {t.tokens_seen}, {t.tokens_per_second:.0f} tokens/s, wall {t.wall_seconds:.0f}s",
         ]
-        curve = training_curve(run_dir / "train" / "metrics.jsonl", root / "training-curve.png")
+        curve = training_curve(run_dir / "train", root / "training-curve.png")
         if curve is not None:
             lines += ["", f"![training curve]({curve.name})"]
     if status.evaluation is not None:
