@@ -87,6 +87,8 @@ BINARIES = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler
 CONTROLLERS = (
     "job-controller",
     "persistentvolume-binder-controller",
+    "persistentvolumeclaim-protection-controller",
+    "persistentvolume-protection-controller",
     "cronjob-controller",
     "garbage-collector-controller",
     "deployment-controller",
@@ -421,6 +423,13 @@ class ControlPlane:
     @property
     def ca_cert(self) -> Path:
         return self._require_pki().ca_cert
+
+    @property
+    def bin_dir(self) -> Path:
+        """Where the binaries are (``kubectl`` included)."""
+        if self._bin_dir is None:
+            raise ControlPlaneError("control plane not started")
+        return self._bin_dir
 
     @property
     def node_names(self) -> list[str]:
