@@ -1,19 +1,22 @@
 """Global quotas and ordering over all shards, holding only sort keys in memory (never rows).
 
 Each shard is a sorted run (reasoning-off rows, then reasoning-on rows, each ascending by completion tokens)
-with its keys in an `.npz`. Quotas pick samples by a content hash (deterministic, length-unbiased); the
-curriculum is a streaming k-way merge of the runs per bucket, interleaved one by one across the whole output.
+with its keys in a directory of `.npy` files that are memory-mapped, never loaded whole. Quotas pick samples by a
+content hash (deterministic, length-unbiased); the curriculum is a streaming k-way merge of the runs per bucket,
+interleaved one by one across the whole output. In memory: one keep flag per row, plus the rank and bucket of
+every row while quotas are computed.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import resource
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
@@ -32,8 +35,24 @@ class Shard:
     rows: int
 
     def keys(self) -> dict[str, NDArray[Any]]:
-        with np.load(self.keys_path) as data:
-            return {name: data[name] for name in data.files}
+        """Memory-mapped key arrays (plain arrays for an empty shard: empty files cannot be mapped)."""
+        mode: Literal["r"] | None = "r" if self.rows else None
+        return {path.stem: np.load(path, mmap_mode=mode) for path in self.keys_path.glob("*.npy")}
+
+    def categories(self) -> list[str]:
+        names: list[str] = json.loads((self.keys_path / CATEGORIES).read_text(encoding="utf-8"))
+        return names
+
+
+CATEGORIES = "categories.json"
+
+
+def save_keys(directory: Path, categories: list[str], **arrays: NDArray[Any]) -> None:
+    """One `.npy` per key (row order = the shard's line order) and the names behind the category codes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, array in arrays.items():
+        np.save(directory / f"{name}.npy", array)
+    (directory / CATEGORIES).write_text(json.dumps(categories), encoding="utf-8")
 
 
 def _keep_first_by_rank(ranks: NDArray[Any], keep: int) -> NDArray[Any]:
@@ -48,16 +67,16 @@ def select(
     shards: list[Shard], category_caps: dict[str, int], on_off_ratio: float | None
 ) -> tuple[list[NDArray[Any]], dict[str, int]]:
     """Per-shard keep masks after the per-category caps and the on/off target, and what each quota dropped."""
-    keys = [shard.keys() for shard in shards]
     masks = [np.ones(shard.rows, dtype=bool) for shard in shards]
     dropped = {rules.CATEGORY_CAP: 0, rules.ON_OFF_RATIO: 0}
     if not category_caps and on_off_ratio is None:
         return masks, dropped
+    keys = [shard.keys() for shard in shards]
     offsets = np.cumsum([0] + [shard.rows for shard in shards])
     keep = np.ones(int(offsets[-1]), dtype=bool)
     ranks = np.concatenate([k["rank"] for k in keys]) if keys else np.zeros(0, dtype=np.uint32)
     for category, cap in category_caps.items():
-        member = np.concatenate([k["category"] == category for k in keys]) if keys else np.zeros(0, dtype=bool)
+        member = np.concatenate([_is_category(s, k, category) for s, k in zip(shards, keys, strict=True)])
         index = np.flatnonzero(member & keep)
         if len(index) > cap:
             keep[index[~_keep_first_by_rank(ranks[index], cap)]] = False
@@ -76,6 +95,14 @@ def select(
     return masks, dropped
 
 
+def _is_category(shard: Shard, keys: dict[str, NDArray[Any]], category: str) -> NDArray[Any]:
+    names = shard.categories()
+    if category not in names:
+        return np.zeros(shard.rows, dtype=bool)
+    result: NDArray[Any] = keys["category"] == names.index(category)
+    return result
+
+
 def _raise_open_file_limit(needed: int) -> None:
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = needed + 64
@@ -88,25 +115,25 @@ def _raise_open_file_limit(needed: int) -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def _run(
-    shard: Shard, keys: dict[str, NDArray[Any]], mask: NDArray[Any], on: bool, handles: list[IO[bytes]]
-) -> Iterator[tuple[int, int, int, bytes]]:
-    """(completion tokens, shard order, row, line) of one bucket's selected rows, ascending."""
-    rows = np.flatnonzero((keys["on"] == on) & mask)
-    if len(rows) == 0:
+def _run(shard: Shard, mask: NDArray[Any], on: bool, handles: list[IO[bytes]]) -> Iterator[tuple[int, int, int, bytes]]:
+    """(completion tokens, shard order, row, line) of one bucket's selected rows, ascending.
+
+    A shard is written reasoning-off rows first, then reasoning-on rows, so a bucket is one contiguous,
+    already sorted segment that is read sequentially.
+    """
+    keys = shard.keys()
+    off_rows = shard.rows - int(np.count_nonzero(keys["on"]))
+    start, end = (off_rows, shard.rows) if on else (0, off_rows)
+    if start >= end or not mask[start:end].any():
         return
     handle: IO[bytes] = shard.path.open("rb")
     handles.append(handle)
-    handle.seek(int(keys["offsets"][rows[0]]))
-    tokens, offsets = keys["completion_tokens"], keys["offsets"]
-    position = int(offsets[rows[0]])
-    for row in rows.tolist():
-        start = int(offsets[row])
-        if start != position:
-            handle.seek(start)
+    handle.seek(int(keys["offsets"][start]))
+    tokens = keys["completion_tokens"]
+    for row in range(start, end):
         line = handle.readline()
-        position = start + len(line)
-        yield int(tokens[row]), shard.order, row, line
+        if mask[row]:
+            yield int(tokens[row]), shard.order, row, line
 
 
 def _interleave(first: Iterator[bytes], second: Iterator[bytes]) -> Iterator[bytes]:
@@ -130,12 +157,12 @@ def write_training_file(
         with tmp.open("wb") as out, tqdm(total=total, desc="training.jsonl", unit="samples", mininterval=2) as bar:
             if curriculum:
                 _raise_open_file_limit(2 * len(shards))
-                keys = [shard.keys() for shard in shards]
-                for k, mask in zip(keys, masks, strict=True):
-                    prompt_tokens.append(k["prompt_tokens"][mask])
-                    completion_tokens.append(k["completion_tokens"][mask])
+                for shard, mask in zip(shards, masks, strict=True):
+                    k = shard.keys()
+                    prompt_tokens.append(np.asarray(k["prompt_tokens"][mask]))
+                    completion_tokens.append(np.asarray(k["completion_tokens"][mask]))
                 buckets = [
-                    heapq.merge(*(_run(s, k, m, on, handles) for s, k, m in zip(shards, keys, masks, strict=True)))
+                    heapq.merge(*(_run(s, m, on, handles) for s, m in zip(shards, masks, strict=True)))
                     for on in (True, False)
                 ]
                 on_lines = (item[3] for item in buckets[0])
@@ -146,8 +173,8 @@ def write_training_file(
             else:
                 for shard, mask in zip(shards, masks, strict=True):
                     k = shard.keys()
-                    prompt_tokens.append(k["prompt_tokens"][mask])
-                    completion_tokens.append(k["completion_tokens"][mask])
+                    prompt_tokens.append(np.asarray(k["prompt_tokens"][mask]))
+                    completion_tokens.append(np.asarray(k["completion_tokens"][mask]))
                     with shard.path.open("rb") as shard_file:
                         for line, keep in zip(shard_file, mask.tolist(), strict=True):
                             if keep:

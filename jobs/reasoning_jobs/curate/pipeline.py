@@ -3,6 +3,7 @@ curriculum and write training.jsonl + summary.json."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -187,8 +188,17 @@ def curate(options: CurationOptions) -> CurationResult:
         shutil.rmtree(stale, ignore_errors=True)
         stale.mkdir(parents=True)
 
+    prepared = time.monotonic()
     tasks = _run_on_ray(_build_pipeline(options, blocks, model_path, eot), options.n_workers)
+    ran = time.monotonic()
     metas = [task._metadata["curate"] for task in tasks]
+    stage_seconds: dict[str, float] = {}
+    for task in tasks:
+        for perf in task._stage_perf:
+            stage_seconds[perf.stage_name] = stage_seconds.get(perf.stage_name, 0.0) + perf.process_time
+    logger.info(
+        "stage seconds (summed over workers): " + json.dumps({k: round(v, 2) for k, v in stage_seconds.items()})
+    )
     if len(metas) != len(blocks):
         raise CurationError(f"pipeline returned {len(metas)} of {len(blocks)} blocks")
     metas.sort(key=lambda m: (m["block"]["file_index"], m["block"]["block_index"]))
@@ -246,6 +256,9 @@ def curate(options: CurationOptions) -> CurationResult:
     if read != written + sum(dropped.values()) + malformed:
         raise CurationError(f"counts do not add up: {result.to_wire()}")
     report_result(result, out)
-    elapsed = time.monotonic() - started
+    finished = time.monotonic()
+    elapsed = finished - started
     logger.info(f"curated {written}/{read} samples in {elapsed:.1f}s ({read / max(elapsed, 1e-9):.0f} samples/s)")
+    phases = {"prepare": prepared - started, "pipeline": ran - prepared, "merge": finished - ran}
+    logger.info("phase seconds: " + json.dumps({name: round(seconds, 2) for name, seconds in phases.items()}))
     return result

@@ -23,6 +23,7 @@ from nemo_curator.stages.resources import Resources
 from nemo_curator.tasks import DocumentBatch, EmptyTask, FileGroupTask
 
 from . import records as rules
+from .curriculum import save_keys
 from .language import cached_lang_id_filter
 from .records import RecordError, parse_record
 from .sources import Block, read_block_lines
@@ -280,7 +281,7 @@ OUTPUT_COLUMNS = [
 
 @dataclass
 class ShardWriterStage(ProcessingStage[DocumentBatch, FileGroupTask]):  # type: ignore[misc]
-    """Write the block's kept samples as one JSONL shard plus its sort keys (`.npz` beside it).
+    """Write the block's kept samples as one JSONL shard plus its sort keys (a directory of `.npy` files).
 
     With the curriculum, rows are written reasoning-off first then reasoning-on, each ascending by completion
     tokens (stable: input order breaks ties), so the driver merges the shards' sorted runs without loading
@@ -308,7 +309,7 @@ class ShardWriterStage(ProcessingStage[DocumentBatch, FileGroupTask]):  # type: 
         block = meta["block"]
         stem = f"part-{block['file_index']:05d}-{block['block_index']:06d}"
         shard = Path(self.shard_dir) / f"{stem}.jsonl"
-        keys = Path(self.keys_dir) / f"{stem}.npz"
+        keys = Path(self.keys_dir) / stem
         df: pd.DataFrame = task.data
         if df.empty:
             on = np.zeros(0, dtype=bool)
@@ -330,12 +331,23 @@ class ShardWriterStage(ProcessingStage[DocumentBatch, FileGroupTask]):  # type: 
                 ranks[i] = zlib.crc32(line)
                 position += len(line)
                 offsets[i + 1] = position
-        np.savez(
+        if len(order):
+            categories = sorted({str(c) for c in df["category"]})
+            codes = {name: i for i, name in enumerate(categories)}
+            completion_tokens = df["completion_tokens"].to_numpy(dtype=np.int32)[order]
+            prompt_tokens = df["prompt_tokens"].to_numpy(dtype=np.int32)[order]
+            category_codes = np.asarray([codes[str(c)] for c in df["category"]], dtype=np.uint16)[order]
+        else:
+            categories = []
+            completion_tokens = prompt_tokens = np.zeros(0, dtype=np.int32)
+            category_codes = np.zeros(0, dtype=np.uint16)
+        save_keys(
             keys,
+            categories,
             on=on[order],
-            completion_tokens=(df["completion_tokens"].to_numpy(dtype=np.int32)[order] if len(order) else order),
-            prompt_tokens=(df["prompt_tokens"].to_numpy(dtype=np.int32)[order] if len(order) else order),
-            category=np.asarray([str(c) for c in df["category"].to_numpy()[order]] if len(order) else [], dtype=str),
+            completion_tokens=completion_tokens,
+            prompt_tokens=prompt_tokens,
+            category=category_codes,
             rank=ranks,
             offsets=offsets,
         )

@@ -1,0 +1,221 @@
+"""Curation throughput: the NeMo Curator job (1 and 2 Ray workers) against a plain single-process Python
+implementation of the same rules, on one generated dataset, in one run.
+
+    .venv/bin/python bench/curate/bench_curate.py [--samples 300000] [--work /tmp/curate-bench]
+
+The plain reference uses the same rule definitions (reasoning_jobs.curate.records), the same fastText model
+and the same tokenizer, reads the files line by line, keeps the kept rows in memory and sorts them there.
+Both write training.jsonl; the benchmark checks the two files are byte-identical before it reports a figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+# One core for the reference's native libraries too, as each Ray worker gets (see pipeline.WORKER_ENV).
+os.environ.update({"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"})
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path[:0] = [str(ROOT / "jobs"), str(ROOT / "operator")]
+
+import orjson  # noqa: E402
+
+from reasoning_jobs.common.assets import offline_tokenizer_path  # noqa: E402
+from reasoning_jobs.curate import records as rules  # noqa: E402
+from reasoning_jobs.curate.language import bundled_lid_model_path  # noqa: E402
+from reasoning_jobs.curate.sources import select_files  # noqa: E402
+from reasoning_jobs.curate.stages import OUTPUT_COLUMNS  # noqa: E402
+from reasoning_jobs.curate.tokenization import end_of_turn  # noqa: E402
+from reasoning_jobs.datasets.nemotron_synthetic import generate  # noqa: E402
+
+FILTERS = ["math_v1.1", "chat"]
+MAX_PROMPT, MAX_COMPLETION = 4096, 8192
+BLOCK_SIZE = 8 * 2**20
+
+
+def plain_reference(root: Path, out: Path) -> dict[str, Any]:
+    """The straightforward script: one process, one sample at a time, everything in memory."""
+    import fasttext
+    from transformers import AutoTokenizer
+
+    model = fasttext.load_model(str(bundled_lid_model_path()))
+    tokenizer = AutoTokenizer.from_pretrained(str(offline_tokenizer_path()))
+    prefix, suffix = end_of_turn(tokenizer)
+    dropped: Counter[str] = Counter()
+    read = malformed = 0
+    buckets: dict[str, list[tuple[int, bytes]]] = {"on": [], "off": []}
+    for f in select_files(str(root), FILTERS):
+        with Path(f.url).open("rb") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                read += 1
+                try:
+                    record = rules.parse_record(line)
+                except rules.RecordError:
+                    malformed += 1
+                    continue
+                if "Nano" not in record.used_in_training:
+                    dropped[rules.USED_IN_TRAINING] += 1
+                    continue
+                violation = rules.think_violation(record.output, record.reasoning)
+                if violation:
+                    dropped[violation] += 1
+                    continue
+                if record.category == "math" and not rules.has_boxed_answer(rules.final_answer(record.output)):
+                    dropped[rules.MISSING_BOXED] += 1
+                    continue
+                labels, scores = model.predict(rules.language_text(record.input, record.output), k=1)
+                if labels[0] != "__label__en" or scores[0] < 0.5:
+                    dropped[rules.LANGUAGE] += 1
+                    continue
+                prompt = tokenizer.apply_chat_template(
+                    rules.conversation(record.input, record.reasoning), tokenize=False, add_generation_prompt=True
+                )
+                completion = prefix + record.output + suffix
+                completion_tokens = len(tokenizer(completion, add_special_tokens=False)["input_ids"])
+                if len(tokenizer(prompt, add_special_tokens=False)["input_ids"]) > MAX_PROMPT:
+                    dropped[rules.PROMPT_TOO_LONG] += 1
+                    continue
+                if completion_tokens > MAX_COMPLETION:
+                    dropped[rules.COMPLETION_TOO_LONG] += 1
+                    continue
+                row = {"input": prompt, "output": completion, **record.extra}
+                row |= {"reasoning": record.reasoning, "category": record.category}
+                row["used_in_training"] = list(record.used_in_training)
+                buckets[record.reasoning].append((completion_tokens, orjson.dumps({c: row[c] for c in OUTPUT_COLUMNS})))
+    for rows in buckets.values():
+        rows.sort(key=lambda item: item[0])  # stable: input order breaks ties
+    with out.open("wb") as handle:
+        for on, off in itertools.zip_longest(buckets["on"], buckets["off"]):
+            for item in (on, off):
+                if item is not None:
+                    handle.write(item[1] + b"\n")
+    return {"read": read, "malformed": malformed, "dropped": dict(dropped)}
+
+
+def stages_in_process(root: Path, out: Path) -> float:
+    """The job's own NeMo Curator stages called one after another in this process (no Ray): what a Ray worker
+    computes, without the engine around it. Returns the seconds of the stage chain (models preloaded)."""
+    from nemo_curator.tasks import EmptyTask
+
+    from reasoning_jobs.curate.language import cached_lang_id_filter
+    from reasoning_jobs.curate.pipeline import CurationOptions, _build_pipeline
+    from reasoning_jobs.curate.sources import plan_blocks
+    from reasoning_jobs.curate.tokenization import cached_tokenizer
+
+    options = CurationOptions(
+        source=str(root), output_dir=out, filename_filters=FILTERS, tokenizer=str(offline_tokenizer_path()),
+        max_token_count=MAX_PROMPT, max_completion_token_count=MAX_COMPLETION, block_size=BLOCK_SIZE,
+    )  # fmt: skip
+    for directory in (out / "shards", out / ".keys"):
+        directory.mkdir(parents=True, exist_ok=True)
+    blocks = plan_blocks(select_files(str(root), FILTERS), BLOCK_SIZE)
+    eot = end_of_turn(cached_tokenizer(options.tokenizer))
+    model = str(bundled_lid_model_path())
+    cached_lang_id_filter(model, 0.5, "en")
+    partition, *stages = _build_pipeline(options, blocks, model, eot).stages
+    started = time.perf_counter()
+    for task in partition.process(EmptyTask()):
+        for stage in stages:
+            task = stage.process(task)
+    return time.perf_counter() - started
+
+
+def run_pipeline(root: Path, out: Path, workers: int) -> tuple[float, dict[str, float], dict[str, Any]]:
+    command = [
+        sys.executable, "-m", "reasoning_operator.cli", "curate",
+        "--input-dir", str(root), "--output-dir", str(out),
+        "--filename-filter", ",".join(FILTERS), "--used-in-training", "Nano",
+        "--tokenizer", str(offline_tokenizer_path()),
+        "--max-token-count", str(MAX_PROMPT), "--max-completion-token-count", str(MAX_COMPLETION),
+        "--n-workers", str(workers), "--block-size", str(BLOCK_SIZE),
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'jobs'}:{ROOT / 'operator'}", "RAY_USAGE_STATS_ENABLED": "0"}
+    started = time.perf_counter()
+    proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
+    wall = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-4000:])
+    match = re.search(r"phase seconds: (\{.*\})", proc.stderr)
+    phases = json.loads(match.group(1)) if match else {}
+    match = re.search(r"stage seconds \(summed over workers\): (\{.*\})", proc.stderr)
+    phases["stage_process_seconds"] = json.loads(match.group(1)) if match else {}
+    return wall, phases, json.loads((out / "summary.json").read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=300_000, help="Generated samples (~70% in the selected files).")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/curate-bench"))
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    args = parser.parse_args()
+
+    data = args.work / "data"
+    manifest = data / "manifest.json"
+    if not manifest.exists() or json.loads(manifest.read_text())["samples"] != args.samples:
+        t = time.perf_counter()
+        generate(data, samples=args.samples, seed=0, bad_fraction=0.1, long_chars=30_000)
+        print(f"generated {args.samples} samples in {time.perf_counter() - t:.0f}s", flush=True)
+    selected_bytes = sum(f.size for f in select_files(str(data), FILTERS))
+
+    results: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_at_start": os.getloadavg(),
+        "selected_mb": round(selected_bytes / 1e6, 1),
+    }
+    reference_out = args.work / "reference.jsonl"
+    t = time.perf_counter()
+    reference = plain_reference(data, reference_out)
+    reference_seconds = time.perf_counter() - t
+    read = reference["read"]
+    results["reference"] = {"seconds": round(reference_seconds, 1), "samples_per_s": round(read / reference_seconds)}
+    print(f"plain reference: {read} samples in {reference_seconds:.1f}s ({read / reference_seconds:.0f}/s)", flush=True)
+
+    seconds = stages_in_process(data, args.work / "in-process")
+    results["stages_in_process"] = {
+        "seconds": round(seconds, 1),
+        "samples_per_s": round(read / seconds),
+        "ratio_vs_reference": round(reference_seconds / seconds, 2),
+    }
+    print(f"stages in process (no Ray): {json.dumps(results['stages_in_process'])}", flush=True)
+
+    for workers in args.workers:
+        out = args.work / f"pipeline-{workers}"
+        wall, phases, summary = run_pipeline(data, out, workers)
+        assert summary["samplesRead"] == read, (summary["samplesRead"], read)
+        identical = (out / "training.jsonl").read_bytes() == reference_out.read_bytes()
+        if not identical:
+            raise SystemExit(f"pipeline ({workers} workers) and reference outputs differ")
+        pipeline_seconds = phases.get("pipeline", wall)
+        results[f"pipeline_{workers}"] = {
+            "wall_seconds": round(wall, 1),
+            "phases": phases,
+            "samples_per_s_end_to_end": round(read / wall),
+            "samples_per_s_pipeline_phase": round(read / pipeline_seconds),
+            "ratio_vs_reference_end_to_end": round(reference_seconds / wall, 2),
+            "ratio_vs_reference_pipeline_phase": round(reference_seconds / pipeline_seconds, 2),
+            "output_identical_to_reference": identical,
+        }
+        print(f"pipeline {workers} workers: {json.dumps(results[f'pipeline_{workers}'])}", flush=True)
+    results["load_average_at_end"] = os.getloadavg()
+    results["summary"] = summary
+    target = ROOT / "bench" / "out" / "curate" / "results.json"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
