@@ -78,10 +78,12 @@ What the operator does to the API (operator/reasoning_operator/kube.py and handl
 The same rules go into the ClusterRole (all namespaces) or into one Role per watched namespace.
 */}}
 {{- define "reasoning-operator.rules" -}}
-# The runs: kopf watches them; kube.py reads one and patches its status.
+# The runs: kopf watches them; kube.py reads one and patches its status. `patch` on the run itself is for
+# kopf's finalizer only (kopf adds one for the resync timer, and removes it on deletion); spec is never
+# written (tests/chart checks metadata.generation stays 1 through a whole run).
 - apiGroups: [reasoning-operator.dev]
   resources: [reasoningruns]
-  verbs: [get, list, watch]
+  verbs: [get, list, watch, patch]
 - apiGroups: [reasoning-operator.dev]
   resources: [reasoningruns/status]
   verbs: [patch]
