@@ -31,7 +31,7 @@ from kubernetes.client.exceptions import ApiException
 from tests.chart.chart_tools import CHART, VALUES_DIR, helm
 from tests.e2e.conftest import REPO, Operator, Runs
 from tests.e2e.test_run_lifecycle import CURATION, EVALUATION, TRAINING
-from tests.support.controlplane import ControlPlane, free_port
+from tests.support.controlplane import ControlPlane, build_binaries, free_port
 from tests.support.fake_kubelet import finish_job_pods, wait_until
 
 from reasoning_operator.api import GROUP, PLURAL, VERSION
@@ -274,6 +274,7 @@ def test_cluster_wide_release_runs_a_reasoningrun_to_succeeded_with_its_own_rbac
             assert obj["spec"] == created["spec"]
             succeeded = next(c for c in obj["status"]["conditions"] if c["type"] == "Succeeded")
             assert succeeded["status"] == "True"
+            _kubectl_wait_succeeded(control_plane, namespace)
             reasons = {e.reason for e in runs.core.list_namespaced_event(namespace).items}
             assert "RunSucceeded" in reasons  # events: create is granted and used
             wait_until(
@@ -296,6 +297,19 @@ def test_cluster_wide_release_runs_a_reasoningrun_to_succeeded_with_its_own_rbac
         if op is not None:
             op.stop()
         release.uninstall()
+
+
+def _kubectl_wait_succeeded(plane: ControlPlane, namespace: str) -> None:
+    """What NOTES.txt and the GitOps README tell users to run, with the control plane's own kubectl."""
+    kubectl = build_binaries(build=False) / "kubectl"
+    wait = ["wait", "--for=condition=Succeeded", f"rr/{NAME}", "--timeout=20s"]
+    result = subprocess.run(
+        [str(kubectl), "--kubeconfig", str(plane.kubeconfig), "-n", namespace, *wait],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0 and "condition met" in result.stdout, result.stderr
 
 
 def _assert_pod_security_admission_is_what_admitted_it(plane: ControlPlane, release: Release) -> None:
