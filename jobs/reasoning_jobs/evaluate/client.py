@@ -112,12 +112,25 @@ class TritonChatClient:
         )
 
     async def wait_ready(self, models: list[str], timeout: float = 300.0) -> None:
-        """Wait (with backoff) until the server and every model are ready; then fail naming the URL."""
+        """Wait (with backoff) until the server and every model are ready, then fail naming the URL.
+
+        Models are polled too: a Triton in explicit model-control mode (PyTriton) reports the server ready
+        while its models are still loading, and Triton cannot tell a loading model from an unknown one.
+        """
         from tritonclient.utils import InferenceServerException
 
+        missing: list[str] = list(models)
+
+        class NotReadyError(ConnectionError):
+            """Transient by construction (ConnectionError), so tenacity retries it."""
+
         async def check() -> None:
+            nonlocal missing
             if not await self._client.is_server_ready():
-                raise ConnectionError("server not ready")
+                raise NotReadyError("server not ready")
+            missing = [model for model in models if not await self._model_ready(model)]
+            if missing:
+                raise NotReadyError(f"model(s) {', '.join(missing)} not ready")
 
         try:
             async for attempt in self._retrying(stop_after_delay(timeout) | stop_after_attempt(10_000)):
@@ -125,14 +138,15 @@ class TritonChatClient:
                     await check()
         except RetryError as error:
             cause = error.last_attempt.exception()
+            if isinstance(cause, NotReadyError) and missing and "model" in str(cause):
+                raise ServerUnreachableError(
+                    f"Triton server at {self.url} has no ready model(s) {', '.join(missing)} after {timeout:.0f}s"
+                ) from cause
             raise ServerUnreachableError(
                 f"Triton server at {self.url} not reachable/ready after {timeout:.0f}s: {cause}"
             ) from cause
         except InferenceServerException as error:
             raise ServerUnreachableError(f"Triton server at {self.url}: {error}") from error
-        missing = [model for model in models if not await self._model_ready(model)]
-        if missing:
-            raise ServerUnreachableError(f"Triton server at {self.url} has no ready model(s) {', '.join(missing)}")
 
     async def _model_ready(self, model: str) -> bool:
         from tritonclient.utils import InferenceServerException

@@ -142,7 +142,7 @@ def test_unknown_model_and_unreachable(flaky: tuple[str, Flaky], ports: Callable
             await client.wait_ready(models, timeout=timeout)
 
     with pytest.raises(ServerUnreachableError, match=r"no ready model.*other"):
-        asyncio.run(ready(url, ["m", "other"], 5))
+        asyncio.run(ready(url, ["m", "other"], 0.5))
     dead = f"http://127.0.0.1:{ports()}"
     with pytest.raises(ServerUnreachableError, match=f"{dead} not reachable"):
         asyncio.run(ready(dead, ["m"], 0.5))

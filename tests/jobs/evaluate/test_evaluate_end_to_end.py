@@ -277,5 +277,5 @@ def test_unknown_model_is_a_clear_error(server: str, tmp_path: Path) -> None:
         "models": ["trained", "finetuned-v2"],
         "outputDir": str(tmp_path / "out"),
     }
-    process = run_evaluate(config, tmp_path, "--no-progress")
+    process = run_evaluate(config, tmp_path, "--no-progress", "--ready-timeout", "2")
     assert process.returncode == 2 and "finetuned-v2" in process.stderr and server in process.stderr
