@@ -1,11 +1,15 @@
 """The kopf shell: every handler only finds the run, and calls `reconcile` (fetch -> core -> apply).
 
-Level-triggered: watch events on runs and their children make it prompt, a timer makes it certain. Handlers
-return nothing (kopf would store return values in status) and kopf keeps no state of its own on our objects
-(no on.create/on.update, so no progress or diff-base annotations)."""
+Level-triggered: watch events on runs and their children make it prompt, and one operator-wide resync loop
+makes it certain (and reads training progress, which changes without any watch event). Handlers return
+nothing (kopf would store return values in status) and kopf keeps no state of its own on our objects: no
+on.create/on.update (no progress or diff-base annotations) and no per-object timers (kopf would add a
+finalizer, and a run could not be deleted while the operator is down)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import os
 import threading
@@ -55,6 +59,7 @@ def _reconcile(namespace: str | None, name: str | None) -> None:
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # our own Events, one per stage transition
+    settings.scanning.disabled = True  # no CRD/namespace scans: least-privilege RBAC, and no start-up delay
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.networking.request_timeout = 60
@@ -74,9 +79,34 @@ def run_event(namespace: str | None, name: str | None, type: str | None, **_: An
     _reconcile(namespace, name)
 
 
-@kopf.timer(GROUP, VERSION, PLURAL, interval=RESYNC_SECONDS, sharp=False)
-def resync(namespace: str | None, name: str | None, **_: Any) -> None:
-    _reconcile(namespace, name)
+def _resync_all() -> None:
+    if _Shell.kube is None:
+        return
+    namespaces = [n for n in os.environ.get("REASONING_NAMESPACES", "").split(",") if n]
+    for namespace, name in _Shell.kube.list_runs(namespaces or None):
+        with contextlib.suppress(kopf.TemporaryError):  # counted and logged in _reconcile; next pass retries
+            _reconcile(namespace, name)
+
+
+async def _resync_loop() -> None:
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        try:
+            await asyncio.to_thread(_resync_all)
+        except Exception:
+            log.exception("resync pass failed")
+
+
+@kopf.on.startup()
+async def start_resync(memo: kopf.Memo, **_: Any) -> None:
+    memo.resync = asyncio.get_running_loop().create_task(_resync_loop())
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync")
+    if task is not None:
+        task.cancel()
 
 
 def _owner_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:

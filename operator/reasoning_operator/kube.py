@@ -78,6 +78,18 @@ class Kube:
             raise
         return obj
 
+    def list_runs(self, namespaces: list[str] | None) -> list[tuple[str, str]]:
+        """(namespace, name) of every run in the watched namespaces (all when None)."""
+        listed: list[dict[str, Any]]
+        if namespaces is None:
+            listed = [cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))]
+        else:
+            listed = [
+                cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL))
+                for ns in namespaces
+            ]
+        return [(item["metadata"]["namespace"], item["metadata"]["name"]) for page in listed for item in page["items"]]
+
     def _get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj: dict[str, Any] = self._resource(kind).get(name=name, namespace=namespace).to_dict()

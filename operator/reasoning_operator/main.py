@@ -26,6 +26,7 @@ def main(
         os.environ["KUBECONFIG"] = kubeconfig
     os.environ["REASONING_METRICS_PORT"] = str(metrics_port)
     os.environ["REASONING_RESYNC_SECONDS"] = str(resync_seconds)
+    os.environ["REASONING_NAMESPACES"] = "" if all_namespaces else ",".join(namespace)
     from .logs import configure_logging
 
     configure_logging(json_format=log_format == "json", verbose=verbose)

@@ -196,11 +196,8 @@ def _forbidden(log: str) -> list[str]:
     ]
 
 
-def _delete_runs(plane: ControlPlane, namespace: str, op: ChartOperator | None) -> None:
-    """Delete the runs while their operator still runs: kopf's finalizer (for its resync timer) is removed by
-    the operator, and a run left with it would block its namespace's and the CRD's deletion."""
-    if op is None or not op.alive():
-        return
+def _delete_runs(plane: ControlPlane, namespace: str) -> None:
+    """Delete the test's runs (they carry no finalizer, so this works whether or not the operator runs)."""
     with plane.api_client() as admin:
         custom = k8s.CustomObjectsApi(admin)
         with contextlib.suppress(ApiException):
@@ -208,7 +205,7 @@ def _delete_runs(plane: ControlPlane, namespace: str, op: ChartOperator | None) 
         wait_until(
             lambda: not custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)["items"],
             timeout=30,
-            what="runs deleted (operator removed its finalizer)",
+            what="runs deleted",
         )
 
 
@@ -293,7 +290,7 @@ def test_cluster_wide_release_runs_a_reasoningrun_to_succeeded_with_its_own_rbac
         with control_plane.api_client(op.kubeconfig) as sa:
             _assert_cluster_wide_rbac_is_narrow(sa, namespace, release.namespace)
     finally:
-        _delete_runs(control_plane, namespace, op)
+        _delete_runs(control_plane, namespace)
         if op is not None:
             op.stop()
         release.uninstall()
@@ -424,7 +421,7 @@ def test_namespaced_release_watches_only_its_namespaces(
                 k8s.BatchV1Api(sa).list_namespaced_job("default")
             assert err.value.status == 403
     finally:
-        _delete_runs(control_plane, namespace, op)
+        _delete_runs(control_plane, namespace)
         if op is not None:
             op.stop()
         release.uninstall()

@@ -121,9 +121,9 @@ def test_rbac_is_least_privilege_in_both_modes() -> None:
     assert ("", "secrets") not in granted
     assert not any(group == "rbac.authorization.k8s.io" for group, _ in granted)
     assert not any(resource in {"nodes", "namespaces", "customresourcedefinitions"} for _, resource in granted)
-    # The run itself: read, and patched only for kopf's finalizer (its timers need one); never updated,
-    # created or deleted. Status has its own subresource.
-    assert granted[("reasoning-operator.dev", "reasoningruns")] == {"get", "list", "watch", "patch"}
+    # The run itself: read only (no finalizers: the resync is an operator-wide loop, not kopf timers); never
+    # patched, updated, created or deleted. Status has its own subresource.
+    assert granted[("reasoning-operator.dev", "reasoningruns")] == {"get", "list", "watch"}
     assert granted[("reasoning-operator.dev", "reasoningruns/status")] == {"patch"}
     binding = one(cluster, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] != "cluster-admin"

@@ -227,3 +227,26 @@ def test_operator_restart_mid_run_resumes_without_duplicates(runs: Runs, operato
         per_stage[stage] = per_stage.get(stage, 0) + 1
     assert per_stage.get("curation") == 1 and per_stage.get("training") == 1 and per_stage.get("evaluation") == 1
     assert obj["status"]["curation"]["samplesWritten"] == 800  # progress from before the restart kept
+
+
+def test_a_run_can_be_deleted_while_the_operator_is_down(runs: Runs, operator: Operator) -> None:
+    """No finalizers: the operator being down never blocks deleting a run (or its namespace, or the CRD)."""
+    runs.create(_manifest())
+    runs.wait_phase(NAME, "Curating")
+    assert not runs.get(NAME)["metadata"].get("finalizers")
+    operator.kill()
+    try:
+        runs.custom.delete_namespaced_custom_object(
+            "reasoning-operator.dev", "v1alpha1", runs.namespace, "reasoningruns", NAME
+        )
+        wait_until(
+            lambda: (
+                not runs.custom.list_namespaced_custom_object(
+                    "reasoning-operator.dev", "v1alpha1", runs.namespace, "reasoningruns"
+                )["items"]
+            ),
+            timeout=30,
+            what="run deleted with the operator down",
+        )
+    finally:
+        operator.start()

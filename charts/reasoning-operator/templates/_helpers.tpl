@@ -78,12 +78,12 @@ What the operator does to the API (operator/reasoning_operator/kube.py and handl
 The same rules go into the ClusterRole (all namespaces) or into one Role per watched namespace.
 */}}
 {{- define "reasoning-operator.rules" -}}
-# The runs: kopf watches them; kube.py reads one and patches its status. `patch` on the run itself is for
-# kopf's finalizer only (kopf adds one for the resync timer, and removes it on deletion); spec is never
-# written (tests/chart checks metadata.generation stays 1 through a whole run).
+# The runs: kopf watches them; kube.py lists and reads them and patches only their status. No finalizers
+# (the resync is one operator-wide loop, not kopf timers), so a run can be deleted while the operator is
+# down, and spec is never written (tests/chart checks metadata.generation stays 1 through a whole run).
 - apiGroups: [reasoning-operator.dev]
   resources: [reasoningruns]
-  verbs: [get, list, watch, patch]
+  verbs: [get, list, watch]
 - apiGroups: [reasoning-operator.dev]
   resources: [reasoningruns/status]
   verbs: [patch]
