@@ -29,12 +29,13 @@ ADDED = ["<think>", "</think>"]
 CHAT_TEMPLATE = (
     "{{- bos_token }}"
     "{%- for message in messages %}"
-    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' + message['content'] | trim + '<|eot_id|>' }}"
+    "{{- '<|start_header_id|>' + message['role'] + '<|end_header_id|>\\n\\n' "
+    "+ message['content'] | trim + '<|eot_id|>' }}"
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|start_header_id|>assistant<|end_header_id|>\\n\\n' }}{%- endif %}"
 )
 
-WORDS = (
+WORDS = (  # noqa: SIM905 - a word list is easier to read as prose
     "the a an of to and in is it that for on with as was be by this are or from at which not have has had "
     "you your we our they their he she his her what how why when where who whose explain answer question "
     "think step first then next finally therefore so because if else true false value number sum total "

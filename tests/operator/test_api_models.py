@@ -58,7 +58,7 @@ def test_stage_config_embeds_the_same_section_models() -> None:
 
 
 def test_cross_field_rules_hold_without_an_apiserver() -> None:
-    with pytest.raises(ValidationError, match="multiple of spec.training.microBatchSize"):
+    with pytest.raises(ValidationError, match=r"multiple of spec\.training\.microBatchSize"):
         ReasoningRunSpec.model_validate({"training": {"globalBatchSize": 10, "microBatchSize": 4}})
     with pytest.raises(ValidationError, match="checkpointInterval"):
         ReasoningRunSpec.model_validate({"training": {"maxSteps": 10, "checkpointInterval": 50}})

@@ -34,6 +34,8 @@ def report_result(result: ApiModel, output_dir: str | Path, name: str = "summary
     if target is not None:
         compact = json.dumps(wire, separators=(",", ":"), sort_keys=True)
         if len(compact.encode()) > TERMINATION_MESSAGE_LIMIT:
-            raise ValueError(f"result is {len(compact.encode())} bytes, over the {TERMINATION_MESSAGE_LIMIT}-byte limit")
+            raise ValueError(
+                f"result is {len(compact.encode())} bytes, over the {TERMINATION_MESSAGE_LIMIT}-byte limit"
+            )
         target.write_text(compact, encoding="utf-8")
     return summary
