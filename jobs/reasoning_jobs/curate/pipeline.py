@@ -20,7 +20,9 @@ from .sources import Block, plan_blocks, select_files
 
 DEFAULT_TOKENIZER = "meta-llama/Llama-3.1-8B-Instruct"
 DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024
-MAX_REPORTED_ERRORS = 10
+#: malformed lines named in summary.json (all are counted); kept short for the 4 KiB termination message
+MAX_REPORTED_ERRORS = 5
+MAX_ERROR_CHARS = 200
 #: single-threaded native libraries inside each Ray worker: one worker = one core
 WORKER_ENV = {"RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
 
@@ -159,7 +161,8 @@ def _line_errors(metas: list[dict[str, Any]]) -> list[str]:
         first_line = 0
         for meta in sorted(by_file[file_index], key=lambda m: m["block"]["block_index"]):
             for line_in_block, message in meta["errors"]:
-                messages.append(f"{meta['block']['relative']}:{first_line + line_in_block + 1}: {message}")
+                text = f"{meta['block']['relative']}:{first_line + line_in_block + 1}: {message}"
+                messages.append(text if len(text) <= MAX_ERROR_CHARS else text[: MAX_ERROR_CHARS - 1] + "…")
             first_line += meta["lines"]
     return messages
 

@@ -163,3 +163,16 @@ def test_generator_is_deterministic_and_schema_exact(tmp_path: Path) -> None:
             assert record["input"][0]["role"] == "user"
             assert record["system_prompt"] == f"detailed thinking {record['reasoning']}"
             parse_record(line)
+
+
+def test_line_errors_number_lines_across_blocks_and_stay_short() -> None:
+    from reasoning_jobs.curate.pipeline import MAX_ERROR_CHARS, _line_errors
+
+    def meta(file_index: int, block_index: int, lines: int, errors: list[tuple[int, str]]) -> dict[str, object]:
+        block = {"file_index": file_index, "block_index": block_index, "relative": f"SFT/f{file_index}.jsonl"}
+        return {"block": block, "lines": lines, "errors": errors}
+
+    metas = [meta(0, 1, 5, [(2, "missing field 'output'")]), meta(0, 0, 10, [(0, "x" * 500)]), meta(1, 0, 3, [])]
+    errors = _line_errors(metas)
+    assert errors[0].startswith("SFT/f0.jsonl:1: xxx") and len(errors[0]) == MAX_ERROR_CHARS
+    assert errors[1] == "SFT/f0.jsonl:13: missing field 'output'"
