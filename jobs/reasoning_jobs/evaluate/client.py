@@ -1,5 +1,6 @@
 """The evaluation client: KServe v2 infer through `tritonclient.http.aio`, bounded concurrency (one
-connection pool of `concurrency` connections), retries with exponential backoff on transient errors."""
+connection pool of `concurrency` connections), retries with exponential backoff on transient errors.
+A server_url ending in `/v1` selects the OpenAI-compatible client instead (openai_client.py)."""
 
 from __future__ import annotations
 
@@ -53,6 +54,11 @@ def host_port(url: str) -> str:
     return parts.netloc
 
 
+def backoff(initial: float, maximum: float) -> Any:
+    """Exponential backoff with jitter of the same order as the first wait."""
+    return wait_exponential_jitter(multiplier=initial, max=maximum, jitter=initial)
+
+
 def is_transient(error: BaseException) -> bool:
     """Connection failures, time-outs and 5xx/429 answers; a 400 (bad request, unknown model) is permanent."""
     import aiohttp
@@ -104,9 +110,7 @@ class TritonChatClient:
     def _retrying(self, stop: Any) -> AsyncRetrying:
         return AsyncRetrying(
             stop=stop,
-            wait=wait_exponential_jitter(
-                multiplier=self.backoff_initial, max=self.backoff_max, jitter=self.backoff_initial
-            ),
+            wait=backoff(self.backoff_initial, self.backoff_max),
             retry=retry_if_exception(is_transient),
             reraise=False,
         )
@@ -206,3 +210,12 @@ def _first_int(array: Any) -> int | None:
     if array is None or np.size(array) == 0:
         return None
     return int(np.asarray(array).reshape(-1)[0])
+
+
+def make_client(url: str, concurrency: int) -> Any:
+    """KServe v2 (tritonclient) for `http://host:port`, OpenAI chat completions for `http://host:port/v1`."""
+    from .openai_client import OpenAIChatClient, is_openai_url
+
+    if is_openai_url(url):
+        return OpenAIChatClient(url, concurrency=concurrency)
+    return TritonChatClient(url, concurrency=concurrency)

@@ -11,7 +11,7 @@ from typing import Any
 from reasoning_operator.api import EvaluationStageConfig
 
 from .benchmarks import Question, load_benchmark
-from .client import RequestError, TritonChatClient
+from .client import RequestError, make_client
 from .contract import reasoning_system_prompt
 from .extraction import extract_answer
 from .prompts import format_question
@@ -123,7 +123,7 @@ async def run_requests(
                     order += 1
     results: list[Record | None] = [None] * order
     bar = tqdm(total=order, desc="evaluate", unit="q", disable=not progress, smoothing=0.05)
-    async with TritonChatClient(config.server_url, concurrency=spec.concurrency) as client:
+    async with make_client(config.server_url, spec.concurrency) as client:
         await client.wait_ready(list(config.models), timeout=ready_timeout)
 
         async def worker() -> None:

@@ -5,8 +5,11 @@ and adapter are served side by side from one copy of the weights. Triton's OpenA
 (shipped in the `tritonserver:<xx.yy>-vllm-python-py3` image) runs the server in-process, serves
 `/v1/chat/completions` (chat template applied with the model's tokenizer; the adapter is the model name
 `<base><separator><adapter>`), and with `--enable-kserve-frontends` also the KServe v2 HTTP/gRPC endpoints
-(`/v2/health/ready` for the probes). Nothing here can run without a GPU and vLLM: the files and the command
-line are tested, the serving itself is not verified in this repository.
+(`/v2/health/ready` for the probes). The stock vLLM backend takes raw prompts (no chat template, no
+`system_prompt` input) and is decoupled (no KServe HTTP infer), so the evaluation job reaches this backend
+through `/v1/chat/completions` (server_url `http://HOST:<openai_port>/v1`), where `trained` resolves to
+`<base>_lora_trained`. Nothing here can run without a GPU and vLLM: the files and the command line are tested,
+the serving itself is not verified in this repository.
 """
 
 from __future__ import annotations

@@ -154,6 +154,18 @@ def test_bad_server_url(url: str) -> None:
         host_port(url)
 
 
+def test_openai_model_names_resolve_to_lora_ids() -> None:
+    from reasoning_jobs.evaluate.openai_client import is_openai_url, resolve_model
+    from reasoning_jobs.serve.vllm_backend import LORA_SEPARATOR
+
+    served = ["base", f"base{LORA_SEPARATOR}trained"]
+    assert resolve_model("base", served) == "base"
+    assert resolve_model("trained", served) == f"base{LORA_SEPARATOR}trained"
+    assert resolve_model("other", served) is None
+    assert is_openai_url("http://serving:9000/v1") and is_openai_url("http://serving:9000/v1/")
+    assert not is_openai_url("http://serving:8000")
+
+
 def test_contract_copies_agree() -> None:
     names = ["TEXT_INPUT", "SYSTEM_PROMPT", "SAMPLING_PARAMETERS", "TEXT_OUTPUT", "NUM_OUTPUT_TOKENS", "FINISH_REASON"]
     for name in [*names, "REASONING_ON", "REASONING_OFF"]:

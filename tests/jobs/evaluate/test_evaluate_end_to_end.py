@@ -18,6 +18,7 @@ import pytest
 from reasoning_jobs.evaluate.contract import REASONING_ON
 from reasoning_jobs.evaluate.statistics import wilson_interval
 from reasoning_jobs.serve.contract import SamplingParameters
+from reasoning_jobs.serve.openai_proxy import start_openai_proxy
 from reasoning_jobs.serve.pytriton_backend import Ports, ServedModel, start_triton
 
 GPQA_QUESTIONS = 12
@@ -98,7 +99,8 @@ def write_data(data_dir: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(ports: Callable[[], int]) -> Iterator[str]:
+def servers(ports: Callable[[], int]) -> Iterator[tuple[str, str]]:
+    """(Triton KServe URL, OpenAI-style URL ending in /v1 in front of the same Triton)."""
     triton_ports = Ports(http=ports(), grpc=ports(), metrics=ports())
     triton = start_triton(
         [ServedModel("trained", scripted("trained")), ServedModel("base", scripted("base"))],
@@ -106,10 +108,19 @@ def server(ports: Callable[[], int]) -> Iterator[str]:
         host="127.0.0.1",
         instances=4,
     )
+    url = f"http://127.0.0.1:{triton_ports.http}"
+    openai_port = ports()
+    proxy = start_openai_proxy("127.0.0.1", openai_port, url, ["trained", "base"])
     try:
-        yield f"http://127.0.0.1:{triton_ports.http}"
+        yield url, f"http://127.0.0.1:{openai_port}/v1"
     finally:
+        proxy.shutdown()
         triton.stop()
+
+
+@pytest.fixture(scope="module")
+def server(servers: tuple[str, str]) -> str:
+    return servers[0]
 
 
 def run_evaluate(config: dict[str, Any], tmp_path: Path, *extra: str) -> subprocess.CompletedProcess[str]:
@@ -239,6 +250,34 @@ def test_reports_and_summary(evaluated: tuple[Path, subprocess.CompletedProcess[
     entry = next(a for a in summary["accuracies"] if (a["benchmark"], a["model"], a["mode"]) == ("mmlu", "base", "on"))
     assert entry["accuracy"] == pytest.approx(0.5) and entry["n"] == 8
     assert "gpqa_diamond" in process.stdout and "report:" in process.stdout
+
+
+def test_openai_endpoint_gives_the_same_scores(
+    servers: tuple[str, str], evaluated: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """server_url ending in /v1 → /v1/chat/completions (how the vLLM backend is evaluated); same answers."""
+    kserve_out, _ = evaluated
+    write_data(tmp_path / "data")
+    config = {
+        "evaluation": {
+            "benchmarks": ["gpqa_diamond"],
+            "maxTokens": 64,
+            "temperature": 0.0,
+            "concurrency": 8,
+            "seed": 1234,
+            "dataDir": str(tmp_path / "data"),
+        },
+        "serverUrl": servers[1],
+        "models": ["trained", "base"],
+        "outputDir": str(tmp_path / "out"),
+    }
+    process = run_evaluate(config, tmp_path, "--no-progress")
+    assert process.returncode == 0, process.stderr[-3000:]
+    via_openai = load_scores(tmp_path / "out")
+    via_kserve = load_scores(kserve_out)
+    assert via_openai.keys() == {("gpqa_diamond", m, mode) for m in ("trained", "base") for mode in ("on", "off")}
+    for key, score in via_openai.items():
+        assert score == via_kserve[key], key
 
 
 def test_termination_message_is_compact(server: str, tmp_path: Path) -> None:
