@@ -80,7 +80,6 @@ def engine_args(config: ServingStageConfig) -> dict[str, Any]:
         "gpu_memory_utilization": serving.gpu_memory_utilization,
         "tensor_parallel_size": max(serving.gpus, 1),
         "dtype": "bfloat16",
-        "disable_log_requests": True,
         "enable_prefix_caching": True,
     }
     if config.adapter_path is not None:

@@ -47,7 +47,6 @@ def test_repository_serves_base_and_adapter_from_one_engine(tmp_path: Path) -> N
         "gpu_memory_utilization": 0.85,
         "tensor_parallel_size": 2,
         "dtype": "bfloat16",
-        "disable_log_requests": True,
         "enable_prefix_caching": True,
         "enable_lora": True,
         "max_lora_rank": 64,
