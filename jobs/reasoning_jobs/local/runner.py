@@ -211,7 +211,7 @@ class LocalRun:
             server = Server(
                 self._write_config(stage, serving),
                 self.root / "logs" / "serving.log",
-                f"http://127.0.0.1:{port}/v2/health/ready",
+                f"http://127.0.0.1:{port}/v2/models/{serving.adapter_model_name}/ready",
                 extra=["--host", "127.0.0.1"],
             )
             server.start()

@@ -19,7 +19,19 @@ def _ports() -> dict[str, int]:
 
 
 def serving_url(run: Run) -> str:
-    return f"http://{run.child_name(Stage.SERVING)}.{run.ref.namespace}.svc:{_ports()['http']}"
+    """Where evaluation talks to the server. The vLLM backend takes raw prompts over KServe, so chat
+    (system prompt, template) goes through Triton's OpenAI frontend; PyTriton serves chat on KServe."""
+    host = f"{run.child_name(Stage.SERVING)}.{run.ref.namespace}.svc"
+    if run.spec.serving.backend == "vllm":
+        return f"http://{host}:{_ports()['openai']}/v1"
+    return f"http://{host}:{_ports()['http']}"
+
+
+def ready_path(run: Run) -> str:
+    """A model's own readiness (server readiness turns true before PyTriton's models finish loading)."""
+    fields = ServingStageConfig.model_fields
+    name = fields["base_model_name" if run.spec.serving.backend == "vllm" else "adapter_model_name"].default
+    return f"/v2/models/{name}/ready"
 
 
 def build_serving_deployment(run: Run) -> dict[str, Any]:
@@ -36,7 +48,7 @@ def build_serving_deployment(run: Run) -> dict[str, Any]:
     serving["ports"] = [{"name": name, "containerPort": port} for name, port in ports.items()]
     probe_port = "http"
     serving["readinessProbe"] = {
-        "httpGet": {"path": "/v2/health/ready", "port": probe_port},
+        "httpGet": {"path": ready_path(run), "port": probe_port},
         "periodSeconds": 5,
         "failureThreshold": 3,
     }
