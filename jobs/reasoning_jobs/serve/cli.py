@@ -22,6 +22,13 @@ LOG = logging.getLogger("reasoning.serve")
 def _serve_vllm(config: ServingStageConfig, repository: Path, host: str, dry_run: bool) -> None:
     from .vllm_backend import frontend_command, openai_model_names, write_model_repository
 
+    if config.trained_model_path is not None:
+        raise typer.BadParameter(
+            "the vllm backend serves base + LoRA adapter; a fully fine-tuned model (training.method: full) "
+            "is served by the pytriton backend for now",
+            param_hint="serving.backend",
+        )
+
     repo = write_model_repository(config, repository)
     command = frontend_command(config, repo.root, host=host)
     typer.echo(f"model repository: {repo.root}")
@@ -41,6 +48,11 @@ def _serve_pytriton(config: ServingStageConfig, host: str, tokenizer: str | None
     typer.echo(f"loading {config.model.name}" + (f" + adapter {config.adapter_path}" if config.adapter_path else ""))
     chat = ChatModel(config.model.name, config.adapter_path, tokenizer_path=tokenizer)
     served = chat_models(chat, config.base_model_name, config.adapter_model_name, stream=stream)
+    if config.trained_model_path is not None:
+        # Full fine-tuning: the trained weights are a second model, served under the adapter's name.
+        typer.echo(f"loading the fully fine-tuned {config.trained_model_path}")
+        trained = ChatModel(config.trained_model_path, None, tokenizer_path=tokenizer)
+        served += chat_models(trained, config.adapter_model_name, None, stream=stream)
     ports = Ports(http=config.http_port, grpc=config.grpc_port, metrics=config.metrics_port)
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
