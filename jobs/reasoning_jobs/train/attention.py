@@ -1,0 +1,112 @@
+"""Variable-length (padding-free) attention for packed rows, plugged into transformers' attention registry.
+
+Packed rows carry several samples; each must attend only to itself. On CUDA, PyTorch's
+`torch.nn.attention.varlen.varlen_attn` (Flash-Attention kernels shipped inside PyTorch) takes the
+cumulative sequence lengths directly, so no mask is built and no FLOPs are spent across samples. Elsewhere
+transformers' SDPA path builds a block-diagonal mask from the restarting position ids.
+"""
+
+from __future__ import annotations
+
+import inspect
+import itertools
+from functools import cache
+from typing import Any
+
+import torch
+
+VARLEN = "reasoning_varlen"
+#: Whether the installed varlen kernel takes fewer K/V heads than Q heads as-is (Flash-Attention does);
+#: probed on the first call when the signature has no `enable_gqa`.
+_native_gqa: bool | None = None
+
+
+@cache
+def _varlen_kwargs() -> tuple[dict[str, Any], bool]:
+    """PyTorch 2.10 takes `is_causal`; later versions take `window_size` and `enable_gqa`."""
+    from torch.nn.attention.varlen import varlen_attn
+
+    params = inspect.signature(varlen_attn).parameters
+    causal: dict[str, Any] = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
+    if "enable_gqa" in params:
+        causal["enable_gqa"] = True
+    return causal, "scale" in params
+
+
+def varlen_available() -> bool:
+    if not torch.cuda.is_available():
+        return False
+    try:
+        from torch.nn.attention.varlen import varlen_attn  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def varlen_attention_forward(
+    module: torch.nn.Module,
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs: Any,
+) -> tuple[torch.Tensor, None]:
+    """transformers attention interface: q/k/v are [batch, heads, seq, dim]; returns [batch, seq, heads, dim]."""
+    cu_seqlens = kwargs.get("cu_seq_lens_q")
+    max_length = kwargs.get("max_length_q")
+    if cu_seqlens is None or max_length is None:
+        raise RuntimeError("varlen attention needs cu_seq_lens_q/max_length_q (packed micro batches only)")
+    if not query.is_cuda:
+        return _reference_varlen(query, key, value, cu_seqlens, scaling), None
+    from torch.nn.attention.varlen import varlen_attn
+
+    batch, heads, seq, dim = query.shape
+    kv_heads = key.shape[1]
+    q = query.transpose(1, 2).reshape(batch * seq, heads, dim)
+    k = key.transpose(1, 2).reshape(batch * seq, kv_heads, dim)
+    v = value.transpose(1, 2).reshape(batch * seq, kv_heads, dim)
+    global _native_gqa
+    extra, has_scale = _varlen_kwargs()
+    if has_scale and scaling is not None:
+        extra = {**extra, "scale": scaling}
+    if "enable_gqa" not in extra and kv_heads != heads and _native_gqa is not True:
+        if _native_gqa is None:
+            try:
+                out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, int(max_length), int(max_length), **extra)
+                _native_gqa = True
+                return torch.as_tensor(out).reshape(batch, seq, heads, dim), None
+            except RuntimeError:
+                _native_gqa = False
+        k = k.repeat_interleave(heads // kv_heads, dim=1)
+        v = v.repeat_interleave(heads // kv_heads, dim=1)
+    out = varlen_attn(q, k, v, cu_seqlens, cu_seqlens, int(max_length), int(max_length), **extra)
+    return torch.as_tensor(out).reshape(batch, seq, heads, dim), None
+
+
+#: Run eagerly under torch.compile (a graph break): the kernel takes Python ints that would otherwise
+#: specialise the compiled layer on every new sample length.
+varlen_attention_forward = torch.compiler.disable(varlen_attention_forward)  # type: ignore[no-untyped-call]
+
+
+def _reference_varlen(
+    query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seqlens: torch.Tensor, scaling: float | None
+) -> torch.Tensor:
+    """Same maths, one causal SDPA per sample: the CPU stand-in used by tests to check the plumbing."""
+    bounds = cu_seqlens.tolist()
+    parts = [
+        torch.nn.functional.scaled_dot_product_attention(
+            query[:, :, a:b], key[:, :, a:b], value[:, :, a:b], is_causal=True, scale=scaling, enable_gqa=True
+        )
+        for a, b in itertools.pairwise(bounds)
+    ]
+    return torch.cat(parts, dim=2).transpose(1, 2).contiguous()
+
+
+def register_varlen_attention() -> str:
+    """Register once; returns the name to set as the model's attention implementation."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(VARLEN, varlen_attention_forward)
+    return VARLEN

@@ -1,0 +1,102 @@
+"""Run-time options of the training job that are not part of the run's spec (where it runs, which speed
+levers it uses), and the checks that turn a bad config into a clear error before any compute."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from reasoning_operator.api import TrainingStageConfig
+
+log = logging.getLogger("reasoning.train")
+
+DeviceChoice = Literal["auto", "cpu", "cuda"]
+AttentionChoice = Literal["auto", "sdpa", "varlen", "eager"]
+
+#: Test/chaos hook: hard-exit right after this optimizer step (simulates a preempted pod).
+STOP_AFTER_STEP_ENV = "REASONING_TRAIN_STOP_AFTER_STEP"
+
+NEMO_AUTOMODEL_UNSUPPORTED = (
+    "spec.training.backend 'nemo-automodel' is not runnable in this build: nemo_automodel 0.7.0 pins "
+    "transformers==5.18.0 and needs GPU-only packages (megatron-fsdp, torchao, flashoptim, quack-kernels -> "
+    "nvidia-cutlass-dsl) that this image does not carry, and the path has not been verified on a GPU. "
+    "Use backend 'transformers' (transformers + PEFT), which reads the same config."
+)
+
+
+class TrainingConfigError(ValueError):
+    """The run cannot start; raised before the model is loaded."""
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    device: DeviceChoice = "auto"
+    attention: AttentionChoice = "auto"
+    recompute_layers: int | None = None  # None: all layers if spec.gradientCheckpointing else none
+    chunked_loss: bool = True
+    compile: bool | None = None  # None: on for CUDA, off on the CPU
+    keep_checkpoints: int = 2
+    progress: bool = True
+
+
+@dataclass(frozen=True)
+class Resolved:
+    device: str
+    precision: Literal["bf16", "fp16", "fp32"]
+    attention: str
+
+
+def resolve_device(config: TrainingStageConfig, options: RunOptions) -> Resolved:
+    """cuda when asked for or available; the CPU path (dev/tests) trains in fp32 and says so."""
+    import torch
+
+    training = config.training
+    if training.backend == "nemo-automodel":
+        raise TrainingConfigError(NEMO_AUTOMODEL_UNSUPPORTED)
+    has_cuda = torch.cuda.is_available()
+    if options.device == "cuda" and not has_cuda:
+        raise TrainingConfigError("--device cuda was requested but no CUDA GPU is visible (check the pod's GPU)")
+    device = "cuda" if options.device == "cuda" or (options.device == "auto" and has_cuda) else "cpu"
+    precision = training.precision
+    if device == "cpu" and precision != "fp32":
+        log.warning("no GPU in use: training on the CPU in fp32 instead of %s (CPU dev path)", precision)
+        precision = "fp32"
+    if device == "cuda" and precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise TrainingConfigError("precision bf16 needs a GPU with bf16 support (Ampere or newer)")
+    attention = options.attention
+    if attention == "auto":
+        from .attention import varlen_available
+
+        attention = "varlen" if device == "cuda" and training.packing and varlen_available() else "sdpa"
+    if attention == "varlen":
+        if not training.packing:
+            raise TrainingConfigError("--attention varlen needs spec.training.packing true")
+        if device != "cuda":
+            log.warning("--attention varlen on the CPU uses a slow per-sample reference (for tests); prefer sdpa")
+    return Resolved(device=device, precision=precision, attention=attention)
+
+
+def validate_config(config: TrainingStageConfig) -> None:
+    """Everything that can be checked without reading the dataset's content or loading the model."""
+    training = config.training
+    if training.global_batch_size % training.micro_batch_size:
+        raise TrainingConfigError(
+            f"spec.training.globalBatchSize ({training.global_batch_size}) must be a multiple of "
+            f"spec.training.microBatchSize ({training.micro_batch_size})"
+        )
+    data = Path(config.data_path)
+    if not data.is_file():
+        raise TrainingConfigError(f"dataPath {data} does not exist (expected the curated training.jsonl)")
+    if data.stat().st_size == 0:
+        raise TrainingConfigError(f"dataPath {data} is empty: no samples to train on")
+    model = config.model.name
+    if model.startswith(("/", "./", "../")) and not Path(model).is_dir():
+        raise TrainingConfigError(f"spec.model.name {model} is a path but no such directory exists")
+
+
+def stop_after_step() -> int | None:
+    raw = os.environ.get(STOP_AFTER_STEP_ENV)
+    return int(raw) if raw else None

@@ -1,0 +1,275 @@
+"""The training loop: one optimizer step = `global_batch_size` samples in curriculum order, accumulated
+over micro batches, loss averaged over the step's completion tokens. The benchmark drives `StepRunner`
+directly, so the figures it reports are those of this code."""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from reasoning_operator.api import TrainingResult, TrainingStageConfig
+
+from .batching import MicroBatch, step_micro_batches
+from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
+from .modeling import Levers, apply_levers, apply_lora, device_micro_batch, summed_loss
+from .options import Resolved, RunOptions, resolve_device, stop_after_step, validate_config
+from .progress import ProgressReporter, StepRecord, plot_curve, truncate_metrics
+
+log = logging.getLogger("reasoning.train")
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+MAX_GRAD_NORM = 1.0
+
+
+@dataclass(frozen=True)
+class StepStats:
+    loss: float
+    tokens: int
+    target_tokens: int
+    samples: int
+    grad_norm: float
+
+
+class StepRunner:
+    """Runs one optimizer step over a list of micro batches."""
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        levers: Levers,
+        device: torch.device,
+        autocast_dtype: torch.dtype | None,
+    ) -> None:
+        self.model = model
+        self.optimizer = optimizer
+        self.scheduler = scheduler
+        self.levers = levers
+        self.device = device
+        self.autocast_dtype = autocast_dtype
+        self.params = [p for p in model.parameters() if p.requires_grad]
+
+    def step(self, micro_batches: list[MicroBatch]) -> StepStats:
+        self.model.train()
+        total_targets = max(1, sum(mb.num_target_tokens for mb in micro_batches))
+        loss_sum = torch.zeros((), device=self.device)
+        for batch in micro_batches:
+            inputs = device_micro_batch(batch, self.device)
+            with torch.autocast(
+                device_type=self.device.type,
+                dtype=self.autocast_dtype or torch.float32,
+                enabled=self.autocast_dtype is not None,
+            ):
+                summed = summed_loss(self.model, inputs, self.levers)
+            (summed / total_targets).backward()  # type: ignore[no-untyped-call]
+            loss_sum += summed.detach().float()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, MAX_GRAD_NORM)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        return StepStats(
+            loss=float(loss_sum.item()) / total_targets,
+            tokens=sum(mb.num_tokens for mb in micro_batches),
+            target_tokens=total_targets,
+            samples=sum(len(mb.seq_lengths) for mb in micro_batches),
+            grad_norm=float(grad_norm.item()),
+        )
+
+
+def build_optimizer(model: torch.nn.Module, config: TrainingStageConfig, device: torch.device) -> Any:
+    from transformers import get_scheduler
+
+    training = config.training
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=training.learning_rate,
+        weight_decay=training.weight_decay,
+        fused=device.type == "cuda",
+    )
+    schedule = {"cosine": "cosine", "linear": "linear", "constant": "constant_with_warmup"}[training.lr_schedule]
+    scheduler = get_scheduler(
+        schedule,
+        optimizer=optimizer,
+        num_warmup_steps=math.ceil(training.warmup_ratio * training.max_steps),
+        num_training_steps=training.max_steps,
+    )
+    return optimizer, scheduler
+
+
+def levers_for(config: TrainingStageConfig, options: RunOptions, resolved: Resolved, model: torch.nn.Module) -> Levers:
+    """Resolve 'auto' levers. On CUDA: varlen attention, chunked loss, compiled layers and, when
+    spec.training.gradientCheckpointing is on, only as many recomputed layers as memory needs (estimated for
+    the model with its trainable parameters already in place)."""
+    from .attention import register_varlen_attention
+    from .memory import auto_recompute_layers
+    from .modeling import decoder_layers
+
+    num_layers = len(decoder_layers(model))
+    compile_layers = options.compile if options.compile is not None else resolved.device == "cuda"
+    recompute = options.recompute_layers
+    if recompute is None:
+        if not config.training.gradient_checkpointing:
+            recompute = 0
+        elif resolved.device == "cuda":
+            training = config.training
+            tokens = training.micro_batch_size * training.max_seq_length
+            total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+            recompute = auto_recompute_layers(model, num_layers, tokens, compile_layers, total)
+        else:
+            recompute = num_layers
+    attention = register_varlen_attention() if resolved.attention == "varlen" else resolved.attention
+    return Levers(
+        attention=attention,
+        recompute_layers=min(recompute, num_layers),
+        chunked_loss=options.chunked_loss,
+        compile=compile_layers,
+    )
+
+
+def add_adapters(model: torch.nn.Module, config: TrainingStageConfig) -> torch.nn.Module:
+    """LoRA adapters (frozen base) or, for full fine-tuning, the model as it is."""
+    model.config.use_cache = False  # type: ignore[union-attr]
+    training = config.training
+    if training.method == "lora":
+        return apply_lora(model, training.lora)
+    return model
+
+
+def prepare_model(
+    model: torch.nn.Module, config: TrainingStageConfig, options: RunOptions, resolved: Resolved
+) -> tuple[torch.nn.Module, Levers]:
+    """Adapters plus the speed levers; the same function the benchmark calls."""
+    model = add_adapters(model, config)
+    levers = levers_for(config, options, resolved, model)
+    model.config._attn_implementation = levers.attention  # type: ignore[union-attr]
+    apply_levers(model, levers)
+    return model, levers
+
+
+def load_base_model(config: TrainingStageConfig, resolved: Resolved) -> torch.nn.Module:
+    from transformers import AutoModelForCausalLM
+
+    # LoRA keeps the frozen base in the training precision; full fine-tuning keeps fp32 master weights.
+    dtype = DTYPES[resolved.precision] if config.training.method == "lora" else torch.float32
+    attention = "sdpa" if resolved.attention == "varlen" else resolved.attention
+    model: torch.nn.Module = AutoModelForCausalLM.from_pretrained(
+        config.model.name, dtype=dtype, attn_implementation=attention
+    )
+    return model.to(resolved.device)
+
+
+def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingResult:
+    from transformers import AutoTokenizer
+
+    from reasoning_jobs.common.results import report_result
+
+    from .data import load_samples
+
+    validate_config(config)
+    resolved = resolve_device(config, options)
+    training = config.training
+    output_dir = Path(config.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(config.model.name)
+    samples = load_samples(config.data_path, tokenizer, training.max_seq_length, progress=options.progress)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    torch.manual_seed(training.seed)
+    device = torch.device(resolved.device)
+    model, levers = prepare_model(load_base_model(config, resolved), config, options, resolved)
+    optimizer, scheduler = build_optimizer(model, config, device)
+    autocast = DTYPES[resolved.precision] if resolved.precision != "fp32" else None
+    runner = StepRunner(model, optimizer, scheduler, levers, device, autocast)
+    log.info(
+        "training %s (%s, %s) on %s in %s: %d samples, levers %s",
+        config.model.name, training.method, training.backend, resolved.device, resolved.precision, len(samples), levers,
+    )  # fmt: skip
+
+    remove_partial(output_dir)
+    state = TrainState()
+    resume_from = latest_checkpoint(output_dir)
+    if resume_from is not None:
+        state = load_checkpoint(resume_from, model, optimizer, scheduler)
+        log.info("resumed from %s at step %d", resume_from, state.step)
+    truncate_metrics(output_dir, state.step)
+
+    reporter = ProgressReporter(output_dir, training.max_steps, state.step, bar=options.progress)
+    stop_at = stop_after_step()
+    run_start = time.perf_counter()
+    steps_this_run = 0
+    while state.step < training.max_steps:
+        batches = step_micro_batches(
+            samples, state.step, training.global_batch_size, training.micro_batch_size, training.max_seq_length,
+            training.packing, training.shuffle, training.seed, pad_id,
+        )  # fmt: skip
+        started = time.perf_counter()
+        lr = float(scheduler.get_last_lr()[0])
+        stats = runner.step(batches)
+        seconds = time.perf_counter() - started
+        state.step += 1
+        state.tokens_seen += stats.tokens
+        state.samples_seen += stats.samples
+        state.elapsed_seconds += seconds
+        state.last_loss = stats.loss
+        steps_this_run += 1
+        per_step = (time.perf_counter() - run_start) / steps_this_run
+        record = StepRecord(
+            step=state.step,
+            max_steps=training.max_steps,
+            loss=stats.loss,
+            learning_rate=lr,
+            tokens=stats.tokens,
+            target_tokens=stats.target_tokens,
+            samples=stats.samples,
+            step_seconds=seconds,
+            tokens_per_second=stats.tokens / max(seconds, 1e-9),
+            eta_seconds=(training.max_steps - state.step) * per_step,
+            grad_norm=stats.grad_norm,
+            elapsed_seconds=state.elapsed_seconds,
+        )
+        reporter.log(record)
+        if state.step % training.checkpoint_interval == 0 and state.step < training.max_steps:
+            save_checkpoint(output_dir, state, model, optimizer, scheduler, keep=options.keep_checkpoints)
+        if stop_at is not None and state.step >= stop_at:
+            os._exit(3)  # simulated preemption: no cleanup, no final save
+    reporter.close()
+
+    adapter_path = save_final(model, tokenizer, config, output_dir)
+    plot_curve(output_dir)
+    result = TrainingResult(
+        steps=state.step,
+        final_loss=state.last_loss,
+        tokens_seen=state.tokens_seen,
+        wall_seconds=round(state.elapsed_seconds, 3),
+        tokens_per_second=round(state.tokens_seen / max(state.elapsed_seconds, 1e-9), 1),
+        adapter_path=str(adapter_path),
+        backend=training.backend,
+    )
+    report_result(result, output_dir)
+    return result
+
+
+def save_final(model: torch.nn.Module, tokenizer: Any, config: TrainingStageConfig, output_dir: Path) -> Path:
+    """LoRA: PEFT adapter in `adapter/` (+ merged weights in `merged/` if asked); full: `model/`."""
+    if config.training.method == "lora":
+        target = output_dir / "adapter"
+        model.save_pretrained(target)  # type: ignore[operator]
+        tokenizer.save_pretrained(target)
+        if config.training.merge_weights:
+            merged = model.merge_and_unload()  # type: ignore[operator]
+            merged.save_pretrained(output_dir / "merged")
+            tokenizer.save_pretrained(output_dir / "merged")
+        return target
+    target = output_dir / "model"
+    model.save_pretrained(target)  # type: ignore[operator]
+    tokenizer.save_pretrained(target)
+    return target

@@ -1,0 +1,66 @@
+"""Numerics of the speed levers on the CPU: chunked cross-entropy equals the full-logits one, and a packed
+micro batch (positions restarting per sample; SDPA block mask or the varlen path's per-sample reference)
+gives the same loss as running each sample alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from reasoning_jobs.train.attention import register_varlen_attention
+from reasoning_jobs.train.batching import packed_micro_batch
+from reasoning_jobs.train.data import IGNORE_INDEX, Sample
+from reasoning_jobs.train.loss import chunked_cross_entropy_sum, full_cross_entropy_sum
+from reasoning_jobs.train.memory import auto_recompute_layers
+from reasoning_jobs.train.modeling import Levers, device_micro_batch, summed_loss
+
+
+@pytest.mark.parametrize("weight_grad", [False, True])
+def test_chunked_cross_entropy_matches_full(weight_grad: bool) -> None:
+    torch.manual_seed(0)
+    hidden = torch.randn(37, 16, dtype=torch.float64, requires_grad=True)
+    weight = torch.randn(50, 16, dtype=torch.float64, requires_grad=weight_grad)
+    targets = torch.randint(0, 50, (37,))
+    targets[::4] = IGNORE_INDEX
+    chunked = chunked_cross_entropy_sum(hidden, weight, targets, chunk_size=8)
+    grads = torch.autograd.grad(chunked * 0.5, [hidden, weight] if weight_grad else [hidden])
+    full = full_cross_entropy_sum(hidden, weight, targets)
+    expected = torch.autograd.grad(full * 0.5, [hidden, weight] if weight_grad else [hidden])
+    torch.testing.assert_close(chunked, full.to(chunked.dtype), rtol=1e-6, atol=1e-6)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("attention", ["sdpa", "varlen"])
+def test_packed_loss_equals_per_sample_loss(tiny_model: Path, attention: str) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, dtype=torch.float64, attn_implementation="sdpa")
+    name = register_varlen_attention() if attention == "varlen" else "sdpa"
+    model.config._attn_implementation = name
+    levers = Levers(attention=name, chunked_loss=True)
+    generator = torch.Generator().manual_seed(3)
+    samples = [
+        Sample(input_ids=torch.randint(5, 2000, (n,), generator=generator).tolist(), prompt_length=p, line=i)
+        for i, (n, p) in enumerate([(11, 4), (23, 9), (7, 2)])
+    ]
+    with torch.no_grad():
+        packed = summed_loss(model, device_micro_batch(packed_micro_batch(samples), torch.device("cpu")), levers)
+        alone = sum(
+            summed_loss(model, device_micro_batch(packed_micro_batch([s]), torch.device("cpu")), levers)
+            for s in samples
+        )
+    torch.testing.assert_close(packed, alone, rtol=1e-9, atol=1e-9)
+
+
+def test_recompute_planner_recomputes_only_what_memory_needs(tiny_model: Path) -> None:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    big, small = 1 << 40, 7 * 1024**3
+    assert auto_recompute_layers(model, 2, 8192, compiled=False, device_bytes=big) == 0
+    needed = auto_recompute_layers(model, 2, 1 << 20, compiled=False, device_bytes=small)
+    assert 1 <= needed <= 2
+    assert auto_recompute_layers(model, 2, 1 << 20, compiled=True, device_bytes=small) <= needed
