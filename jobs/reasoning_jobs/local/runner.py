@@ -31,7 +31,7 @@ from reasoning_operator.api import (
 )
 
 from .assets import prepare_quickstart
-from .cache import StageCache, StageRecord, stage_key
+from .cache import StageCache, StageRecord, fingerprint, stage_key
 from .manifest import Manifest
 from .processes import Server, StageFailedError, run_stage
 from .workspace import localize_spec
@@ -191,36 +191,44 @@ class LocalRun:
             self._prepare_assets()
             port = _free_port()
             configs = self._configs(f"http://127.0.0.1:{port}")
-            curation_key = stage_key("curation", configs.curation.to_wire(), None)
+            curation_inputs = {**configs.curation.to_wire(), "data": fingerprint(self.spec.dataset.source)}
+            curation_key = stage_key("curation", curation_inputs, None)
             self.status.curation = self._job(Stage.CURATION, configs.curation, curation_key, CurationResult)
 
             stage = Stage.TRAINING
-            training_key = stage_key("training", configs.training.to_wire(), curation_key)
+            training_inputs = {**configs.training.to_wire(), "base": fingerprint(self.spec.model.name)}
+            training_key = stage_key("training", training_inputs, curation_key)
             self.status.training = self._job(Stage.TRAINING, configs.training, training_key, TrainingResult)
 
+            # What is evaluated: the served models and the evaluation settings, not the ports of this run.
+            ports = {"httpPort", "grpcPort", "metricsPort", "openaiPort"}
+            served = {k: v for k, v in configs.serving.to_wire().items() if k not in ports}
+            evaluation_wire = {k: v for k, v in configs.evaluation.to_wire().items() if k != "serverUrl"}
+            evaluation_key = stage_key("evaluation", {"evaluation": evaluation_wire, "served": served}, training_key)
+
             stage = Stage.SERVING
-            serving = configs.serving.model_copy(
-                update={
-                    "http_port": port,
-                    "grpc_port": _free_port(),
-                    "metrics_port": _free_port(),
-                    "openai_port": _free_port(),
-                }
-            )
-            self._mark(stage, StagePhase.RUNNING, "Starting", f"Triton (PyTriton) on 127.0.0.1:{port}")
-            server = Server(
-                self._write_config(stage, serving),
-                self.root / "logs" / "serving.log",
-                f"http://127.0.0.1:{port}/v2/models/{serving.adapter_model_name}/ready",
-                extra=["--host", "127.0.0.1"],
-            )
-            server.start()
-            self._mark(stage, StagePhase.SUCCEEDED, "Ready", f"ready on http://127.0.0.1:{port}")
+            if not self.force and self.cache.get(Stage.EVALUATION.value, evaluation_key) is not None:
+                self._mark(stage, StagePhase.SUCCEEDED, "NotNeeded", "evaluation results are reused: no server")
+            else:
+                serving = configs.serving.model_copy(
+                    update={
+                        "http_port": port,
+                        "grpc_port": _free_port(),
+                        "metrics_port": _free_port(),
+                        "openai_port": _free_port(),
+                    }
+                )
+                self._mark(stage, StagePhase.RUNNING, "Starting", f"Triton (PyTriton) on 127.0.0.1:{port}")
+                server = Server(
+                    self._write_config(stage, serving),
+                    self.root / "logs" / "serving.log",
+                    f"http://127.0.0.1:{port}/v2/models/{serving.adapter_model_name}/ready",
+                    extra=["--host", "127.0.0.1"],
+                )
+                server.start()
+                self._mark(stage, StagePhase.SUCCEEDED, "Ready", f"ready on http://127.0.0.1:{port}")
 
             stage = Stage.EVALUATION
-            evaluation_wire = configs.evaluation.to_wire()
-            evaluation_wire.pop("serverUrl")  # the port differs every run; what is served is in the key
-            evaluation_key = stage_key("evaluation", evaluation_wire, training_key)
             evaluation = self._job(Stage.EVALUATION, configs.evaluation, evaluation_key, EvaluationResult)
             self.status.evaluation = evaluation
             self.status.headline_accuracy = evaluation.headline()

@@ -1,0 +1,86 @@
+"""The local runner's parts: manifest errors name the field, /workspace maps into the run's folder, the
+stage cache keys change exactly when inputs change."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from reasoning_jobs.local.cache import StageCache, StageRecord, fingerprint, stage_key
+from reasoning_jobs.local.manifest import ManifestError, load_manifest
+from reasoning_jobs.local.workspace import localize, localize_spec
+
+REPO = Path(__file__).resolve().parents[3]
+
+
+def test_quickstart_manifest_loads() -> None:
+    manifest = load_manifest(REPO / "examples" / "quickstart.yaml")
+    assert manifest.name == "quickstart" and manifest.local_assets == "quickstart"
+    assert manifest.spec.serving.backend == "pytriton"
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ("kind: Pod\napiVersion: v1\n", "apiVersion/kind must be"),
+        ("apiVersion: reasoning-operator.dev/v1alpha1\nkind: ReasoningRun\nmetadata: {}\n", "metadata.name"),
+        (
+            "apiVersion: reasoning-operator.dev/v1alpha1\nkind: ReasoningRun\nmetadata: {name: x}\n"
+            "spec: {training: {learningRate: -1}}\n",
+            "spec.training.learningRate: Input should be greater than 0",
+        ),
+        (
+            "apiVersion: reasoning-operator.dev/v1alpha1\nkind: ReasoningRun\nmetadata: {name: x}\n"
+            "spec: {training: {globalBatchSize: 10, microBatchSize: 3}}\n",
+            "multiple of spec.training.microBatchSize",
+        ),
+        ("{unclosed", "not valid YAML"),
+    ],
+)
+def test_bad_manifest_is_a_clear_error(tmp_path: Path, body: str, message: str) -> None:
+    path = tmp_path / "run.yaml"
+    path.write_text(body)
+    with pytest.raises(ManifestError, match=message) as err:
+        load_manifest(path)
+    assert str(path) in str(err.value)
+
+
+def test_missing_manifest(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match="no such manifest"):
+        load_manifest(tmp_path / "nope.yaml")
+
+
+def test_workspace_paths_map_into_the_run_folder(tmp_path: Path) -> None:
+    assert localize("/workspace/datasets/x", tmp_path) == str(tmp_path / "datasets" / "x")
+    assert localize("/workspaces/other", tmp_path) == "/workspaces/other"
+    assert localize("hf://nvidia/Llama-Nemotron-Post-Training-Dataset", tmp_path).startswith("hf://")
+    spec = localize_spec(load_manifest(REPO / "examples" / "quickstart.yaml").spec, tmp_path)
+    assert spec.model.name == str(tmp_path / "models" / "tiny-llama")
+    assert spec.evaluation.data_dir == str(tmp_path / "benchmarks" / "quickstart")
+
+
+def test_stage_keys_follow_inputs(tmp_path: Path) -> None:
+    base = stage_key("training", {"lr": 1e-4}, "up")
+    assert base == stage_key("training", {"lr": 1e-4}, "up")
+    assert base != stage_key("training", {"lr": 2e-4}, "up")
+    assert base != stage_key("training", {"lr": 1e-4}, "other-upstream")
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.jsonl").write_text("1\n")
+    before = fingerprint(str(data))
+    (data / "a.jsonl").write_text("1\n2\n")
+    os.utime(data / "a.jsonl", ns=(1, 1))
+    assert before is not None and fingerprint(str(data)) != before
+    assert fingerprint("hf://org/name") is None
+
+
+def test_cache_round_trip_and_miss_on_new_key(tmp_path: Path) -> None:
+    cache = StageCache(tmp_path)
+    cache.put("curation", StageRecord("k1", {"samplesRead": 3}, "t0", "t1"))
+    hit = cache.get("curation", "k1")
+    assert hit is not None and hit.result == {"samplesRead": 3}
+    assert cache.get("curation", "k2") is None
+    cache.forget("curation")
+    assert cache.get("curation", "k1") is None
