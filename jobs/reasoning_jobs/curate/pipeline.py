@@ -222,6 +222,7 @@ def curate(options: CurationOptions) -> CurationResult:
     )
     error_rate = malformed / read if read else 0.0
     if error_rate > options.max_error_rate:
+        shutil.rmtree(out / ".keys", ignore_errors=True)
         report_result(result, out)
         shown = "; ".join(errors[:3])
         raise CurationError(

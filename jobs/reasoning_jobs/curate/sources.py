@@ -48,23 +48,26 @@ def select_files(source: str, filters: list[str], storage_options: dict[str, Any
     """Every *.jsonl under `source` whose file name matches a filter, in a stable (sorted) order."""
     url = fsspec_url(source)
     fs, root = filesystem(url, storage_options)
-    try:
-        if not fs.exists(root):
-            raise SourceError(f"input directory {source} does not exist")
-        if not fs.isdir(root):
-            raise SourceError(f"input {source} is not a directory")
-        found = fs.find(root, detail=True)
-    except SourceError:
-        raise
-    except Exception as error:
-        raise SourceError(f"cannot list {source}: {error}") from error
     protocol = fs.protocol if isinstance(fs.protocol, str) else fs.protocol[0]
+    local = protocol in ("file", "local")
+    if local and not fs.exists(root):
+        raise SourceError(f"input directory {source} does not exist")
+    if local and not fs.isdir(root):
+        raise SourceError(f"input {source} is not a directory")
+    try:
+        found = fs.find(root, detail=True)
+    except Exception as error:
+        raise SourceError(f"cannot list {source}: {type(error).__name__}: {error}") from error
+    if not found and not local:
+        raise SourceError(
+            f"found no files under {source}: check the name, the network and the credentials (HF_TOKEN, AWS_*, …)"
+        )
     selected: list[InputFile] = []
     for path, info in sorted(found.items()):
         name = posixpath.basename(path)
         if not name.endswith(JSONL_SUFFIXES) or not matches(name, filters):
             continue
-        full = path if protocol in ("file", "local") else f"{protocol}://{path}"
+        full = path if local else f"{protocol}://{path}"
         selected.append(InputFile(url=full, relative=posixpath.relpath(path, root), size=int(info.get("size") or 0)))
     if not selected:
         raise SourceError(f"no *.jsonl file under {source} matches the file-name filters {filters}")

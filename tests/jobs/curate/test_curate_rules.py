@@ -176,3 +176,9 @@ def test_line_errors_number_lines_across_blocks_and_stay_short() -> None:
     errors = _line_errors(metas)
     assert errors[0].startswith("SFT/f0.jsonl:1: xxx") and len(errors[0]) == MAX_ERROR_CHARS
     assert errors[1] == "SFT/f0.jsonl:13: missing field 'output'"
+
+
+def test_unreachable_or_unknown_hub_dataset_is_a_clear_error() -> None:
+    # The hub is out of reach here (and this id does not exist where it is reachable): either way, a clear error.
+    with pytest.raises(SourceError, match=r"cannot list hf://no-such-org-7f3a/no-such-dataset-7f3a"):
+        select_files("hf://no-such-org-7f3a/no-such-dataset-7f3a", ["chat"])
