@@ -93,7 +93,11 @@ TIPS = [
     "Ask a friend to check your progress once a week.",
     "Keep notes about what works and what does not.",
 ]
-OPERATIONS = [("add_numbers", "sum", "a + b"), ("multiply_numbers", "product", "a * b"), ("max_of_two", "larger", "max(a, b)")]
+OPERATIONS = [
+    ("add_numbers", "sum", "a + b"),
+    ("multiply_numbers", "product", "a * b"),
+    ("max_of_two", "larger", "max(a, b)"),
+]
 
 
 def _math_addition(rng: random.Random) -> Problem:
@@ -112,7 +116,8 @@ def _math_trays(rng: random.Random) -> Problem:
         [
             {
                 "role": "user",
-                "content": f"{name} has {a} boxes with {b} {item} in each box. How many {item} does {name} have in total?",
+                "content": f"{name} has {a} boxes with {b} {item} in each box. "
+                f"How many {item} does {name} have in total?",
             }
         ],
         [
@@ -141,7 +146,12 @@ def _math_equation(rng: random.Random) -> Problem:
 def _math_rectangle(rng: random.Random) -> Problem:
     w, h = rng.randint(2, 40), rng.randint(2, 40)
     return Problem(
-        [{"role": "user", "content": f"A rectangle is {w} meters wide and {h} meters long. What is its area in square meters?"}],
+        [
+            {
+                "role": "user",
+                "content": f"A rectangle is {w} meters wide and {h} meters long. What is its area in square meters?",
+            }
+        ],
         [
             "The area of a rectangle is its width times its length.",
             f"The width is {w} and the length is {h}.",
@@ -332,7 +342,9 @@ def make_record(rng: random.Random, category: str, version: str, defect: str, lo
     if defect == "math_without_boxed":
         final = f"The answer is {problem.answer}."
     if defect == "prompt_too_long":
-        problem.turns[0]["content"] = "Here are my notes:\n" + _long_text(rng, long_chars) + "\n" + problem.turns[0]["content"]
+        problem.turns[0]["content"] = (
+            "Here are my notes:\n" + _long_text(rng, long_chars) + "\n" + problem.turns[0]["content"]
+        )
     if defect == "completion_too_long":
         problem.extra_checks = [_long_text(rng, long_chars)]
 
@@ -372,7 +384,9 @@ def _pick_defect(rng: random.Random, category: str, bad_fraction: float) -> str:
     return rng.choices(kinds, weights=[DEFECT_WEIGHTS[k] for k in kinds])[0]
 
 
-def generate(out: Path, samples: int, seed: int = 0, bad_fraction: float = 0.15, long_chars: int = 120_000) -> dict[str, Any]:
+def generate(
+    out: Path, samples: int, seed: int = 0, bad_fraction: float = 0.15, long_chars: int = 120_000
+) -> dict[str, Any]:
     """Write the dataset under `out` (SFT/…) plus `out/manifest.json`; return the manifest."""
     if samples < 1:
         raise ValueError(f"samples must be >= 1, got {samples}")
