@@ -60,6 +60,12 @@ def varlen_attention_forward(
         raise RuntimeError("varlen attention needs cu_seq_lens_q/max_length_q (packed micro batches only)")
     if not query.is_cuda:
         return _reference_varlen(query, key, value, cu_seqlens, scaling), None
+    if query.shape[0] == 1 and int(max_length) == query.shape[2]:
+        # One sample fills the row: plain causal SDPA (cuDNN/Flash as PyTorch picks) needs no varlen kernel.
+        dense = torch.nn.functional.scaled_dot_product_attention(
+            query, key, value, is_causal=True, scale=scaling, enable_gqa=True
+        )
+        return dense.transpose(1, 2).contiguous(), None
     from torch.nn.attention.varlen import varlen_attn
 
     batch, heads, seq, dim = query.shape
