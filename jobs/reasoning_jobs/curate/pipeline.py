@@ -71,7 +71,7 @@ class CurationOptions:
             curriculum=c.curriculum,
             remove_columns=list(c.remove_columns),
             category_caps=dict(c.category_caps),
-            on_off_ratio=config.on_off_ratio,
+            on_off_ratio=c.on_off_ratio,
             max_error_rate=c.max_error_rate,
         )
 

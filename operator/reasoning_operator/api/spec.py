@@ -82,6 +82,9 @@ class CurationSpec(ApiModel):
     category_caps: dict[str, Annotated[int, Field(ge=0)]] = Field(
         default_factory=dict, description="Optional per-category sample caps."
     )
+    on_off_ratio: float | None = Field(
+        default=None, gt=0.0, le=100.0, description="Optional target ratio of reasoning-on to reasoning-off samples."
+    )
     max_error_rate: float = Field(
         default=0.001, ge=0.0, le=1.0, description="Fail when malformed lines exceed this fraction."
     )

@@ -22,9 +22,6 @@ class CurationStageConfig(ApiModel):
     curation: CurationSpec
     tokenizer: str
     output_dir: str = Field(description="Gets training.jsonl, shards/ and summary.json.")
-    on_off_ratio: float | None = Field(
-        default=None, gt=0.0, le=100.0, description="Optional target ratio of reasoning-on to reasoning-off samples."
-    )
 
 
 class TrainingStageConfig(ApiModel):

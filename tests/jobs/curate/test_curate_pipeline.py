@@ -164,11 +164,11 @@ def config_run(dataset: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.Te
             workers=1,
             remove_columns=["license", "generator"],
             category_caps={"chat": 150},
+            on_off_ratio=0.5,
             max_error_rate=0.01,
         ),
         tokenizer=str(offline_tokenizer_path()),
         output_dir=str(out),
-        on_off_ratio=0.5,
     )
     path = out / "config.yaml"
     path.write_text(json.dumps(config.to_wire()))
