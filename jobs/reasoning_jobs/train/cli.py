@@ -66,7 +66,7 @@ def main(
     recompute_layers: Annotated[
         int | None,
         typer.Option(
-            help="Decoder layers recomputed in backward (default: as memory needs on CUDA, all on CPU; "
+            help="Decoder layers recomputed in backward (default: as many as memory needs; "
             "0 without gradient checkpointing)"
         ),
     ] = None,

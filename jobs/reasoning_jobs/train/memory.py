@@ -18,8 +18,15 @@ SLACK_BYTES = 6 * 1024**3
 USABLE_FRACTION = 0.95
 
 
-def activation_bytes_per_layer(hidden: int, ffn: int, tokens: int, compiled: bool) -> int:
-    return tokens * 2 * (12 * hidden + (4 if compiled else 6) * ffn)
+def activation_bytes_per_layer(hidden: int, ffn: int, tokens: int, compiled: bool, element_bytes: int = 2) -> int:
+    return tokens * element_bytes * (12 * hidden + (4 if compiled else 6) * ffn)
+
+
+def host_memory_bytes() -> int:
+    """Physical memory of this machine (the CPU path's 'device')."""
+    import os
+
+    return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
 def fixed_bytes(model: torch.nn.Module) -> int:
@@ -29,15 +36,15 @@ def fixed_bytes(model: torch.nn.Module) -> int:
 
 
 def auto_recompute_layers(
-    model: torch.nn.Module, num_layers: int, tokens: int, compiled: bool, device_bytes: int
+    model: torch.nn.Module, num_layers: int, tokens: int, compiled: bool, device_bytes: int, element_bytes: int = 2
 ) -> int:
     """Fewest recomputed layers whose estimated peak stays under USABLE_FRACTION of the device."""
     config: Any = model.config
     hidden, ffn = int(config.hidden_size), int(config.intermediate_size)
-    per_layer = activation_bytes_per_layer(hidden, ffn, tokens, compiled)
+    per_layer = activation_bytes_per_layer(hidden, ffn, tokens, compiled, element_bytes)
     spare = USABLE_FRACTION * device_bytes - fixed_bytes(model) - num_layers * per_layer
     if spare >= 0:
         return 0
     # A recomputed layer keeps only its input (2·d bytes per token) instead of its activations.
-    saved_per_layer = per_layer - tokens * 2 * hidden
+    saved_per_layer = per_layer - tokens * element_bytes * hidden
     return min(num_layers, math.ceil(-spare / max(1, saved_per_layer)))

@@ -35,7 +35,7 @@ class TrainingConfigError(ValueError):
 class RunOptions:
     device: DeviceChoice = "auto"
     attention: AttentionChoice = "auto"
-    recompute_layers: int | None = None  # None: all layers if spec.gradientCheckpointing else none
+    recompute_layers: int | None = None  # None: as memory needs if spec.gradientCheckpointing, else none
     chunked_loss: bool = True
     compile: bool | None = None  # None: on for CUDA, off on the CPU
     keep_checkpoints: int = 2

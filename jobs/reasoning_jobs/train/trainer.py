@@ -106,11 +106,11 @@ def build_optimizer(model: torch.nn.Module, config: TrainingStageConfig, device:
 
 
 def levers_for(config: TrainingStageConfig, options: RunOptions, resolved: Resolved, model: torch.nn.Module) -> Levers:
-    """Resolve 'auto' levers. On CUDA: varlen attention, chunked loss, compiled layers and, when
-    spec.training.gradientCheckpointing is on, only as many recomputed layers as memory needs (estimated for
-    the model with its trainable parameters already in place)."""
+    """Resolve 'auto' levers. On CUDA: varlen attention, chunked loss, compiled layers. With
+    spec.training.gradientCheckpointing on, only as many layers are recomputed as memory needs (GPU memory,
+    or half the host's on the CPU), estimated for the model with its trainable parameters in place."""
     from .attention import register_varlen_attention
-    from .memory import auto_recompute_layers
+    from .memory import auto_recompute_layers, host_memory_bytes
     from .modeling import decoder_layers
 
     num_layers = len(decoder_layers(model))
@@ -119,13 +119,15 @@ def levers_for(config: TrainingStageConfig, options: RunOptions, resolved: Resol
     if recompute is None:
         if not config.training.gradient_checkpointing:
             recompute = 0
-        elif resolved.device == "cuda":
+        else:
             training = config.training
             tokens = training.micro_batch_size * training.max_seq_length
-            total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-            recompute = auto_recompute_layers(model, num_layers, tokens, compile_layers, total)
-        else:
-            recompute = num_layers
+            if resolved.device == "cuda":
+                total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
+            else:
+                total = host_memory_bytes() // 2  # leave the host room for everything else
+            width = 2 if resolved.precision != "fp32" else 4
+            recompute = auto_recompute_layers(model, num_layers, tokens, compile_layers, total, width)
     attention = register_varlen_attention() if resolved.attention == "varlen" else resolved.attention
     return Levers(
         attention=attention,

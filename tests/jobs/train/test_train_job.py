@@ -69,13 +69,15 @@ def run_job(out: Path, model: Path, data: Path, stop_after: int | None = None) -
     if stop_after is not None:
         env[STOP_AFTER_STEP_ENV] = str(stop_after)
     args = cli_args(model, data, out, "--max-steps", "6", "--global-batch-size", "8", "--micro-batch-size", "2",
-                    "--learning-rate", "2e-3", "--checkpoint-interval", "2", "--merge-weights")  # fmt: skip
+                    "--learning-rate", "2e-3", "--checkpoint-interval", "2", "--merge-weights",
+                    "--recompute-layers", "1")  # fmt: skip
     command = [sys.executable, "-m", "reasoning_operator.cli", "train", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
 
 
 def test_killed_job_resumes_with_the_same_batches_and_losses(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
-    """LoRA with dropout, so the restored RNG state matters as much as weights, optimizer and data position."""
+    """LoRA with dropout, so the restored RNG state matters as much as weights, optimizer and data position;
+    one layer recomputed in backward, so the recomputation wrapper (which must replay dropout) runs too."""
     straight = tmp_path / "straight"
     done = run_job(straight, tiny_model, dataset)
     assert done.returncode == 0, done.stderr
