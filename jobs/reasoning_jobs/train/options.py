@@ -70,12 +70,10 @@ def resolve_device(config: TrainingStageConfig, options: RunOptions) -> Resolved
     if attention == "auto":
         from .attention import varlen_available
 
-        attention = "varlen" if device == "cuda" and training.packing and varlen_available() else "sdpa"
-    if attention == "varlen":
-        if not training.packing:
-            raise TrainingConfigError("--attention varlen needs spec.training.packing true")
-        if device != "cuda":
-            log.warning("--attention varlen on the CPU uses a slow per-sample reference (for tests); prefer sdpa")
+        # The CPU varlen path (one causal SDPA per sample) beats SDPA with a block-diagonal mask there too.
+        attention = "varlen" if training.packing and (device == "cpu" or varlen_available()) else "sdpa"
+    if attention == "varlen" and not training.packing:
+        raise TrainingConfigError("--attention varlen needs spec.training.packing true")
     return Resolved(device=device, precision=precision, attention=attention)
 
 
