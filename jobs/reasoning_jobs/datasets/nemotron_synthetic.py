@@ -161,7 +161,37 @@ def _math_rectangle(rng: random.Random) -> Problem:
     )
 
 
-MATH: list[Callable[[random.Random], Problem]] = [_math_addition, _math_trays, _math_equation, _math_rectangle]
+def _math_multiple_choice(rng: random.Random) -> Problem:
+    """A multiple-choice question worded exactly as the evaluation job asks them, so a model trained on the
+    curated output has seen the benchmark format (the questions themselves are fresh draws)."""
+    from reasoning_jobs.evaluate.benchmarks import Question
+    from reasoning_jobs.evaluate.prompts import format_question
+
+    a, b = rng.randint(2, 60), rng.randint(2, 60)
+    total = a + b
+    wrong: set[int] = set()
+    while len(wrong) < 3:
+        candidate = total + rng.choice([-10, -2, -1, 1, 2, 10]) * rng.randint(1, 3)
+        if candidate != total and candidate > 0:
+            wrong.add(candidate)
+    choices = [str(total), *map(str, sorted(wrong))]
+    rng.shuffle(choices)
+    letter = "ABCD"[choices.index(str(total))]
+    question = Question("synthetic", "mc", f"What is {a} + {b}?", tuple(choices), letter)
+    return Problem(
+        [{"role": "user", "content": format_question(question)}],
+        [f"We need to add {a} and {b}.", f"{a} + {b} = {total}.", f"Option {letter} is {total}."],
+        letter,
+    )
+
+
+MATH: list[Callable[[random.Random], Problem]] = [
+    _math_addition,
+    _math_trays,
+    _math_equation,
+    _math_rectangle,
+    _math_multiple_choice,
+]
 
 
 def _chat_capital(rng: random.Random) -> Problem:

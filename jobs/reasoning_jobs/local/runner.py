@@ -56,6 +56,14 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _seconds_between(start: str, end: str) -> float | None:
+    try:
+        fmt = "%Y-%m-%dT%H:%M:%SZ"
+        return (datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds()
+    except ValueError:
+        return None
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -139,6 +147,7 @@ class LocalRun:
             result = model.model_validate(cached.result)
             record = self.status.stages.get(stage)
             record.start_time, record.completion_time = cached.start_time, cached.completion_time
+            record.duration_seconds = _seconds_between(cached.start_time, cached.completion_time)
             self._mark(stage, StagePhase.SUCCEEDED, "Cached", f"inputs unchanged (key {key}): reused")
             return result
         self.cache.forget(stage.value)
