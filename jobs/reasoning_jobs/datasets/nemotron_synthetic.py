@@ -161,12 +161,8 @@ def _math_rectangle(rng: random.Random) -> Problem:
     )
 
 
-def _math_multiple_choice(rng: random.Random) -> Problem:
-    """A multiple-choice question worded exactly as the evaluation job asks them, so a model trained on the
-    curated output has seen the benchmark format (the questions themselves are fresh draws)."""
-    from reasoning_jobs.evaluate.benchmarks import Question
-    from reasoning_jobs.evaluate.prompts import format_question
-
+def addition_with_distractors(rng: random.Random) -> tuple[int, int, int, list[int]]:
+    """a, b, a + b and three near misses (sorted): the multiple-choice arithmetic of the quickstart."""
     a, b = rng.randint(2, 60), rng.randint(2, 60)
     total = a + b
     wrong: set[int] = set()
@@ -174,7 +170,17 @@ def _math_multiple_choice(rng: random.Random) -> Problem:
         candidate = total + rng.choice([-10, -2, -1, 1, 2, 10]) * rng.randint(1, 3)
         if candidate != total and candidate > 0:
             wrong.add(candidate)
-    choices = [str(total), *map(str, sorted(wrong))]
+    return a, b, total, sorted(wrong)
+
+
+def _math_multiple_choice(rng: random.Random) -> Problem:
+    """A multiple-choice question worded exactly as the evaluation job asks them, so a model trained on the
+    curated output has seen the benchmark format (the questions themselves are fresh draws)."""
+    from reasoning_jobs.evaluate.benchmarks import Question
+    from reasoning_jobs.evaluate.prompts import format_question
+
+    a, b, total, wrong = addition_with_distractors(rng)
+    choices = [str(total), *map(str, wrong)]
     rng.shuffle(choices)
     letter = "ABCD"[choices.index(str(total))]
     question = Question("synthetic", "mc", f"What is {a} + {b}?", tuple(choices), letter)

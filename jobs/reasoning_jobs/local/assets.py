@@ -21,14 +21,10 @@ BENCHMARK_QUESTIONS = 40
 
 
 def _arithmetic_choices(rng: random.Random) -> tuple[str, str, list[str]]:
-    a, b = rng.randint(2, 60), rng.randint(2, 60)
-    answer = a + b
-    wrong: set[int] = set()
-    while len(wrong) < 3:
-        candidate = answer + rng.choice([-10, -2, -1, 1, 2, 10]) * rng.randint(1, 3)
-        if candidate != answer and candidate > 0:
-            wrong.add(candidate)
-    return f"What is {a} + {b}?", str(answer), [str(w) for w in sorted(wrong)]
+    from reasoning_jobs.datasets.nemotron_synthetic import addition_with_distractors
+
+    a, b, answer, wrong = addition_with_distractors(rng)
+    return f"What is {a} + {b}?", str(answer), [str(w) for w in wrong]
 
 
 def write_benchmarks(target: Path, questions: int = BENCHMARK_QUESTIONS, seed: int = 0) -> None:
