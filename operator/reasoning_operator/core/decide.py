@@ -182,11 +182,11 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
     terminal = status.phase in (Phase.SUCCEEDED, Phase.FAILED)
     current: Stage | None = None
     current_outcome: StageOutcome | None = None
-    failed = status.phase == Phase.FAILED
+    failed = False
 
     for stage in STAGE_ORDER:
         stage_status = status.stages.get(stage)
-        if terminal or failed:
+        if terminal:
             break
         if stage_status.phase == StagePhase.SUCCEEDED and stage != Stage.SERVING:
             continue
