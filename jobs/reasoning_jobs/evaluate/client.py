@@ -7,8 +7,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict, TypeVar, Unpack
 from urllib.parse import urlsplit
 
 import numpy as np
@@ -22,6 +23,8 @@ from tenacity import (
 )
 
 from .contract import FINISH_REASON, NUM_OUTPUT_TOKENS, SAMPLING_PARAMETERS, SYSTEM_PROMPT, TEXT_INPUT, TEXT_OUTPUT
+
+T = TypeVar("T")
 
 #: HTTP statuses worth retrying (server busy, restarting, or a proxy in between failing).
 TRANSIENT_STATUSES = {"408", "425", "429", "500", "502", "503", "504"}
@@ -73,8 +76,17 @@ def is_transient(error: BaseException) -> bool:
     return False
 
 
-class TritonChatClient:
-    """`async with TritonChatClient(url) as client: await client.generate(...)`."""
+class RetryPolicy(TypedDict, total=False):
+    concurrency: int
+    attempts: int
+    request_timeout: float
+    backoff_initial: float
+    backoff_max: float
+
+
+class RetryingClient:
+    """What both transports share: the concurrency bound, the retry budget and the backoff policy, and one
+    request loop that turns the last failure into a RequestError naming the model and the URL."""
 
     def __init__(
         self,
@@ -91,6 +103,39 @@ class TritonChatClient:
         self.request_timeout = request_timeout
         self.backoff_initial = backoff_initial
         self.backoff_max = backoff_max
+
+    def _transient(self, error: BaseException) -> bool:
+        return is_transient(error)
+
+    def _retrying(self, stop: Any) -> AsyncRetrying:
+        return AsyncRetrying(
+            stop=stop,
+            wait=backoff(self.backoff_initial, self.backoff_max),
+            retry=retry_if_exception(self._transient),
+            reraise=False,
+        )
+
+    async def _request(self, model: str, call: Callable[[], Awaitable[T]]) -> tuple[T, int]:
+        """`call()` with retries on transient errors; returns its result and the number of attempts."""
+        attempts = 0
+        try:
+            async for attempt in self._retrying(stop_after_attempt(self.attempts)):
+                with attempt:
+                    attempts += 1
+                    result = await call()
+        except RetryError as error:
+            cause = error.last_attempt.exception()
+            raise RequestError(f"{model} at {self.url}: {attempts} attempts failed, last: {cause}") from cause
+        except Exception as error:
+            raise RequestError(f"{model} at {self.url}: {error}") from error
+        return result, attempts
+
+
+class TritonChatClient(RetryingClient):
+    """`async with TritonChatClient(url) as client: await client.generate(...)`."""
+
+    def __init__(self, url: str, **policy: Unpack[RetryPolicy]) -> None:
+        super().__init__(url, **policy)
         self._address = host_port(url)
         self._client: Any = None
 
@@ -106,14 +151,6 @@ class TritonChatClient:
         if self._client is not None:
             await self._client.close()
             self._client = None
-
-    def _retrying(self, stop: Any) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop,
-            wait=backoff(self.backoff_initial, self.backoff_max),
-            retry=retry_if_exception(is_transient),
-            reraise=False,
-        )
 
     async def wait_ready(self, models: list[str], timeout: float = 300.0) -> None:
         """Wait (with backoff) until the server and every model are ready, then fail naming the URL.
@@ -179,17 +216,7 @@ class TritonChatClient:
         """One chat request; transient failures are retried, the last error is raised as RequestError."""
         inputs = self._inputs(user, system, sampling)
         started = time.perf_counter()
-        attempts = 0
-        try:
-            async for attempt in self._retrying(stop_after_attempt(self.attempts)):
-                with attempt:
-                    attempts += 1
-                    result = await self._client.infer(model, inputs)
-        except RetryError as error:
-            cause = error.last_attempt.exception()
-            raise RequestError(f"{model} at {self.url}: {attempts} attempts failed, last: {cause}") from cause
-        except Exception as error:
-            raise RequestError(f"{model} at {self.url}: {error}") from error
+        result, attempts = await self._request(model, lambda: self._client.infer(model, inputs))
         return Completion(
             text=_first_text(result.as_numpy(TEXT_OUTPUT)) or "",
             num_output_tokens=_first_int(result.as_numpy(NUM_OUTPUT_TOKENS)),

@@ -9,12 +9,20 @@ the model name `<base><separator><adapter>`; `wait_ready` maps `trained` to the 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Unpack
 from urllib.parse import urlsplit
 
-from tenacity import AsyncRetrying, RetryError, retry_if_exception, stop_after_attempt, stop_after_delay
+from tenacity import RetryError, stop_after_attempt, stop_after_delay
 
-from .client import TRANSIENT_STATUSES, Completion, RequestError, ServerUnreachableError, backoff, is_transient
+from .client import (
+    TRANSIENT_STATUSES,
+    Completion,
+    RequestError,
+    RetryingClient,
+    RetryPolicy,
+    ServerUnreachableError,
+    is_transient,
+)
 
 #: Triton's OpenAI frontend names an adapter `<model><LORA_SEPARATOR><adapter>` (`--lora-separator`).
 LORA_SEPARATOR = "_lora_"
@@ -30,12 +38,6 @@ def is_openai_url(url: str) -> bool:
     return urlsplit(url).path.rstrip("/").endswith("/v1")
 
 
-def _transient(error: BaseException) -> bool:
-    if isinstance(error, HTTPStatusError):
-        return str(error.status) in TRANSIENT_STATUSES
-    return is_transient(error)
-
-
 def resolve_model(name: str, served: list[str]) -> str | None:
     """The served id for `name`: itself, or the unique LoRA id `<base>_lora_<name>`."""
     if name in served:
@@ -44,25 +46,12 @@ def resolve_model(name: str, served: list[str]) -> str | None:
     return candidates[0] if len(candidates) == 1 else None
 
 
-class OpenAIChatClient:
-    def __init__(
-        self,
-        url: str,
-        concurrency: int = 64,
-        attempts: int = 5,
-        request_timeout: float = 3600.0,
-        backoff_initial: float = 0.5,
-        backoff_max: float = 30.0,
-    ) -> None:
+class OpenAIChatClient(RetryingClient):
+    def __init__(self, url: str, **policy: Unpack[RetryPolicy]) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError(f"server_url {url!r}: expected http(s)://HOST[:PORT]/v1")
-        self.url = url.rstrip("/")
-        self.concurrency = concurrency
-        self.attempts = attempts
-        self.request_timeout = request_timeout
-        self.backoff_initial = backoff_initial
-        self.backoff_max = backoff_max
+        super().__init__(url.rstrip("/"), **policy)
         self._session: Any = None
         self._served: dict[str, str] = {}
 
@@ -80,10 +69,10 @@ class OpenAIChatClient:
             await self._session.close()
             self._session = None
 
-    def _retrying(self, stop: Any) -> AsyncRetrying:
-        return AsyncRetrying(
-            stop=stop, wait=backoff(self.backoff_initial, self.backoff_max), retry=retry_if_exception(_transient)
-        )
+    def _transient(self, error: BaseException) -> bool:
+        if isinstance(error, HTTPStatusError):
+            return str(error.status) in TRANSIENT_STATUSES
+        return is_transient(error)
 
     async def _json(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         async with self._session.request(method, f"{self.url}{path}", json=body) as response:
@@ -122,17 +111,7 @@ class OpenAIChatClient:
         ]
         body = {"model": self._served.get(model, model), "messages": messages, **sampling}
         started = time.perf_counter()
-        attempts = 0
-        try:
-            async for attempt in self._retrying(stop_after_attempt(self.attempts)):
-                with attempt:
-                    attempts += 1
-                    reply = await self._json("POST", "/chat/completions", body)
-        except RetryError as error:
-            cause = error.last_attempt.exception()
-            raise RequestError(f"{model} at {self.url}: {attempts} attempts failed, last: {cause}") from cause
-        except Exception as error:
-            raise RequestError(f"{model} at {self.url}: {error}") from error
+        reply, attempts = await self._request(model, lambda: self._json("POST", "/chat/completions", body))
         try:
             choice = reply["choices"][0]
             text = choice["message"]["content"] or ""
