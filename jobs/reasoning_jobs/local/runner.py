@@ -26,8 +26,10 @@ from reasoning_operator.api import (
     StageConfigs,
     StagePhase,
     TrainingResult,
+    seconds_between,
     set_condition,
     stage_configs,
+    timestamp,
 )
 
 from .assets import prepare_quickstart
@@ -53,15 +55,7 @@ COMMAND = {Stage.CURATION: "curate", Stage.TRAINING: "train", Stage.EVALUATION: 
 
 
 def _now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds_between(start: str, end: str) -> float | None:
-    try:
-        fmt = "%Y-%m-%dT%H:%M:%SZ"
-        return (datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds()
-    except ValueError:
-        return None
+    return timestamp(datetime.now(UTC))
 
 
 def _free_port() -> int:
@@ -147,7 +141,7 @@ class LocalRun:
             result = model.model_validate(cached.result)
             record = self.status.stages.get(stage)
             record.start_time, record.completion_time = cached.start_time, cached.completion_time
-            record.duration_seconds = _seconds_between(cached.start_time, cached.completion_time)
+            record.duration_seconds = seconds_between(cached.start_time, cached.completion_time)
             self._mark(stage, StagePhase.SUCCEEDED, "Cached", f"inputs unchanged (key {key}): reused")
             return result
         self.cache.forget(stage.value)

@@ -37,7 +37,9 @@ from .status import (
     StagesStatus,
     StageStatus,
     get_condition,
+    seconds_between,
     set_condition,
+    timestamp,
 )
 
 __all__ = [
@@ -81,6 +83,8 @@ __all__ = [
     "TrainingStageConfig",
     "get_condition",
     "load_config",
+    "seconds_between",
     "set_condition",
     "stage_configs",
+    "timestamp",
 ]

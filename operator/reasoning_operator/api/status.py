@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from enum import StrEnum
 
 from pydantic import Field
@@ -119,3 +120,21 @@ def set_condition(
 
 def get_condition(conditions: list[Condition], kind: ConditionType) -> Condition | None:
     return next((c for c in conditions if c.type == kind.value), None)
+
+
+#: metav1.Time on the wire (second precision, UTC).
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
+def timestamp(moment: datetime) -> str:
+    return moment.strftime(TIME_FORMAT)
+
+
+def seconds_between(start: str | None, end: str | None) -> float | None:
+    """Seconds from one wire timestamp to another; None when either is missing or not a metav1.Time."""
+    if not start or not end:
+        return None
+    try:
+        return (datetime.strptime(end, TIME_FORMAT) - datetime.strptime(start, TIME_FORMAT)).total_seconds()
+    except ValueError:
+        return None

@@ -24,7 +24,9 @@ from reasoning_operator.api import (
     StagePhase,
     StageStatus,
     TrainingResult,
+    seconds_between,
     set_condition,
+    timestamp,
 )
 
 from . import builders
@@ -81,17 +83,6 @@ class StageOutcome:
     reason: str
     message: str
     result: ApiModel | None = None
-
-
-def _iso(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _seconds(start: str | None, end: str | None) -> float | None:
-    if not start or not end:
-        return None
-    fmt = "%Y-%m-%dT%H:%M:%SZ"
-    return (datetime.strptime(end, fmt) - datetime.strptime(start, fmt)).total_seconds()
 
 
 def _result(stage: Stage, pods: list[PodObs]) -> ApiModel | str:
@@ -166,7 +157,7 @@ def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOut
 
 
 def decide(run: Run, observed: Observed, now: datetime) -> Plan:
-    stamp = _iso(now)
+    stamp = timestamp(now)
     status = run.status.model_copy(deep=True)
     status.observed_generation = run.ref.generation
     generation = run.ref.generation
@@ -262,7 +253,7 @@ def _record(
         stage_status.start_time = stamp
     if stage_status.phase in (StagePhase.SUCCEEDED, StagePhase.FAILED) and stage_status.completion_time is None:
         stage_status.completion_time = stamp
-    stage_status.duration_seconds = _seconds(stage_status.start_time, stage_status.completion_time)
+    stage_status.duration_seconds = seconds_between(stage_status.start_time, stage_status.completion_time)
     if outcome.result is not None:
         setattr(status, stage.value, outcome.result)
     ok = {StagePhase.SUCCEEDED: True, StagePhase.FAILED: False}.get(outcome.phase)

@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reasoning_operator.api import ConditionType, Phase, ReasoningRunStatus, set_condition
+from reasoning_operator.api import ConditionType, Phase, ReasoningRunStatus, set_condition, timestamp
 
 
 def describe(err: ValidationError) -> str:
@@ -26,7 +26,7 @@ def invalid_spec_status(obj: dict[str, Any], err: ValidationError, now: datetime
     except ValidationError:
         status = ReasoningRunStatus()
     generation = int(obj["metadata"].get("generation") or 1)
-    stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    stamp = timestamp(now)
     message = describe(err)
     status.phase = Phase.FAILED
     status.failure_reason = message
