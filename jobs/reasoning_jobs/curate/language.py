@@ -32,16 +32,37 @@ def make_lang_id_filter(model_path: str, min_score: float, lang: str) -> Any:
 
     Curator's `score_document` calls `model.predict([text])` (list form); fasttext-predict's list form returns
     labels only (no probabilities) and the unpacking fails, so this subclass predicts on the single string.
-    `keep_document` (language match by code prefix, score cut-off) stays Curator's.
+    `keep_document` (language match by code prefix, score cut-off) stays Curator's; `keep_texts` is the same
+    decision for many texts without Curator's string round trip (tests check it against `keep_document`).
     """
     from nemo_curator.stages.text.filters.fasttext.fasttext_filters import FastTextLangId
 
     class SingleLineFastTextLangId(FastTextLangId):  # type: ignore[misc]
-        def score_document(self, text: str) -> str:
+        def _predict(self, text: str) -> tuple[float, str]:
             labels, scores = self._fasttext_langid_model.predict(text.replace("\n", " ").strip(), k=1)
             if not labels:
-                return str([0.0, "unknown"])
-            return str([float(scores[0]), labels[0].removeprefix("__label__")])
+                return 0.0, "unknown"
+            return float(scores[0]), labels[0].removeprefix("__label__")
+
+        def score_document(self, text: str) -> str:
+            return str(list(self._predict(text)))
+
+        def keep_texts(self, texts: list[str]) -> list[bool]:
+            """`keep_document(score_document(text))` for every text, without the string round trip (Curator
+            passes the score as `str([score, lang])` and `eval`s it back: ~7 us a document)."""
+            code = self._lang_code.casefold() if self._lang_code else None
+            cutoff = self._cutoff
+            keep: list[bool] = []
+            for text in texts:
+                score, lang = self._predict(text)
+                if not score >= cutoff:  # Curator's `score >= cutoff and ...` (false for NaN too)
+                    keep.append(False)
+                elif code is None:
+                    keep.append(True)
+                else:
+                    lang = lang.casefold()
+                    keep.append((lang if "_" in code else lang.split("_", maxsplit=1)[0]) == code)
+            return keep
 
     lang_filter = SingleLineFastTextLangId(model_path=model_path, min_langid_score=min_score, lang=lang)
     lang_filter.model_check_or_download()

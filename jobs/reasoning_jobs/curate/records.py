@@ -167,13 +167,12 @@ def has_boxed_answer(text: str) -> bool:
     return False
 
 
-_WHITESPACE = re.compile(r"\s+")
-
-
 def language_text(messages: list[dict[str, str]], output: str) -> str:
-    """Prompt (every turn) and response text, think tags removed, on one line as fastText wants it."""
+    """Prompt (every turn) and response text, think tags removed, on one line as fastText wants it: every run of
+    whitespace becomes one space, none at the ends (`str.split()` splits on exactly the characters `re`'s `\\s`
+    matches, so this equals `re.sub(r"\\s+", " ", text).strip()` at a third of the cost)."""
     text = " ".join(m["content"] for m in messages) + " " + output.replace(THINK_OPEN, " ").replace(THINK_CLOSE, " ")
-    return _WHITESPACE.sub(" ", text).strip()
+    return " ".join(text.split())
 
 
 def system_prompt(reasoning: str) -> str:

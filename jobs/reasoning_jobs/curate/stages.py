@@ -219,10 +219,8 @@ class LanguageFilter(_RuleStage):
 
     def reasons(self, df: pd.DataFrame) -> list[str | None]:
         lang_id = cached_lang_id_filter(self.model_path, self.min_score, self.lang)
-        return [
-            None if lang_id.keep_document(lang_id.score_document(rules.language_text(m, o))) else rules.LANGUAGE
-            for m, o in zip(df["messages"], df["output"], strict=True)
-        ]
+        texts = [rules.language_text(m, o) for m, o in zip(df["messages"], df["output"], strict=True)]
+        return [None if keep else rules.LANGUAGE for keep in lang_id.keep_texts(texts)]
 
 
 @dataclass

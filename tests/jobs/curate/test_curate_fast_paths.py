@@ -1,0 +1,144 @@
+"""The job's cheaper per-sample paths give exactly what the ordinary calls give: prompts rendered through the
+compiled chat template equal `apply_chat_template`, batched token counts equal `tokenizer(text)`, the whitespace
+collapse of the language text equals the regular expression, and the batched language decision equals NeMo
+Curator's `keep_document(score_document(text))`."""
+
+from __future__ import annotations
+
+import random
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from reasoning_jobs.common.assets import offline_tokenizer_path
+from reasoning_jobs.curate import records as rules
+from reasoning_jobs.curate.records import RecordError, parse_record
+from reasoning_jobs.datasets.nemotron_synthetic import generate
+
+SAMPLES = 400
+
+
+@pytest.fixture(scope="module")
+def tokenizer() -> Any:
+    from reasoning_jobs.curate.tokenization import load_tokenizer
+
+    return load_tokenizer(str(offline_tokenizer_path()))
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory: pytest.TempPathFactory) -> list[rules.Record]:
+    root = tmp_path_factory.mktemp("nemotron")
+    generate(root, samples=SAMPLES, seed=11, bad_fraction=0.3, long_chars=5000)
+    parsed: list[rules.Record] = []
+    for path in sorted(root.rglob("*.jsonl")):
+        for line in path.read_bytes().splitlines():
+            try:
+                parsed.append(parse_record(line))
+            except RecordError:
+                continue
+    return parsed
+
+
+def _odd_conversations() -> list[list[dict[str, str]]]:
+    rng = random.Random(5)
+    pieces = [
+        "  lead",
+        "trail \n\t",
+        "{{ x }}",
+        "{% if %}",
+        "<|eot_id|>",
+        "<|start_header_id|>",
+        "é漢字🙂",
+        "\u00a0nb",
+        "",
+    ]
+    conversations = []
+    for turns in (1, 2, 3, 5, 8):
+        messages = [
+            {"role": "user" if i % 2 == 0 else "assistant", "content": "".join(rng.sample(pieces, 3)) + f" turn {i}"}
+            for i in range(turns)
+        ]
+        for reasoning in ("on", "off"):
+            conversations.append(rules.conversation(messages, reasoning))
+    return conversations
+
+
+def test_compiled_template_renders_exactly_like_apply_chat_template(
+    tokenizer: Any, records: list[rules.Record]
+) -> None:
+    from reasoning_jobs.curate.tokenization import _compiled_renderer, render_prompts
+
+    assert _compiled_renderer(tokenizer) is not None  # the fast path is the one in use
+    conversations = [rules.conversation(r.input, r.reasoning) for r in records] + _odd_conversations()
+    assert any(len(c) > 3 for c in conversations)  # multi-turn conversations are covered
+    expected = [tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations]
+    assert render_prompts(tokenizer, conversations) == expected
+
+
+def test_a_template_the_fast_path_cannot_reproduce_falls_back(tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from reasoning_jobs.curate import tokenization
+
+    original = tokenizer.apply_chat_template
+
+    def different(*args: Any, **kwargs: Any) -> Any:
+        return original(*args, **kwargs) + "x"
+
+    monkeypatch.setattr(tokenizer, "apply_chat_template", different)
+    assert tokenization._compiled_renderer(tokenizer) is None
+
+
+def test_batched_token_counts_equal_tokenizer_calls(tokenizer: Any, records: list[rules.Record]) -> None:
+    from reasoning_jobs.curate.tokenization import _COUNT_CHUNK, count_tokens, render_prompts
+
+    texts = render_prompts(tokenizer, [rules.conversation(r.input, r.reasoning) for r in records])
+    texts += [r.output + "<|eot_id|>" for r in records]
+    texts += ["", " ", "<|eot_id|><|eot_id|>", "a<|start_header_id|>b", "é漢字🙂 " * 50, "x" * 20_000]
+    assert len(texts) > 3 * _COUNT_CHUNK
+    expected = [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+    assert count_tokens(tokenizer, texts) == expected
+
+
+def test_split_join_collapses_exactly_the_whitespace_the_regex_matches() -> None:
+    every = "".join(chr(c) for c in range(sys.maxunicode + 1) if not 0xD800 <= c <= 0xDFFF)
+    regex = set(re.findall(r"\s", every))
+    assert regex == {c for c in every if len(f"a{c}b".split()) == 2}
+    text = "".join(f" {c}{c}x{c}" for c in sorted(regex)) + "\u00a0"
+    assert " ".join(text.split()) == re.sub(r"\s+", " ", text).strip()
+    messages = [{"role": "user", "content": f"\u2003 a\u00a0\u00a0b\n\n{chr(0x1C)}c "}]
+    assert rules.language_text(messages, "<think>\n x</think>\r\n y\u3000") == "a b c x y"
+
+
+@pytest.mark.parametrize(("lang", "min_score"), [("en", 0.5), ("EN", 0.3), ("en_latn", 0.5), ("fr", 0.2), ("", 0.9)])
+def test_batched_language_decision_equals_curators_keep_document(
+    records: list[rules.Record], lang: str, min_score: float
+) -> None:
+    from reasoning_jobs.curate.language import bundled_lid_model_path, make_lang_id_filter
+
+    lang_id = make_lang_id_filter(str(bundled_lid_model_path()), min_score, lang)
+    texts = [rules.language_text(r.input, r.output) for r in records]
+    texts += ["", "Bonjour tout le monde, comment allez-vous ?", "Guten Tag\nwie geht's", "  \n ", "12345"]
+    expected = [lang_id.keep_document(lang_id.score_document(text)) for text in texts]
+    assert lang_id.keep_texts(texts) == expected
+    if lang.casefold() == "en":
+        assert any(expected) and not all(expected)  # both decisions are exercised
+
+
+def test_language_rule_order_and_counts_are_unchanged() -> None:
+    # summary.json counts a sample under the first rule that drops it: the job applies the rules in this order.
+    from reasoning_jobs.curate.pipeline import CurationOptions, _build_pipeline
+
+    options = CurationOptions(source="/nowhere", output_dir=Path("/nowhere"))
+    names = [stage.name for stage in _build_pipeline(options, [], "model", ("", "")).stages]
+    assert names == [
+        "block_partitioning",
+        "read_block",
+        "used_in_training_filter",
+        "think_tag_filter",
+        "boxed_answer_filter",
+        "language_filter",
+        "chat_template",
+        "shard_writer",
+    ]
