@@ -113,7 +113,7 @@ def stages_in_process(root: Path, out: Path) -> float:
     from reasoning_jobs.curate.language import cached_lang_id_filter
     from reasoning_jobs.curate.pipeline import CurationOptions, _build_pipeline
     from reasoning_jobs.curate.sources import plan_blocks
-    from reasoning_jobs.curate.tokenization import cached_tokenizer
+    from reasoning_jobs.curate.tokenization import WorkerTokenizer, cached_tokenizer
 
     options = CurationOptions(
         source=str(root), output_dir=out, filename_filters=FILTERS, tokenizer=str(offline_tokenizer_path()),
@@ -122,10 +122,13 @@ def stages_in_process(root: Path, out: Path) -> float:
     for directory in (out / "shards", out / ".keys"):
         directory.mkdir(parents=True, exist_ok=True)
     blocks = plan_blocks(select_files(str(root), FILTERS), BLOCK_SIZE)
-    eot = end_of_turn(cached_tokenizer(options.tokenizer))
+    tokenizer = cached_tokenizer(options.tokenizer)
+    eot = end_of_turn(tokenizer)
+    worker_tokenizer = WorkerTokenizer.from_tokenizer(tokenizer, options.tokenizer)  # what the job's workers get
+    worker_tokenizer.tools()
     model = str(bundled_lid_model_path())
     cached_lang_id_filter(model, 0.5, "en")
-    partition, *stages = _build_pipeline(options, blocks, model, eot).stages
+    partition, *stages = _build_pipeline(options, blocks, model, eot, worker_tokenizer).stages
     started = time.perf_counter()
     for task in partition.process(EmptyTask()):
         for stage in stages:

@@ -27,7 +27,7 @@ from .curriculum import save_keys
 from .language import cached_lang_id_filter
 from .records import RecordError, parse_record
 from .sources import Block, read_block_lines
-from .tokenization import cached_tokenizer, count_tokens, render_prompts
+from .tokenization import WorkerTokenizer
 
 DATASET_NAME = "llama-nemotron-post-training"
 #: errors kept per block with their line numbers (all are counted)
@@ -228,7 +228,7 @@ class ChatTemplateStage(_RuleStage):
     """Render the prompt (reasoning system prompt + every turn), append the end-of-turn text to the
     completion, count tokens, and drop samples over the limits."""
 
-    tokenizer: str = ""
+    tokenizer: WorkerTokenizer = field(default_factory=lambda: WorkerTokenizer(name=""))
     completion_prefix: str = ""
     completion_suffix: str = ""
     max_prompt_tokens: int = 8192
@@ -239,12 +239,12 @@ class ChatTemplateStage(_RuleStage):
         df: pd.DataFrame = task.data
         if df.empty:
             return task
-        tokenizer = cached_tokenizer(self.tokenizer)
+        render_prompts, count_tokens = self.tokenizer.tools()
         conversations = [rules.conversation(m, r) for m, r in zip(df["messages"], df["reasoning"], strict=True)]
-        prompts = render_prompts(tokenizer, conversations)
+        prompts = render_prompts(conversations)
         completions = [self.completion_prefix + o + self.completion_suffix for o in df["output"]]
-        prompt_tokens = count_tokens(tokenizer, prompts)
-        completion_tokens = count_tokens(tokenizer, completions)
+        prompt_tokens = count_tokens(prompts)
+        completion_tokens = count_tokens(completions)
         df = df.assign(
             prompt=pd.Series(prompts, dtype=object, index=df.index),
             completion=pd.Series(completions, dtype=object, index=df.index),

@@ -3,8 +3,10 @@ system prompt, and token counts without materialising token-id lists."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
-from functools import lru_cache
+from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from typing import Any
 
 from .records import conversation
@@ -72,24 +74,24 @@ _PROBES: tuple[list[dict[str, str]], ...] = (
 )
 
 
-def _compiled_renderer(tokenizer: Any) -> Callable[[list[dict[str, str]]], str] | None:
-    """The tokenizer's chat template, compiled by transformers, rendered the way `apply_chat_template` renders it
-    for `tokenize=False, add_generation_prompt=True` and no tools or documents; None where that is not possible.
+Render = Callable[[list[dict[str, str]]], str]
+RenderAll = Callable[[list[list[dict[str, str]]]], list[str]]
+Count = Callable[[list[str]], list[int]]
+
+
+def _template_renderer(template_source: str, variables: dict[str, Any]) -> Render:
+    """Render `template_source`, compiled by transformers, the way `apply_chat_template` renders it for
+    `tokenize=False, add_generation_prompt=True` and no tools or documents (raises ImportError where this
+    transformers version lacks the private helpers).
 
     `apply_chat_template` ends in `compiled_template.render(messages=chat, tools=None, documents=None,
     add_generation_prompt=..., **special_tokens_map)`; everything before it (message normalisation, copying into
     plain JSON types, reasoning-field aliases) is the identity for messages that are dicts of string `role` and
-    `content`, which is all `records.parse_record` produces. Skipping it is ~3x cheaper per conversation.
+    `content`, which is all `records.parse_record` produces.
     """
-    try:
-        from transformers.utils.chat_template_utils import _compile_jinja_template, _plain_template_data
+    from transformers.utils.chat_template_utils import _compile_jinja_template
 
-        template = _compile_jinja_template(tokenizer.get_chat_template())
-        variables = _plain_template_data(dict(tokenizer.special_tokens_map))
-    except Exception:  # private transformers API: a version without it renders the ordinary way
-        return None
-    if not isinstance(variables, dict):
-        return None
+    template = _compile_jinja_template(template_source)
     # `Template.render(**v)` is `concat(root_render_func(new_context(v)))`, and `new_context` copies the template's
     # globals (a ChainMap) into a fresh dict on every call; passing that dict ready-made (`shared=True` takes it
     # as is) renders the same text without the copy.
@@ -99,18 +101,36 @@ def _compiled_renderer(tokenizer: Any) -> Callable[[list[dict[str, str]]], str] 
     def render(messages: list[dict[str, str]]) -> str:
         return str(concat(root(new_context({**context, "messages": messages}, shared=True))))
 
-    for probe in _PROBES:
-        try:
-            same = render(probe) == tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True)
-        except Exception:
-            return None
-        if not same:
-            return None
     return render
 
 
+def _template_parts(tokenizer: Any) -> tuple[str, dict[str, Any]] | None:
+    """(template source, template variables) where the compiled template renders exactly like the tokenizer's
+    `apply_chat_template` on the probe conversations; None where it does not (or cannot be built)."""
+    try:
+        from transformers.utils.chat_template_utils import _plain_template_data
+
+        source = tokenizer.get_chat_template()
+        variables = _plain_template_data(dict(tokenizer.special_tokens_map))
+        if not isinstance(source, str) or not isinstance(variables, dict):
+            return None
+        render = _template_renderer(source, variables)
+        for probe in _PROBES:
+            if render(probe) != tokenizer.apply_chat_template(probe, tokenize=False, add_generation_prompt=True):
+                return None
+    except Exception:  # private transformers API: a version without it renders the ordinary way
+        return None
+    return source, variables
+
+
+def _compiled_renderer(tokenizer: Any) -> Render | None:
+    """The fast renderer for this tokenizer's template, or None where it would not render the same text."""
+    parts = _template_parts(tokenizer)
+    return None if parts is None else _template_renderer(*parts)
+
+
 @lru_cache(maxsize=2)
-def _cached_renderer(tokenizer: Any) -> Callable[[list[dict[str, str]]], str] | None:
+def _cached_renderer(tokenizer: Any) -> Render | None:
     return _compiled_renderer(tokenizer)
 
 
@@ -124,19 +144,70 @@ def render_prompts(tokenizer: Any, conversations: list[list[dict[str, str]]]) ->
     return [render(messages) for messages in conversations]
 
 
-def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
-    """Token counts (special tokens in the text count; none are added), chunked to bound memory.
+def _backend_counter(backend: Any) -> Count:
+    """Token counts through a `tokenizers.Tokenizer` (special tokens in the text count; none are added),
+    `encode_batch_fast` (no offsets: ~1.8x faster than `encode_batch`, same counts) in small chunks."""
+    encode = getattr(backend, "encode_batch_fast", None) or backend.encode_batch
 
-    Fast tokenizers go through the Rust backend's `encode_batch_fast` (no offsets: ~1.8x faster than
-    `encode_batch` here, same counts); others fall back to one call per text.
-    """
+    def count(texts: list[str]) -> list[int]:
+        counts: list[int] = []
+        for i in range(0, len(texts), _COUNT_CHUNK):
+            counts.extend(len(encoding) for encoding in encode(texts[i : i + _COUNT_CHUNK], add_special_tokens=False))
+        return counts
+
+    return count
+
+
+def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
+    """Token counts of `texts` (special tokens in the text count; none are added), without token-id lists for
+    fast tokenizers; others fall back to one `tokenizer(text)` call per text."""
     backend = getattr(tokenizer, "backend_tokenizer", None)
-    encode = getattr(backend, "encode_batch_fast", None) or getattr(backend, "encode_batch", None)
-    counts: list[int] = []
-    for i in range(0, len(texts), _COUNT_CHUNK):
-        chunk = texts[i : i + _COUNT_CHUNK]
-        if encode is not None:
-            counts.extend(len(encoding) for encoding in encode(chunk, add_special_tokens=False))
-        else:
-            counts.extend(len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in chunk)
-    return counts
+    if backend is not None:
+        return _backend_counter(backend)(texts)
+    return [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+
+
+@dataclass(frozen=True)
+class WorkerTokenizer:
+    """What a worker needs to render prompts and count tokens, taken by the driver from its loaded tokenizer: the
+    Rust tokenizer serialised, the chat template source and its variables. A worker rebuilds them with `tokenizers`
+    and transformers' Jinja helpers only, instead of importing `AutoTokenizer` (which imports torch: ~3 s and
+    ~300 MB a worker here) and loading the tokenizer again. Empty `backend` (a slow tokenizer, or a template the
+    compiled renderer cannot reproduce): the worker loads `name` the ordinary way.
+    """
+
+    name: str
+    backend: str = field(default="", repr=False)
+    template: str = field(default="", repr=False)
+    variables: dict[str, Any] = field(default_factory=dict, repr=False)
+    key: str = ""
+
+    @classmethod
+    def from_tokenizer(cls, tokenizer: Any, name: str) -> WorkerTokenizer:
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        parts = _template_parts(tokenizer)
+        if backend is None or parts is None:
+            return cls(name=name)
+        serialised = backend.to_str()
+        key = hashlib.sha256(f"{serialised}\0{parts[0]}\0{sorted(parts[1].items())}".encode()).hexdigest()[:16]
+        return cls(name=name, backend=serialised, template=parts[0], variables=parts[1], key=key)
+
+    def tools(self) -> tuple[RenderAll, Count]:
+        """(`render_prompts`, `count_tokens`) for this tokenizer, built once per process (Ray reuses worker
+        processes across tasks)."""
+        if self.key in _TOOLS:
+            return _TOOLS[self.key]
+        if not self.backend:
+            tokenizer = cached_tokenizer(self.name)
+            return partial(render_prompts, tokenizer), partial(count_tokens, tokenizer)
+        from tokenizers import Tokenizer
+
+        backend = Tokenizer.from_str(self.backend)
+        backend.no_truncation()
+        backend.no_padding()
+        render = _template_renderer(self.template, self.variables)
+        _TOOLS[self.key] = tools = (lambda conversations: [render(m) for m in conversations], _backend_counter(backend))
+        return tools
+
+
+_TOOLS: dict[str, tuple[RenderAll, Count]] = {}

@@ -142,3 +142,40 @@ def test_language_rule_order_and_counts_are_unchanged() -> None:
         "chat_template",
         "shard_writer",
     ]
+
+
+def test_worker_tokenizer_renders_and_counts_like_the_loaded_tokenizer(
+    tokenizer: Any, records: list[rules.Record]
+) -> None:
+    import pickle
+
+    from reasoning_jobs.curate.tokenization import WorkerTokenizer
+
+    spec = WorkerTokenizer.from_tokenizer(tokenizer, str(offline_tokenizer_path()))
+    assert spec.backend and spec.template and spec.key  # the light path is the one in use
+    assert len(repr(spec)) < 200  # Curator logs every stage's repr: the serialised tokenizer stays out of it
+    spec = pickle.loads(pickle.dumps(spec))  # as a Ray worker receives it
+    render, count = spec.tools()
+    conversations = [rules.conversation(r.input, r.reasoning) for r in records] + _odd_conversations()
+    prompts = render(conversations)
+    assert prompts == [
+        tokenizer.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in conversations
+    ]
+    texts = prompts + [r.output + "<|eot_id|>" for r in records] + ["", "<|eot_id|>x<|begin_of_text|>", "é" * 999]
+    assert count(texts) == [len(tokenizer(text, add_special_tokens=False)["input_ids"]) for text in texts]
+
+
+def test_worker_tokenizer_without_a_reproducible_template_loads_the_tokenizer(
+    tokenizer: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reasoning_jobs.curate import tokenization
+
+    monkeypatch.setattr(tokenization, "_template_parts", lambda tokenizer: None)
+    spec = tokenization.WorkerTokenizer.from_tokenizer(tokenizer, str(offline_tokenizer_path()))
+    assert not spec.backend
+    render, count = spec.tools()
+    conversation = rules.conversation([{"role": "user", "content": " hi "}], "on")
+    assert render([conversation]) == [
+        tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+    ]
+    assert count(["a b <|eot_id|>"]) == [len(tokenizer("a b <|eot_id|>", add_special_tokens=False)["input_ids"])]
