@@ -162,7 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=300_000, help="Generated samples (~70% in the selected files).")
     parser.add_argument("--work", type=Path, default=Path("/tmp/curate-bench"))
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="Pipeline runs (none: skip them).")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "out" / "curate" / "results.json")
     args = parser.parse_args()
 
     data = args.work / "data"
@@ -176,6 +177,7 @@ def main() -> None:
     results: dict[str, Any] = {
         "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
         "load_average_at_start": os.getloadavg(),
+        "ld_preload": os.environ.get("LD_PRELOAD"),  # e.g. the allocator counterfactual in the README
         "selected_mb": round(selected_bytes / 1e6, 1),
     }
     reference_out = args.work / "reference.jsonl"
@@ -212,11 +214,10 @@ def main() -> None:
             "output_identical_to_reference": identical,
         }
         print(f"pipeline {workers} workers: {json.dumps(results[f'pipeline_{workers}'])}", flush=True)
+        results["summary"] = summary
     results["load_average_at_end"] = os.getloadavg()
-    results["summary"] = summary
-    target = ROOT / "bench" / "out" / "curate" / "results.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(results, indent=2) + "\n")
+    args.results.parent.mkdir(parents=True, exist_ok=True)
+    args.results.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
 
 

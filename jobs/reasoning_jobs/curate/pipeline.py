@@ -114,6 +114,7 @@ def _build_pipeline(
         LanguageFilter,
         ReadBlockStage,
         ShardWriterStage,
+        StageChain,
         ThinkTagFilter,
         UsedInTrainingFilter,
     )
@@ -124,23 +125,27 @@ def _build_pipeline(
         description="Llama-Nemotron post-training data -> reasoning SFT set",
         stages=[
             BlockPartitionStage(blocks=blocks),
-            ReadBlockStage(storage_options=options.storage_options),
-            UsedInTrainingFilter(model=options.used_in_training),
-            ThinkTagFilter(),
-            BoxedAnswerFilter(),
-            LanguageFilter(model_path=model_path, lang=options.lang, min_score=options.lang_threshold),
-            ChatTemplateStage(
-                tokenizer=worker_tokenizer or WorkerTokenizer(name=options.tokenizer),
-                completion_prefix=eot[0],
-                completion_suffix=eot[1],
-                max_prompt_tokens=options.max_token_count,
-                max_completion_tokens=options.max_completion_token_count,
-            ),
-            ShardWriterStage(
-                shard_dir=str(out / "shards"),
-                keys_dir=str(out / ".keys"),
-                curriculum=options.curriculum,
-                remove_columns=tuple(options.remove_columns),
+            StageChain(
+                steps=(
+                    ReadBlockStage(storage_options=options.storage_options),
+                    UsedInTrainingFilter(model=options.used_in_training),
+                    ThinkTagFilter(),
+                    BoxedAnswerFilter(),
+                    LanguageFilter(model_path=model_path, lang=options.lang, min_score=options.lang_threshold),
+                    ChatTemplateStage(
+                        tokenizer=worker_tokenizer or WorkerTokenizer(name=options.tokenizer),
+                        completion_prefix=eot[0],
+                        completion_suffix=eot[1],
+                        max_prompt_tokens=options.max_token_count,
+                        max_completion_tokens=options.max_completion_token_count,
+                    ),
+                    ShardWriterStage(
+                        shard_dir=str(out / "shards"),
+                        keys_dir=str(out / ".keys"),
+                        curriculum=options.curriculum,
+                        remove_columns=tuple(options.remove_columns),
+                    ),
+                )
             ),
         ],
     )
@@ -273,6 +278,8 @@ def curate(options: CurationOptions) -> CurationResult:
     for task in tasks:
         for perf in task._stage_perf:
             stage_seconds[perf.stage_name] = stage_seconds.get(perf.stage_name, 0.0) + perf.process_time
+        for step, seconds in task._metadata["curate"].get("seconds", {}).items():  # the steps of the chain
+            stage_seconds[step] = stage_seconds.get(step, 0.0) + seconds
     logger.info(
         "stage seconds (summed over workers): " + json.dumps({k: round(v, 2) for k, v in stage_seconds.items()})
     )

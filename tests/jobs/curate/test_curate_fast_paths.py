@@ -126,14 +126,16 @@ def test_batched_language_decision_equals_curators_keep_document(
         assert any(expected) and not all(expected)  # both decisions are exercised
 
 
-def test_language_rule_order_and_counts_are_unchanged() -> None:
-    # summary.json counts a sample under the first rule that drops it: the job applies the rules in this order.
+def test_rules_run_in_the_same_order_inside_one_curator_stage() -> None:
+    # summary.json counts a sample under the first rule that drops it: the chain applies the rules in this order,
+    # each on the rows the ones before it kept, and the block crosses Ray Data only as the chain's input/output.
     from reasoning_jobs.curate.pipeline import CurationOptions, _build_pipeline
+    from reasoning_jobs.curate.stages import StageChain
 
     options = CurationOptions(source="/nowhere", output_dir=Path("/nowhere"))
-    names = [stage.name for stage in _build_pipeline(options, [], "model", ("", "")).stages]
-    assert names == [
-        "block_partitioning",
+    partition, chain = _build_pipeline(options, [], "model", ("", "")).stages
+    assert partition.name == "block_partitioning" and isinstance(chain, StageChain)
+    assert [step.name for step in chain.steps] == [
         "read_block",
         "used_in_training_filter",
         "think_tag_filter",
@@ -142,6 +144,16 @@ def test_language_rule_order_and_counts_are_unchanged() -> None:
         "chat_template",
         "shard_writer",
     ]
+    assert chain.inputs() == chain.steps[0].inputs() and chain.outputs() == chain.steps[-1].outputs()
+
+
+def test_batches_print_without_their_rows() -> None:
+    import pandas as pd
+
+    from reasoning_jobs.curate.stages import Batch
+
+    batch = Batch(dataset_name="d", data=pd.DataFrame({"text": ["x" * 100] * 1000}))
+    assert repr(batch) == f"Batch(task_id={batch.task_id!r}, rows=1000)"
 
 
 def test_worker_tokenizer_renders_and_counts_like_the_loaded_tokenizer(
