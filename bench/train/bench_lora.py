@@ -82,6 +82,37 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "warmup": 4,
         "seq_len": 16384,
     },
+    # The job's defaults plus spec.training.fp8BaseWeights: FP8 matmuls on the frozen projections.
+    "job-fp8-docs": {"kind": "project", "data": "docs", "recompute": "auto", "compile": True, "warmup": 4, "fp8": True},
+    "job-fp8-full": {"kind": "project", "data": "full", "recompute": "auto", "compile": True, "warmup": 4, "fp8": True},
+    "job-fp8-docs-16k": {
+        "kind": "project",
+        "data": "docs",
+        "recompute": "auto",
+        "compile": True,
+        "warmup": 4,
+        "seq_len": 16384,
+        "fp8": True,
+    },
+    "job-fp8-nodrop-docs": {
+        "kind": "project",
+        "data": "docs",
+        "recompute": "auto",
+        "compile": True,
+        "warmup": 4,
+        "fp8": True,
+        "lora_dropout": 0.0,
+    },
+    "job-fp8-cdt-docs": {
+        "kind": "project",
+        "data": "docs",
+        "recompute": "auto",
+        "compile": True,
+        "warmup": 4,
+        "fp8": True,
+        "inductor": {"coordinate_descent_tuning": True},
+    },
+    "job-fp8-eager-docs": {"kind": "project", "data": "docs", "recompute": "auto", "compile": False, "fp8": True},
 }
 
 
@@ -133,16 +164,21 @@ def attention_keys(seq_lengths: list[int]) -> float:
     return float(sum(n * (n + 1) / 2 for n in seq_lengths))
 
 
-def lora_spec() -> Any:
+def lora_spec(dropout: float = 0.05) -> Any:
     from reasoning_operator.api import LoraSpec
 
-    return LoraSpec(rank=64, alpha=128, dropout=0.05)
+    return LoraSpec(rank=64, alpha=128, dropout=dropout)
 
 
 def run_variant(name: str, variant: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
     arch = TINY if args.tiny else LLAMA_8B
+    if variant.get("inductor"):
+        import torch._inductor.config as inductor_config
+
+        for key, value in variant["inductor"].items():
+            setattr(inductor_config, key, value)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     seq_len = variant.get("seq_len", args.seq_len)
@@ -191,6 +227,8 @@ def run_variant(name: str, variant: dict[str, Any], args: argparse.Namespace) ->
         if step >= warmup:
             timings.append((seconds, tokens, keys, loss))
         print(f"  {name} step {step} {seconds:.3f}s {tokens} tok loss {loss:.4f}", flush=True)
+    if args.profile and device == "cuda":
+        profile_step(step_fn, batches(warmup + args.steps), Path(args.out) / f"profile-{name}.txt")
     seconds = sorted(t[0] / t[1] for t in timings)[len(timings) // 2]  # median seconds per token
     tokens_total = sum(t[1] for t in timings)
     keys_per_token = sum(t[2] for t in timings) / tokens_total
@@ -207,6 +245,19 @@ def run_variant(name: str, variant: dict[str, Any], args: argparse.Namespace) ->
         tokens_per_step=tokens_total / len(timings),
     )
     return result
+
+
+def profile_step(step_fn: Any, micro: list[Any], path: Path) -> None:
+    """One more step under the torch profiler: the kernels that take the GPU's time, largest first."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step_fn(micro)
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=90)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(table)
 
 
 def baseline_step_fn(model: Any, device: str, dtype: Any) -> Any:
@@ -250,7 +301,13 @@ def project_step_fn(
 
     config = TrainingStageConfig(
         model=ModelSpec(name="random-llama"),
-        training=TrainingSpec(lora=lora_spec(), max_steps=2000, micro_batch_size=1, max_seq_length=seq_len),
+        training=TrainingSpec(
+            lora=lora_spec(variant.get("lora_dropout", 0.05)),
+            max_steps=2000,
+            micro_batch_size=1,
+            max_seq_length=seq_len,
+            fp8_base_weights=variant.get("fp8", False),
+        ),
         data_path="/dev/null",
         output_dir="/tmp/bench-train",
     )
@@ -263,7 +320,8 @@ def project_step_fn(
         chunked_loss=variant.get("chunked_loss", True),
         compile=variant.get("compile", False),
     )
-    resolved = Resolved(device=device, precision="bf16" if device == "cuda" else "fp32", attention=attention)
+    precision = "bf16" if device == "cuda" else "fp32"
+    resolved = Resolved(device=device, precision=precision, attention=attention, fp8=variant.get("fp8", False))
     model, levers = prepare_model(model, config, options, resolved)
     optimizer, scheduler = build_optimizer(model, config, torch.device(device))
     runner = StepRunner(model, optimizer, scheduler, levers, torch.device(device), dtype if device == "cuda" else None)
@@ -282,6 +340,7 @@ def main() -> None:
     parser.add_argument("--micro-per-step", type=int, default=2, help="micro batches per optimizer step")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--profile", action="store_true", help="write a kernel profile of one extra step")
     parser.add_argument("--timeout", type=int, default=240, help="seconds per variant")
     parser.add_argument("--out", default=os.environ.get("OUT", "bench/out"))
     args = parser.parse_args()

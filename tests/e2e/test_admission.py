@@ -36,6 +36,7 @@ BAD = [
     ("spec.training.globalBatchSize", 100, "microBatchSize"),  # 100 % 3 != 0 (micro batch set below)
     ("spec.training.lora", {"rank": 0}, "spec.training.lora.rank"),
     ("spec.training.precision", "int4", "spec.training.precision"),
+    ("spec.training.fp8BaseWeights", True, "fp8BaseWeights needs method lora"),  # with method full, below
     ("spec.training.warmupRatio", 1.5, "spec.training.warmupRatio"),
     ("spec.training.acceptedGpuProducts", [], "spec.training.acceptedGpuProducts"),
     ("spec.evaluation.benchmarks", ["hellaswag"], "spec.evaluation.benchmarks"),
@@ -56,6 +57,8 @@ def test_bad_manifest_is_rejected_naming_the_field(
     manifest = _with(path, value)
     if path == "spec.training.globalBatchSize":
         manifest["spec"]["training"]["microBatchSize"] = 3
+    if path == "spec.training.fp8BaseWeights":
+        manifest["spec"]["training"]["method"] = "full"
     with pytest.raises(ApiException) as err:
         k8s.CustomObjectsApi(api).create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
     assert err.value.status == 422, err.value.body

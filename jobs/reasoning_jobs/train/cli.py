@@ -60,6 +60,12 @@ def main(
     precision: Annotated[str | None, typer.Option(help="bf16 | fp16 | fp32")] = None,
     backend: Annotated[str | None, typer.Option(help="transformers | nemo-automodel")] = None,
     merge_weights: Annotated[bool | None, typer.Option("--merge-weights/--no-merge-weights")] = None,
+    fp8_base_weights: Annotated[
+        bool | None,
+        typer.Option(
+            "--fp8-base-weights/--no-fp8-base-weights", help="LoRA: FP8 matmuls on the frozen base (Ada/Hopper)"
+        ),
+    ] = None,
     seed: Annotated[int | None, typer.Option()] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda (cuda fails fast without a GPU)")] = "auto",
     attention: Annotated[str, typer.Option(help="auto | varlen | sdpa | eager")] = "auto",
@@ -98,6 +104,7 @@ def main(
         "precision": precision,
         "backend": backend,
         "merge_weights": merge_weights,
+        "fp8_base_weights": fp8_base_weights,
         "seed": seed,
     }
     try:

@@ -31,6 +31,7 @@ def host_memory_bytes() -> int:
 
 def fixed_bytes(model: torch.nn.Module) -> int:
     weights = sum(p.numel() * p.element_size() for p in model.parameters())
+    weights += sum(b.numel() * b.element_size() for b in model.buffers())  # e.g. FP8 base weights
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return weights + trainable * 12 + SLACK_BYTES  # fp32 grad + two AdamW moments
 

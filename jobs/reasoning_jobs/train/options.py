@@ -47,6 +47,7 @@ class Resolved:
     device: str
     precision: Literal["bf16", "fp16", "fp32"]
     attention: str
+    fp8: bool = False  # FP8 matmuls on the frozen base weights
 
 
 def resolve_device(config: TrainingStageConfig, options: RunOptions) -> Resolved:
@@ -74,7 +75,22 @@ def resolve_device(config: TrainingStageConfig, options: RunOptions) -> Resolved
         attention = "varlen" if training.packing and (device == "cpu" or varlen_available()) else "sdpa"
     if attention == "varlen" and not training.packing:
         raise TrainingConfigError("--attention varlen needs spec.training.packing true")
-    return Resolved(device=device, precision=precision, attention=attention)
+    fp8 = training.fp8_base_weights
+    if fp8 and device == "cpu":
+        log.warning("no GPU in use: spec.training.fp8BaseWeights is ignored on the CPU dev path")
+        fp8 = False
+    if fp8 and precision != "bf16":
+        raise TrainingConfigError(f"spec.training.fp8BaseWeights needs precision bf16, not {precision}")
+    if fp8:
+        from .fp8 import fp8_supported
+
+        if not fp8_supported(torch.device("cuda")):
+            name = torch.cuda.get_device_name()
+            raise TrainingConfigError(
+                f"spec.training.fp8BaseWeights needs FP8 tensor cores (compute capability 8.9+: Ada, Hopper); "
+                f"this GPU is {name}. Set it to false, or pin the run to H100 nodes."
+            )
+    return Resolved(device=device, precision=precision, attention=attention, fp8=fp8)
 
 
 def validate_config(config: TrainingStageConfig) -> None:

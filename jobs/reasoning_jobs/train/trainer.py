@@ -106,7 +106,7 @@ def build_optimizer(model: torch.nn.Module, config: TrainingStageConfig, device:
 
 
 def levers_for(config: TrainingStageConfig, options: RunOptions, resolved: Resolved, model: torch.nn.Module) -> Levers:
-    """Resolve 'auto' levers. On CUDA: varlen attention, chunked loss, compiled layers. With
+    """Resolve 'auto' levers. On CUDA: varlen attention, chunked loss, compiled and tuned layers. With
     spec.training.gradientCheckpointing on, only as many layers are recomputed as memory needs (GPU memory,
     or half the host's on the CPU), estimated for the model with its trainable parameters in place."""
     from .attention import register_varlen_attention
@@ -134,6 +134,7 @@ def levers_for(config: TrainingStageConfig, options: RunOptions, resolved: Resol
         recompute_layers=min(recompute, num_layers),
         chunked_loss=options.chunked_loss,
         compile=compile_layers,
+        tune_kernels=compile_layers and resolved.device == "cuda",
     )
 
 
@@ -151,6 +152,13 @@ def prepare_model(
 ) -> tuple[torch.nn.Module, Levers]:
     """Adapters plus the speed levers; the same function the benchmark calls."""
     model = add_adapters(model, config)
+    if resolved.fp8:
+        from .fp8 import quantize_frozen_projections
+
+        swapped = quantize_frozen_projections(model)
+        if resolved.device == "cuda":
+            torch.cuda.empty_cache()  # hand the released bf16 weights back before the memory planner looks
+        log.info("fp8 base weights: %d frozen projections quantized to e4m3", swapped)
     levers = levers_for(config, options, resolved, model)
     model.config._attn_implementation = levers.attention  # type: ignore[union-attr]
     apply_levers(model, levers)
@@ -260,6 +268,18 @@ def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingRe
     return result
 
 
+def merge_adapter(model: torch.nn.Module, config: TrainingStageConfig, adapter_dir: Path) -> Any:
+    """Base + adapter as one model. With FP8 base weights the in-memory base is quantized, so the merge
+    starts again from the original checkpoint (on the CPU) to keep the merged weights exact."""
+    if not config.training.fp8_base_weights:
+        return model.merge_and_unload()  # type: ignore[operator]
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(config.model.name, dtype=DTYPES[config.training.precision])
+    return PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+
+
 def save_final(model: torch.nn.Module, tokenizer: Any, config: TrainingStageConfig, output_dir: Path) -> Path:
     """LoRA: PEFT adapter in `adapter/` (+ merged weights in `merged/` if asked); full: `model/`."""
     if config.training.method == "lora":
@@ -267,7 +287,7 @@ def save_final(model: torch.nn.Module, tokenizer: Any, config: TrainingStageConf
         model.save_pretrained(target)  # type: ignore[operator]
         tokenizer.save_pretrained(target)
         if config.training.merge_weights:
-            merged = model.merge_and_unload()  # type: ignore[operator]
+            merged = merge_adapter(model, config, target)
             merged.save_pretrained(output_dir / "merged")
             tokenizer.save_pretrained(output_dir / "merged")
         return target
