@@ -55,28 +55,29 @@ class _FrozenFp8Matmul(torch.autograd.Function):
 
 
 class Fp8FrozenLinear(torch.nn.Module):
-    """Drop-in for a frozen `nn.Linear` (no bias). The quantized weight is a non-persistent buffer, so state
-    dicts, PEFT adapters and checkpoints never contain it."""
+    """Drop-in for a frozen `nn.Linear`. The quantized weight (and a bias, if any) are non-persistent buffers,
+    so state dicts, PEFT adapters and checkpoints never contain them."""
 
     weight_fp8: torch.Tensor
     weight_scale: torch.Tensor
+    bias: torch.Tensor | None
     in_features: int
     out_features: int
 
     def __init__(self, linear: torch.nn.Linear) -> None:
         super().__init__()
-        if linear.bias is not None:
-            raise ValueError("Fp8FrozenLinear supports projections without bias (Llama-style)")
         self.in_features = linear.in_features
         self.out_features = linear.out_features
         with torch.no_grad():
             q, scale = quantize_rows(linear.weight.detach())
         self.register_buffer("weight_fp8", q, persistent=False)
         self.register_buffer("weight_scale", scale.reshape(1, -1).contiguous(), persistent=False)
+        bias = None if linear.bias is None else linear.bias.detach()
+        self.register_buffer("bias", bias, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out: torch.Tensor = _FrozenFp8Matmul.apply(x, self.weight_fp8, self.weight_scale)
-        return out
+        return out if self.bias is None else out + self.bias.to(out.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, e4m3 row-scaled"

@@ -30,9 +30,10 @@ def test_row_quantization_round_trips_within_e4m3_precision() -> None:
     assert relative_error(q.float() * scale, x) < 0.04  # 3 mantissa bits: ~2^-4 relative rounding
 
 
-def test_fp8_linear_matches_the_bf16_projection_forward_and_input_gradient() -> None:
+@pytest.mark.parametrize("bias", [False, True])
+def test_fp8_linear_matches_the_bf16_projection_forward_and_input_gradient(bias: bool) -> None:
     torch.manual_seed(0)
-    linear = torch.nn.Linear(256, 384, bias=False).requires_grad_(False)
+    linear = torch.nn.Linear(256, 384, bias=bias).requires_grad_(False)
     fp8 = Fp8FrozenLinear(linear)
     x = torch.randn(3, 40, 256, requires_grad=True)
     grad = torch.randn(3, 40, 384)
