@@ -172,8 +172,8 @@ class WorkerTokenizer:
     """What a worker needs to render prompts and count tokens, taken by the driver from its loaded tokenizer: the
     Rust tokenizer serialised, the chat template source and its variables. A worker rebuilds them with `tokenizers`
     and transformers' Jinja helpers only, instead of importing `AutoTokenizer` (which imports torch: ~3 s and
-    ~300 MB a worker here) and loading the tokenizer again. Empty `backend` (a slow tokenizer, or a template the
-    compiled renderer cannot reproduce): the worker loads `name` the ordinary way.
+    ~500 MB of peak RSS a worker here) and loading the tokenizer again. Empty `backend` (a slow tokenizer, or a
+    template the compiled renderer cannot reproduce): the worker loads `name` the ordinary way.
     """
 
     name: str
