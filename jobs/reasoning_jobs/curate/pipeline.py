@@ -188,25 +188,11 @@ def _stop_ray() -> None:
 
 
 def _run_on_ray(pipeline: Any) -> list[Any]:
-    """Run the pipeline on Curator's Ray Data executor, minus its `setup_on_node` pass for stages that do not
-    override it (none of this job's do): that pass is one Ray task per stage and node that only unpickles the
-    stage and calls the base class's no-op, and on two CPUs the extra workers it starts cost ~1.5 s a run."""
     from nemo_curator.backends.ray_data import RayDataExecutor
-    from nemo_curator.backends.ray_data import executor as ray_data_executor
-    from nemo_curator.stages.base import ProcessingStage
 
-    setup_on_node = ray_data_executor.execute_setup_on_node
-
-    def setup_where_defined(stages: list[Any], ignore_head_node: bool = False) -> None:
-        defined = [s for s in stages if type(s).setup_on_node is not ProcessingStage.setup_on_node]
-        if defined:
-            setup_on_node(defined, ignore_head_node=ignore_head_node)
-
-    ray_data_executor.execute_setup_on_node = setup_where_defined
     try:
         tasks: list[Any] = pipeline.run(RayDataExecutor())
     finally:
-        ray_data_executor.execute_setup_on_node = setup_on_node
         _stop_ray()
     return tasks
 
