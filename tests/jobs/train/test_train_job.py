@@ -154,3 +154,17 @@ def test_bad_input_fails_before_compute(tiny_model: Path, dataset: Path, tmp_pat
         code, _, err = run_cli(cli_args(tiny_model, dataset, out, "--device", "cuda"))
         assert code == 2 and "no CUDA GPU" in err
     assert not (out / "checkpoints").exists() and not (out / "metrics.jsonl").exists()
+
+
+def test_compiled_layers_are_cached_on_the_run_volume(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
+    """A resumed pod finds the compiled (and, on CUDA, tuned) layers beside its checkpoints."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "jobs")])}
+    env.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    out = tmp_path / "compiled"
+    args = cli_args(tiny_model, dataset, out, "--max-steps", "2", "--global-batch-size", "4", "--micro-batch-size",
+                    "2", "--checkpoint-interval", "1", "--compile")  # fmt: skip
+    command = [sys.executable, "-m", "reasoning_operator.cli", "train", *args]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    cache = out / "compile-cache"
+    assert cache.is_dir() and any(p.is_file() for p in cache.rglob("*")), sorted(out.iterdir())
