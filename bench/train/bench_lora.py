@@ -58,6 +58,9 @@ TINY = {
     "tie_word_embeddings": False,
 }
 
+#: What the training job does by default (the compiled variants get 4 warm-up steps: compilation stays out).
+JOB: dict[str, Any] = {"kind": "project", "recompute": "auto", "compile": True, "warmup": 4}
+
 #: name -> variant. kind: baseline | project; data: full (one seq_len sample per row) | docs (packed samples).
 VARIANTS: dict[str, dict[str, Any]] = {
     "baseline": {"kind": "baseline", "data": "full"},
@@ -71,47 +74,15 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "proj-gc8-compile-docs": {"kind": "project", "data": "docs", "recompute": 8, "compile": True, "warmup": 4},
     "proj-gc4-compile-docs": {"kind": "project", "data": "docs", "recompute": 4, "compile": True, "warmup": 4},
     "proj-gc0-compile-docs": {"kind": "project", "data": "docs", "recompute": 0, "compile": True, "warmup": 4},
-    # The job's defaults on CUDA: varlen attention, chunked loss, compiled layers, recompute as memory needs.
-    "job-default-docs": {"kind": "project", "data": "docs", "recompute": "auto", "compile": True, "warmup": 4},
-    "job-default-full": {"kind": "project", "data": "full", "recompute": "auto", "compile": True, "warmup": 4},
-    "job-default-docs-16k": {
-        "kind": "project",
-        "data": "docs",
-        "recompute": "auto",
-        "compile": True,
-        "warmup": 4,
-        "seq_len": 16384,
-    },
-    # The job's defaults plus spec.training.fp8BaseWeights: FP8 matmuls on the frozen projections.
-    "job-fp8-docs": {"kind": "project", "data": "docs", "recompute": "auto", "compile": True, "warmup": 4, "fp8": True},
-    "job-fp8-full": {"kind": "project", "data": "full", "recompute": "auto", "compile": True, "warmup": 4, "fp8": True},
-    "job-fp8-docs-16k": {
-        "kind": "project",
-        "data": "docs",
-        "recompute": "auto",
-        "compile": True,
-        "warmup": 4,
-        "seq_len": 16384,
-        "fp8": True,
-    },
-    "job-fp8-nodrop-docs": {
-        "kind": "project",
-        "data": "docs",
-        "recompute": "auto",
-        "compile": True,
-        "warmup": 4,
-        "fp8": True,
-        "lora_dropout": 0.0,
-    },
-    "job-fp8-cdt-docs": {
-        "kind": "project",
-        "data": "docs",
-        "recompute": "auto",
-        "compile": True,
-        "warmup": 4,
-        "fp8": True,
-        "inductor": {"coordinate_descent_tuning": True},
-    },
+    # The job's defaults on CUDA: varlen attention, chunked loss, compiled and tuned layers, recompute as memory
+    # needs; `fp8` adds spec.training.fp8BaseWeights (FP8 matmuls on the frozen projections).
+    "job-default-docs": {**JOB, "data": "docs"},
+    "job-default-full": {**JOB, "data": "full"},
+    "job-default-docs-16k": {**JOB, "data": "docs", "seq_len": 16384},
+    "job-fp8-docs": {**JOB, "data": "docs", "fp8": True},
+    "job-fp8-full": {**JOB, "data": "full", "fp8": True},
+    "job-fp8-docs-16k": {**JOB, "data": "docs", "seq_len": 16384, "fp8": True},
+    "job-fp8-nodrop-docs": {**JOB, "data": "docs", "fp8": True, "lora_dropout": 0.0},
     "job-fp8-eager-docs": {"kind": "project", "data": "docs", "recompute": "auto", "compile": False, "fp8": True},
 }
 
@@ -174,11 +145,6 @@ def run_variant(name: str, variant: dict[str, Any], args: argparse.Namespace) ->
     import torch
 
     arch = TINY if args.tiny else LLAMA_8B
-    if variant.get("inductor"):
-        import torch._inductor.config as inductor_config
-
-        for key, value in variant["inductor"].items():
-            setattr(inductor_config, key, value)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     seq_len = variant.get("seq_len", args.seq_len)
