@@ -43,6 +43,7 @@ BAD = [
     ("spec.evaluation.modes", ["maybe"], "spec.evaluation.modes"),
     ("spec.dataset.source", "ftp://example/data", "spec.dataset.source"),
     ("spec.dataset.filenameFilters", [], "spec.dataset.filenameFilters"),
+    ("spec.dataset.credentialsSecret", "S3_Creds", "spec.dataset.credentialsSecret"),
     ("spec.storage.size", "a lot", "spec.storage.size"),
     ("spec.curation.language", "English", "spec.curation.language"),
     ("spec.serving.replicas", -1, "spec.serving.replicas"),
@@ -97,6 +98,7 @@ def test_every_child_manifest_passes_apiserver_validation(
     obj = copy.deepcopy(EXAMPLE)
     obj["metadata"] |= {"namespace": namespace, "uid": "0f0e0d0c-0000-4000-8000-000000000000"}
     obj["spec"]["model"]["hubTokenSecret"] = {"name": "hf-token"}
+    obj["spec"]["dataset"] |= {"source": "s3://bucket/nemotron", "credentialsSecret": "s3-creds"}
     run = Run.from_object(obj)
     children = [
         builders.build_claim(run),

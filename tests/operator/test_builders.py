@@ -56,6 +56,15 @@ def test_hub_token_comes_from_the_secret(make_run: Any) -> None:
     assert token["valueFrom"]["secretKeyRef"] == {"name": "hf", "key": "token"}
 
 
+def test_object_store_credentials_reach_only_the_curation_pod(make_run: Any) -> None:
+    run = _run(make_run, dataset={"source": "s3://bucket/nemotron", "credentialsSecret": "s3-creds"})
+    curation = builders.build_curation_job(run)["spec"]["template"]["spec"]["containers"][0]
+    assert curation["envFrom"] == [{"secretRef": {"name": "s3-creds"}}]
+    for job in (builders.build_training_job(run), builders.build_evaluation_job(run)):
+        assert "envFrom" not in job["spec"]["template"]["spec"]["containers"][0]
+    assert "envFrom" not in builders.build_curation_job(_run(make_run))["spec"]["template"]["spec"]["containers"][0]
+
+
 def test_config_map_holds_each_stage_model(make_run: Any) -> None:
     run = _run(make_run, dataset={"source": "/workspace/data/nemotron"})
     cm = builders.build_config_map(run, builders.serving_url(run))

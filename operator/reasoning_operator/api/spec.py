@@ -66,6 +66,16 @@ class DatasetSpec(ApiModel):
     used_in_training: str | None = Field(
         default="Nano", description="Keep samples whose used_in_training lists this model; null keeps all."
     )
+    credentials_secret: str | None = Field(
+        default=None,
+        max_length=253,
+        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description=(
+            "Secret in the run's namespace whose keys become the curation pod's environment, for s3:// and gs:// "
+            "sources: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL (S3-compatible stores), "
+            "GOOGLE_APPLICATION_CREDENTIALS, …"
+        ),
+    )
 
 
 class CurationSpec(ApiModel):

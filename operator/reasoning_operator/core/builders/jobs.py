@@ -41,6 +41,7 @@ def build_curation_job(run: Run) -> dict[str, Any]:
                 ["curate", "--config", config_file(Stage.CURATION)],
                 resources(spec.curation.resources),
                 shm=True,  # Ray's object store lives in /dev/shm
+                env_from_secret=spec.dataset.credentials_secret,  # object-store credentials, if any
             )
         ],
         "volumes": volumes(run, shm=True),

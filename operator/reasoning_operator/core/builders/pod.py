@@ -79,7 +79,11 @@ def container(
     args: list[str],
     res: dict[str, Any],
     shm: bool = False,
+    env_from_secret: str | None = None,
 ) -> dict[str, Any]:
+    extra: dict[str, Any] = {}
+    if env_from_secret is not None:
+        extra["envFrom"] = [{"secretRef": {"name": env_from_secret}}]
     return {
         "name": stage.value,
         "image": image,
@@ -87,6 +91,7 @@ def container(
         "command": ["reasoning"],
         "args": args,
         "env": env(run),
+        **extra,
         "resources": res,
         "volumeMounts": volume_mounts(shm),
         "terminationMessagePath": "/dev/termination-log",
