@@ -288,9 +288,11 @@ def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingRe
 
 
 def merge_adapter(model: torch.nn.Module, config: TrainingStageConfig, adapter_dir: Path) -> Any:
-    """Base + adapter as one model. With FP8 base weights the in-memory base is quantized, so the merge
+    """Base + adapter as one model. Where the in-memory base was quantized (FP8 base weights), the merge
     starts again from the original checkpoint (on the CPU) to keep the merged weights exact."""
-    if not config.training.fp8_base_weights:
+    from .fp8 import Fp8FrozenLinear
+
+    if not any(isinstance(module, Fp8FrozenLinear) for module in model.modules()):
         return model.merge_and_unload()  # type: ignore[operator]
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
