@@ -26,9 +26,28 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 BAD_JSON_LINE, MISSING_FIELD_LINE = 3, 10
 
 
-def run_cli(*args: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "reasoning_operator.cli", "curate", *args]
-    return subprocess.run(command, capture_output=True, text=True, env=ENV, timeout=timeout, check=False)
+    return subprocess.run(command, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=timeout,
+                          check=False)  # fmt: skip
+
+
+def curriculum_args(source: str, out: Path) -> list[str]:
+    """The reference recipe's flags over the fixture, as every curriculum run here uses them."""
+    return [
+        "--input-dir", source,
+        "--output-dir", str(out),
+        "--filename-filter", "math_v1.1",
+        "--filename-filter", "chat",
+        "--used-in-training", "Nano",
+        "--tokenizer", str(offline_tokenizer_path()),
+        "--max-token-count", str(MAX_PROMPT),
+        "--max-completion-token-count", str(MAX_COMPLETION),
+        "--n-workers", "2",
+        "--device", "cpu",
+        "--max-error-rate", "0.01",
+        "--block-size", "48KiB",
+    ]  # fmt: skip
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -61,20 +80,7 @@ def expected_drops(manifest: dict[str, Any]) -> Counter[str]:
 def curriculum_run(dataset: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.TempPathFactory) -> Path:
     root, _ = dataset
     out = tmp_path_factory.mktemp("curated")
-    proc = run_cli(
-        "--input-dir", str(root),
-        "--output-dir", str(out),
-        "--filename-filter", "math_v1.1",
-        "--filename-filter", "chat",
-        "--used-in-training", "Nano",
-        "--tokenizer", str(offline_tokenizer_path()),
-        "--max-token-count", str(MAX_PROMPT),
-        "--max-completion-token-count", str(MAX_COMPLETION),
-        "--n-workers", "2",
-        "--device", "cpu",
-        "--max-error-rate", "0.01",
-        "--block-size", "48KiB",
-    )  # fmt: skip
+    proc = run_cli(*curriculum_args(str(root), out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
 
@@ -291,22 +297,7 @@ def test_s3_source_gives_the_same_training_set(
     for path in sorted(root.rglob("*.jsonl")):
         client.upload_file(str(path), "datasets", f"nemotron/{path.relative_to(root).as_posix()}")
     out = tmp_path / "from-s3"
-    command = [
-        sys.executable, "-m", "reasoning_operator.cli", "curate",
-        "--input-dir", "s3://datasets/nemotron",
-        "--output-dir", str(out),
-        "--filename-filter", "math_v1.1",
-        "--filename-filter", "chat",
-        "--used-in-training", "Nano",
-        "--tokenizer", str(offline_tokenizer_path()),
-        "--max-token-count", str(MAX_PROMPT),
-        "--max-completion-token-count", str(MAX_COMPLETION),
-        "--n-workers", "2",
-        "--device", "cpu",
-        "--max-error-rate", "0.01",
-        "--block-size", "48KiB",
-    ]  # fmt: skip
-    proc = subprocess.run(command, capture_output=True, text=True, env={**ENV, **aws}, timeout=300, check=False)
+    proc = run_cli(*curriculum_args("s3://datasets/nemotron", out), env=aws)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert (out / "training.jsonl").read_bytes() == (curriculum_run / "training.jsonl").read_bytes()
     local, remote = (json.loads((d / "summary.json").read_text()) for d in (curriculum_run, out))
