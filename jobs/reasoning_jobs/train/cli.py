@@ -13,7 +13,12 @@ from reasoning_operator.api import ModelSpec, TrainingSpec, TrainingStageConfig,
 
 
 def build_config(
-    config_file: Path | None, overrides: dict[str, Any], model: str | None, data: Path | None, output_dir: Path | None
+    config_file: Path | None,
+    overrides: dict[str, Any],
+    model: str | None,
+    data: Path | None,
+    output_dir: Path | None,
+    lora: dict[str, Any] | None = None,
 ) -> TrainingStageConfig:
     """The stage config from --config, with flags applied on top (validated again as a whole)."""
     if config_file is not None:
@@ -29,6 +34,7 @@ def build_config(
         )
     training = base.training.model_dump()
     training.update({k: v for k, v in overrides.items() if v is not None})
+    training["lora"].update({k: v for k, v in (lora or {}).items() if v is not None})
     wire = base.model_dump()
     wire["training"] = training
     if model:
@@ -52,6 +58,9 @@ def main(
     max_seq_length: Annotated[int | None, typer.Option()] = None,
     learning_rate: Annotated[float | None, typer.Option()] = None,
     checkpoint_interval: Annotated[int | None, typer.Option()] = None,
+    lora_rank: Annotated[int | None, typer.Option()] = None,
+    lora_alpha: Annotated[int | None, typer.Option()] = None,
+    lora_dropout: Annotated[float | None, typer.Option(help="Dropout on the adapters' input (default 0)")] = None,
     packing: Annotated[bool | None, typer.Option("--packing/--no-packing")] = None,
     shuffle: Annotated[bool | None, typer.Option("--shuffle/--no-shuffle")] = None,
     gradient_checkpointing: Annotated[
@@ -108,7 +117,8 @@ def main(
         "seed": seed,
     }
     try:
-        stage = build_config(config, overrides, model, data, output_dir)
+        lora = {"rank": lora_rank, "alpha": lora_alpha, "dropout": lora_dropout}
+        stage = build_config(config, overrides, model, data, output_dir, lora)
         options = RunOptions(
             device=device,  # type: ignore[arg-type]
             attention=attention,  # type: ignore[arg-type]

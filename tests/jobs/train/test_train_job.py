@@ -70,7 +70,7 @@ def run_job(out: Path, model: Path, data: Path, stop_after: int | None = None) -
         env[STOP_AFTER_STEP_ENV] = str(stop_after)
     args = cli_args(model, data, out, "--max-steps", "6", "--global-batch-size", "8", "--micro-batch-size", "2",
                     "--learning-rate", "2e-3", "--checkpoint-interval", "2", "--merge-weights",
-                    "--recompute-layers", "1")  # fmt: skip
+                    "--recompute-layers", "1", "--lora-dropout", "0.1")  # fmt: skip
     command = [sys.executable, "-m", "reasoning_operator.cli", "train", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
 
