@@ -127,7 +127,8 @@ def levers_for(config: TrainingStageConfig, options: RunOptions, resolved: Resol
             else:
                 total = host_memory_bytes() // 2  # leave the host room for everything else
             width = 2 if resolved.precision != "fp32" else 4
-            recompute = auto_recompute_layers(model, num_layers, tokens, compile_layers, total, width)
+            dropout = training.method != "lora" or training.lora.dropout > 0
+            recompute = auto_recompute_layers(model, num_layers, tokens, compile_layers, total, width, dropout)
     attention = register_varlen_attention() if resolved.attention == "varlen" else resolved.attention
     return Levers(
         attention=attention,

@@ -64,3 +64,15 @@ def test_recompute_planner_recomputes_only_what_memory_needs(tiny_model: Path) -
     needed = auto_recompute_layers(model, 2, 1 << 20, compiled=False, device_bytes=small)
     assert 1 <= needed <= 2
     assert auto_recompute_layers(model, 2, 1 << 20, compiled=True, device_bytes=small) <= needed
+
+
+def test_recompute_planner_counts_the_dropped_inputs_that_lora_dropout_keeps() -> None:
+    """Llama-3.1-8B shapes: without dropout a layer keeps 5·d + ffn fewer elements per token, so a 16k-token
+    micro batch on an 80 GB card needs fewer recomputed layers (bench/train/README.md, run 10)."""
+    from reasoning_jobs.train.memory import activation_bytes_per_layer
+
+    d, ffn, tokens = 4096, 14336, 16384
+    with_dropout = activation_bytes_per_layer(d, ffn, tokens, compiled=True)
+    without = activation_bytes_per_layer(d, ffn, tokens, compiled=True, dropout=False)
+    assert with_dropout - without == tokens * 2 * (5 * d + ffn)
+    assert without == tokens * 2 * (7 * d + 3 * ffn)
