@@ -168,3 +168,22 @@ def test_compiled_layers_are_cached_on_the_run_volume(tiny_model: Path, dataset:
     assert done.returncode == 0, done.stderr[-3000:]
     cache = out / "compile-cache"
     assert cache.is_dir() and any(p.is_file() for p in cache.rglob("*")), sorted(out.iterdir())
+
+
+def test_lora_flags_override_the_config_file_and_are_validated(tmp_path: Path) -> None:
+    """--lora-* flags land in spec.training.lora on top of --config; the default dropout is the reference
+    recipe's 0; an out-of-range value is rejected by the same pydantic model the operator uses."""
+    import pydantic
+
+    from reasoning_jobs.train.cli import build_config
+
+    config = tmp_path / "stage.yaml"
+    config.write_text(
+        "model: {name: tiny}\ndataPath: /data/training.jsonl\noutputDir: /out\ntraining: {lora: {rank: 8, alpha: 16}}\n"
+    )
+    base = build_config(config, {}, None, None, None)
+    assert (base.training.lora.rank, base.training.lora.alpha, base.training.lora.dropout) == (8, 16, 0.0)
+    stage = build_config(config, {}, None, None, None, {"rank": None, "alpha": 32, "dropout": 0.1})
+    assert (stage.training.lora.rank, stage.training.lora.alpha, stage.training.lora.dropout) == (8, 32, 0.1)
+    with pytest.raises(pydantic.ValidationError, match="dropout"):
+        build_config(config, {}, None, None, None, {"dropout": 1.5})
