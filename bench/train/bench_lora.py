@@ -83,7 +83,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "job-fp8-docs": {**JOB, "data": "docs", "fp8": True},
     "job-fp8-full": {**JOB, "data": "full", "fp8": True},
     "job-fp8-docs-16k": {**JOB, "data": "docs", "seq_len": 16384, "fp8": True},
-    "job-fp8-nodrop-docs": {**JOB, "data": "docs", "fp8": True, "lora_dropout": 0.0},
     # LoRA dropout 0.05 (the spec's default before it followed the reference recipe's 0), both sides.
     "baseline-drop05": {"kind": "baseline", "data": "full", "lora_dropout": 0.05},
     "job-fp8-drop05-docs": {**JOB, "data": "docs", "fp8": True, "lora_dropout": 0.05},

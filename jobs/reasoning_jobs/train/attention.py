@@ -19,8 +19,9 @@ import torch
 
 VARLEN = "reasoning_varlen"
 #: SDPA backends, in order of preference, for a row holding one sample. cuDNN's fused attention ran forward +
-#: backward of a causal 8k row 1.86x faster than Flash-Attention 2 on an H200 (bench/train/attention_check.py);
-#: PyTorch falls back to the next backend where one cannot run.
+#: backward of a causal 8k row 1.79x faster than Flash-Attention 2 on an H100 (bench/train/attention_check.py).
+#: PyTorch 2.11 picks it by itself there; asking for it keeps it where a version would not. PyTorch falls back
+#: to the next backend where one cannot run.
 DENSE_BACKENDS = ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
 #: Whether the installed varlen kernel takes fewer K/V heads than Q heads as-is (Flash-Attention does);
 #: probed on the first call when the signature has no `enable_gqa`.

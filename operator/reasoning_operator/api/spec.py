@@ -120,7 +120,8 @@ class LoraSpec(ApiModel):
         ge=0.0,
         lt=1.0,
         description="Dropout on each adapter's input. 0 as in the reference recipe (NeMo's LoRA default); "
-        "any other value costs ~9% of training throughput (bench/train/README.md).",
+        "any other value keeps a dropped copy of every adapter's input for backward (18 GB more for the 8B "
+        "model at 8k tokens per micro batch, bench/train/README.md).",
     )
     target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS), min_length=1)
 

@@ -76,3 +76,14 @@ def test_recompute_planner_counts_the_dropped_inputs_that_lora_dropout_keeps() -
     without = activation_bytes_per_layer(d, ffn, tokens, compiled=True, dropout=False)
     assert with_dropout - without == tokens * 2 * (5 * d + ffn)
     assert without == tokens * 2 * (7 * d + 3 * ffn)
+
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(hidden_size=d, intermediate_size=ffn, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256)  # fmt: skip
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)  # sizes only: no memory is allocated
+    model.requires_grad_(False)  # a frozen bf16 base, as under LoRA (the adapters' few MB left out)
+    card = 80 * 1024**3
+    plan = {flag: auto_recompute_layers(model, 32, tokens, True, card, dropout=flag) for flag in (True, False)}
+    assert 0 < plan[False] < plan[True] <= 32
