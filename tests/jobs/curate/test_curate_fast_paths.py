@@ -191,3 +191,29 @@ def test_worker_tokenizer_without_a_reproducible_template_loads_the_tokenizer(
         tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
     ]
     assert count(["a b <|eot_id|>"]) == [len(tokenizer("a b <|eot_id|>", add_special_tokens=False)["input_ids"])]
+
+
+def test_generic_fast_tokenizer_loads_without_torch_and_equals_autotokenizer(tokenizer: Any) -> None:
+    """The bundled tokenizer names transformers' generic fast class, so the job loads it through that class:
+    same type, template, special tokens, renderings and token ids as `AutoTokenizer` (what it replaces), and the
+    loading process never imports torch."""
+    import subprocess
+
+    from transformers import AutoTokenizer
+
+    path = str(offline_tokenizer_path())
+    auto = AutoTokenizer.from_pretrained(path)
+    assert type(tokenizer) is type(auto)
+    assert tokenizer.chat_template == auto.chat_template
+    assert tokenizer.special_tokens_map == auto.special_tokens_map
+    for messages in _odd_conversations():
+        rendered = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert rendered == auto.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        assert tokenizer(rendered)["input_ids"] == auto(rendered)["input_ids"]
+
+    probe = (
+        "import sys; from reasoning_jobs.curate.tokenization import load_tokenizer; "
+        f"load_tokenizer({path!r}); print('torch' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "False", done.stderr[-2000:]
