@@ -146,8 +146,7 @@ def lora_spec(dropout: float | None = None) -> Any:
     """r64/alpha128; dropout as given, else the spec's default."""
     from reasoning_operator.api import LoraSpec
 
-    spec = LoraSpec(rank=64, alpha=128)
-    return spec if dropout is None else spec.model_copy(update={"dropout": dropout})
+    return LoraSpec(rank=64, alpha=128, **({} if dropout is None else {"dropout": dropout}))
 
 
 def run_variant(name: str, variant: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
