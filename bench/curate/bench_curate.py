@@ -145,7 +145,8 @@ def run_pipeline(root: Path, out: Path, workers: int) -> tuple[float, dict[str, 
         "--max-token-count", str(MAX_PROMPT), "--max-completion-token-count", str(MAX_COMPLETION),
         "--n-workers", str(workers), "--block-size", str(BLOCK_SIZE),
     ]  # fmt: skip
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'jobs'}:{ROOT / 'operator'}", "RAY_USAGE_STATS_ENABLED": "0"}
+    path = os.pathsep.join(filter(None, [str(ROOT / "jobs"), str(ROOT / "operator"), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - started
@@ -164,6 +165,11 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/curate-bench"))
     parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="Pipeline runs (none: skip them).")
     parser.add_argument("--results", type=Path, default=ROOT / "bench" / "out" / "curate" / "results.json")
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="Scaling runs: skip the reference and the in-process run; every pipeline output must equal the first.",
+    )
     args = parser.parse_args()
 
     data = args.work / "data"
@@ -181,24 +187,32 @@ def main() -> None:
         "selected_mb": round(selected_bytes / 1e6, 1),
     }
     reference_out = args.work / "reference.jsonl"
-    t = time.perf_counter()
-    reference = plain_reference(data, reference_out)
-    reference_seconds = time.perf_counter() - t
-    read = reference["read"]
-    results["reference"] = {"seconds": round(reference_seconds, 1), "samples_per_s": round(read / reference_seconds)}
-    print(f"plain reference: {read} samples in {reference_seconds:.1f}s ({read / reference_seconds:.0f}/s)", flush=True)
+    if args.no_reference:
+        reference_seconds, read = 0.0, 0
+        reference_out.unlink(missing_ok=True)
+    else:
+        t = time.perf_counter()
+        reference = plain_reference(data, reference_out)
+        reference_seconds = time.perf_counter() - t
+        read = reference["read"]
+        rate = read / reference_seconds
+        results["reference"] = {"seconds": round(reference_seconds, 1), "samples_per_s": round(rate)}
+        print(f"plain reference: {read} samples in {reference_seconds:.1f}s ({rate:.0f}/s)", flush=True)
 
-    seconds = stages_in_process(data, args.work / "in-process")
-    results["stages_in_process"] = {
-        "seconds": round(seconds, 1),
-        "samples_per_s": round(read / seconds),
-        "ratio_vs_reference": round(reference_seconds / seconds, 2),
-    }
-    print(f"stages in process (no Ray): {json.dumps(results['stages_in_process'])}", flush=True)
+        seconds = stages_in_process(data, args.work / "in-process")
+        results["stages_in_process"] = {
+            "seconds": round(seconds, 1),
+            "samples_per_s": round(read / seconds),
+            "ratio_vs_reference": round(reference_seconds / seconds, 2),
+        }
+        print(f"stages in process (no Ray): {json.dumps(results['stages_in_process'])}", flush=True)
 
     for workers in args.workers:
         out = args.work / f"pipeline-{workers}"
         wall, phases, summary = run_pipeline(data, out, workers)
+        if not reference_out.exists():  # --no-reference: the first pipeline's output is the one to match
+            read = summary["samplesRead"]
+            reference_out.write_bytes((out / "training.jsonl").read_bytes())
         assert summary["samplesRead"] == read, (summary["samplesRead"], read)
         identical = (out / "training.jsonl").read_bytes() == reference_out.read_bytes()
         if not identical:
@@ -209,10 +223,15 @@ def main() -> None:
             "phases": phases,
             "samples_per_s_end_to_end": round(read / wall),
             "samples_per_s_pipeline_phase": round(read / pipeline_seconds),
-            "ratio_vs_reference_end_to_end": round(reference_seconds / wall, 2),
-            "ratio_vs_reference_pipeline_phase": round(reference_seconds / pipeline_seconds, 2),
             "output_identical_to_reference": identical,
         }
+        if reference_seconds:
+            results[f"pipeline_{workers}"].update(
+                ratio_vs_reference_end_to_end=round(reference_seconds / wall, 2),
+                ratio_vs_reference_pipeline_phase=round(reference_seconds / pipeline_seconds, 2),
+            )
+        else:
+            results[f"pipeline_{workers}"]["output_identical_to_first_pipeline"] = identical
         print(f"pipeline {workers} workers: {json.dumps(results[f'pipeline_{workers}'])}", flush=True)
         results["summary"] = summary
     results["load_average_at_end"] = os.getloadavg()
