@@ -149,10 +149,8 @@ def _template_parts(tokenizer: Any) -> tuple[str, dict[str, Any]] | None:
     """(template source, template variables) where the compiled template renders exactly like the tokenizer's
     `apply_chat_template` on the probe conversations; None where it does not (or cannot be built)."""
     try:
-        from transformers.utils.chat_template_utils import _plain_template_data
-
         source = tokenizer.get_chat_template()
-        variables = _plain_template_data(dict(tokenizer.special_tokens_map))
+        variables = _template_variables(dict(tokenizer.special_tokens_map))
         if not isinstance(source, str) or not isinstance(variables, dict):
             return None
         render = _template_renderer(source, variables)
@@ -162,6 +160,16 @@ def _template_parts(tokenizer: Any) -> tuple[str, dict[str, Any]] | None:
     except Exception:  # private transformers API: a version without it renders the ordinary way
         return None
     return source, variables
+
+
+def _template_variables(special_tokens: dict[str, Any]) -> Any:
+    """The special-token variables as `apply_chat_template` passes them: rebuilt from plain JSON types by newer
+    transformers (`_plain_template_data`), as they are by older ones (5.17 passes `special_tokens_map` itself)."""
+    try:
+        from transformers.utils.chat_template_utils import _plain_template_data
+    except ImportError:
+        return special_tokens
+    return _plain_template_data(special_tokens)
 
 
 def _compiled_renderer(tokenizer: Any) -> Render | None:

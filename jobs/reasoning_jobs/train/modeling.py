@@ -26,6 +26,7 @@ class Levers:
     chunked_loss: bool = True
     compile: bool = False
     tune_kernels: bool = False  # inductor's coordinate-descent tuning of the compiled kernels (a one-off ~3 min)
+    activation_budget: float = 1.0  # inductor's activation memory budget for compiled layers (<1: cheap recompute)
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -68,6 +69,13 @@ def apply_levers(model: torch.nn.Module, levers: Levers) -> None:
     layers = decoder_layers(model)
     if levers.recompute_layers < 0 or levers.recompute_layers > len(layers):
         raise ValueError(f"recompute_layers must be within 0..{len(layers)}, got {levers.recompute_layers}")
+    if not 0.0 <= levers.activation_budget <= 1.0:
+        raise ValueError(f"activation_budget must be within 0..1, got {levers.activation_budget}")
+    if levers.compile and levers.activation_budget < 1.0:
+        import torch._functorch.config as functorch_config
+
+        # Process-wide, read when the layers compile (first step); the job's process trains one model.
+        functorch_config.activation_memory_budget = levers.activation_budget
     if levers.compile:
         import torch._dynamo
 

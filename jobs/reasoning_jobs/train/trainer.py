@@ -107,35 +107,34 @@ def build_optimizer(model: torch.nn.Module, config: TrainingStageConfig, device:
 
 def levers_for(config: TrainingStageConfig, options: RunOptions, resolved: Resolved, model: torch.nn.Module) -> Levers:
     """Resolve 'auto' levers. On CUDA: varlen attention, chunked loss, compiled and tuned layers. With
-    spec.training.gradientCheckpointing on, only as many layers are recomputed as memory needs (GPU memory,
-    or half the host's on the CPU), estimated for the model with its trainable parameters in place."""
+    spec.training.gradientCheckpointing on, only as much is recomputed as memory needs (GPU memory, or half the
+    host's on the CPU), estimated for the model with its trainable parameters in place: nothing, cheap
+    elementwise work inside compiled layers, or whole layers (memory.plan_recompute)."""
     from .attention import register_varlen_attention
-    from .memory import auto_recompute_layers, host_memory_bytes
+    from .memory import RecomputePlan, host_memory_bytes, plan_recompute
     from .modeling import decoder_layers
 
     num_layers = len(decoder_layers(model))
     compile_layers = options.compile if options.compile is not None else resolved.device == "cuda"
-    recompute = options.recompute_layers
-    if recompute is None:
-        if not config.training.gradient_checkpointing:
-            recompute = 0
+    plan = RecomputePlan(options.recompute_layers or 0)
+    if options.recompute_layers is None and config.training.gradient_checkpointing:
+        training = config.training
+        tokens = training.micro_batch_size * training.max_seq_length
+        if resolved.device == "cuda":
+            total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
         else:
-            training = config.training
-            tokens = training.micro_batch_size * training.max_seq_length
-            if resolved.device == "cuda":
-                total = torch.cuda.get_device_properties(torch.cuda.current_device()).total_memory
-            else:
-                total = host_memory_bytes() // 2  # leave the host room for everything else
-            width = 2 if resolved.precision != "fp32" else 4
-            dropout = training.method != "lora" or training.lora.dropout > 0
-            recompute = auto_recompute_layers(model, num_layers, tokens, compile_layers, total, width, dropout)
+            total = host_memory_bytes() // 2  # leave the host room for everything else
+        width = 2 if resolved.precision != "fp32" else 4
+        dropout = training.method != "lora" or training.lora.dropout > 0
+        plan = plan_recompute(model, num_layers, tokens, compile_layers, total, width, dropout)
     attention = register_varlen_attention() if resolved.attention == "varlen" else resolved.attention
     return Levers(
         attention=attention,
-        recompute_layers=min(recompute, num_layers),
+        recompute_layers=min(plan.layers, num_layers),
         chunked_loss=options.chunked_loss,
         compile=compile_layers,
         tune_kernels=compile_layers and resolved.device == "cuda",
+        activation_budget=plan.activation_budget if compile_layers else 1.0,
     )
 
 

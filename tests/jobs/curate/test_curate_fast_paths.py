@@ -78,6 +78,21 @@ def test_compiled_template_renders_exactly_like_apply_chat_template(
     assert render_prompts(tokenizer, conversations) == expected
 
 
+def test_template_variables_without_the_newer_sanitiser(tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """transformers 5.17 (the GPU image's) has no `_plain_template_data` and its `apply_chat_template` passes the
+    special tokens as they are: the renderer's variables must then be those, which for string-valued special tokens
+    are what the sanitiser gives (so both transformers lines build the same renderer)."""
+    import transformers.utils.chat_template_utils as template_utils
+
+    from reasoning_jobs.curate.tokenization import _template_variables
+
+    special = dict(tokenizer.special_tokens_map)
+    sanitised = _template_variables(special)
+    monkeypatch.delattr(template_utils, "_plain_template_data", raising=False)
+    assert _template_variables(special) is special
+    assert sanitised == special
+
+
 def test_a_template_the_fast_path_cannot_reproduce_falls_back(tokenizer: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from reasoning_jobs.curate import tokenization
 

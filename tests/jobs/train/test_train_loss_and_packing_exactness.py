@@ -87,3 +87,52 @@ def test_recompute_planner_counts_the_dropped_inputs_that_lora_dropout_keeps() -
     card = 80 * 1024**3
     plan = {flag: auto_recompute_layers(model, 32, tokens, True, card, dropout=flag) for flag in (True, False)}
     assert 0 < plan[False] < plan[True] <= 32
+
+
+def test_recompute_planner_prefers_cheap_recompute_to_whole_layers_when_compiled_without_dropout() -> None:
+    """Llama-3.1-8B shapes, 16k tokens, 80 GB: compiled and without dropout, inductor's activation memory budget
+    (cheap elementwise recompute: 2·(6·d + 2·ffn) bytes a token, run 14) fits every layer, so no whole layer is
+    recomputed; with dropout, or eager, the plan stays whole layers at the default budget."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from reasoning_jobs.train.memory import (
+        CHEAP_RECOMPUTE_BUDGET,
+        RecomputePlan,
+        activation_bytes_per_layer,
+        plan_recompute,
+    )
+
+    d, ffn, tokens = 4096, 14336, 16384
+    cheap = activation_bytes_per_layer(d, ffn, tokens, compiled=True, dropout=False, cheap_recompute=True)
+    assert cheap == tokens * 2 * (6 * d + 2 * ffn)
+    config = LlamaConfig(hidden_size=d, intermediate_size=ffn, num_hidden_layers=32, num_attention_heads=32,
+                         num_key_value_heads=8, vocab_size=128256)  # fmt: skip
+    with torch.device("meta"):
+        model = LlamaForCausalLM(config).to(torch.bfloat16)
+    model.requires_grad_(False)
+    card = 80 * 1024**3
+    assert plan_recompute(model, 32, tokens, True, card, dropout=False) == RecomputePlan(0, CHEAP_RECOMPUTE_BUDGET)
+    with_dropout = plan_recompute(model, 32, tokens, True, card, dropout=True)
+    assert with_dropout.activation_budget == 1.0 and with_dropout.layers > 0
+    eager = plan_recompute(model, 32, tokens, False, card, dropout=False)
+    assert eager.activation_budget == 1.0 and eager.layers > 0
+    # Where even the cheap recompute does not fit, it is kept and fewer whole layers are recomputed.
+    long = plan_recompute(model, 32, 2 * tokens, True, card, dropout=False)
+    whole_only = auto_recompute_layers(model, 32, 2 * tokens, True, card, dropout=False)
+    assert long.activation_budget == CHEAP_RECOMPUTE_BUDGET and 0 < long.layers < whole_only
+    # Fits at the default budget: nothing is recomputed at all.
+    assert plan_recompute(model, 32, 4096, True, card, dropout=False) == RecomputePlan(0)
+
+
+def test_compiled_layers_get_the_planned_activation_budget(tiny_model: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch._functorch.config as functorch_config
+    from transformers import AutoModelForCausalLM
+
+    from reasoning_jobs.train.modeling import apply_levers
+
+    monkeypatch.setattr(functorch_config, "activation_memory_budget", 1.0)  # restored after the test
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    apply_levers(model, Levers(compile=True, activation_budget=0.8))  # compiles lazily: nothing runs here
+    assert functorch_config.activation_memory_budget == 0.8
+    with pytest.raises(ValueError, match="activation_budget"):
+        apply_levers(model, Levers(activation_budget=1.5))
