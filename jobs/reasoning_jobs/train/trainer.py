@@ -134,7 +134,7 @@ def levers_for(config: TrainingStageConfig, options: RunOptions, resolved: Resol
         chunked_loss=options.chunked_loss,
         compile=compile_layers,
         tune_kernels=compile_layers and resolved.device == "cuda",
-        activation_budget=plan.activation_budget if compile_layers else 1.0,
+        activation_budget=plan.activation_budget,
     )
 
 
