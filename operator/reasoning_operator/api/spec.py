@@ -164,7 +164,14 @@ class TrainingSpec(ApiModel):
     packing: bool = Field(default=True, description="Pack samples (order-preserving) up to maxSeqLength.")
     shuffle: bool = Field(default=False, description="Curriculum order is kept unless true.")
     precision: Literal["bf16", "fp16", "fp32"] = "bf16"
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: bool = Field(
+        default=True,
+        description=(
+            "Recompute activations in the backward pass only as far as GPU memory needs: nothing where they fit; "
+            "else cheap elementwise work inside compiled layers; else whole decoder layers too. "
+            "false: never recompute (may run out of memory)."
+        ),
+    )
     fp8_base_weights: bool = Field(
         default=False,
         description=(
