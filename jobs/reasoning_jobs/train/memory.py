@@ -105,5 +105,7 @@ def plan_recompute(
     layers = auto_recompute_layers(model, num_layers, tokens, compiled, device_bytes, element_bytes, dropout)
     if layers == 0 or not compiled or dropout:
         return RecomputePlan(layers)
-    cheap = auto_recompute_layers(model, num_layers, tokens, compiled, device_bytes, element_bytes, False, True)
+    cheap = auto_recompute_layers(
+        model, num_layers, tokens, compiled, device_bytes, element_bytes, dropout=False, cheap_recompute=True
+    )
     return RecomputePlan(cheap, CHEAP_RECOMPUTE_BUDGET)
