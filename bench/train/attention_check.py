@@ -9,7 +9,9 @@ benchmark's log-normal lengths, mean 1,100) and compares outputs and input gradi
 - `varlen-fa2`: the job's kernel today;
 - `nested-cudnn` / `nested-flash`: SDPA over a jagged nested tensor built on the same packed buffer, with the
   backend forced (K/V heads repeated: nested SDPA takes no `enable_gqa`);
-- `dense-*`: one 8,192-token sample, causal SDPA with each backend forced (the job's path for a full row).
+- `dense-*`: one 8,192-token sample, causal SDPA with each backend forced (the job's path for a full row);
+- `varlen-fa4`: Flash-Attention 4's CuTe DSL kernels (`flash_attn.cute`, Hopper and Blackwell), where the
+  `flash-attn-4` package is installed (not on the benchmark image: carried as wheels).
 
     python3 bench/train/attention_check.py --out DIR      # JSON lines in DIR/attention.jsonl
 """
@@ -20,6 +22,7 @@ import argparse
 import json
 import random
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
@@ -71,7 +74,9 @@ def main() -> None:
     parser.add_argument("--mean-len", type=int, default=1100)
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--out", default="bench/out")
+    parser.add_argument("--kernels", default="", help="comma-separated kernel names to run (default: all)")
     args = parser.parse_args()
+    wanted = {k for k in args.kernels.split(",") if k}
     from torch.nn.attention import SDPBackend, sdpa_kernel
 
     from reasoning_jobs.train import attention as attention_module
@@ -94,7 +99,6 @@ def main() -> None:
 
     def varlen() -> torch.Tensor:
         # The job's own function (it adapts to this PyTorch's varlen_attn signature and GQA support).
-        attention_module.VARLEN_KERNEL = "flash"
         as_bhsd = [t.unsqueeze(0).transpose(1, 2) for t in (q, k, v)]
         out, _ = attention_module.varlen_attention_forward(
             None, *as_bhsd, None, scaling=scale, cu_seq_lens_q=cu, max_length_q=longest
@@ -132,8 +136,11 @@ def main() -> None:
         try:
             for t in leaves:
                 t.grad = None
+            started = time.perf_counter()
             out = fn()
             out.backward(grad)
+            torch.cuda.synchronize()
+            row["first_call_s"] = round(time.perf_counter() - started, 2)  # includes any JIT compilation
             grads = [t.grad for t in leaves]
             assert all(g is not None for g in grads)
             named = zip(("dq", "dk", "dv"), grads, strict=True)
@@ -149,13 +156,27 @@ def main() -> None:
             traceback.print_exc()
             return row, None
 
+    def fa4() -> torch.Tensor:
+        from flash_attn.cute import flash_attn_varlen_func
+
+        out = flash_attn_varlen_func(
+            q, k, v, cu_seqlens_q=cu, cu_seqlens_k=cu, max_seqlen_q=longest, max_seqlen_k=longest,
+            softmax_scale=scale, causal=True,
+        )  # fmt: skip
+        return out[0] if isinstance(out, tuple) else out
+
     ref_row, tensors = record("varlen-fa2", varlen, None)
     rows = [ref_row]
     for name, fn in (
+        ("varlen-fa4", fa4),
         ("nested-cudnn", nested(SDPBackend.CUDNN_ATTENTION)),
         ("nested-flash", nested(SDPBackend.FLASH_ATTENTION)),
     ):
-        rows.append(record(name, fn, tensors)[0])
+        if not wanted or name in wanted:
+            rows.append(record(name, fn, tensors)[0])
+    if wanted and not wanted & {"dense-flash", "dense-cudnn", "dense-pytorch-pick", "job-dense"}:
+        write_rows(out_dir, rows)
+        return
 
     # One sample filling the row: dense causal SDPA with each backend forced, PyTorch's own pick, and the job's
     # function (which prefers cuDNN); all against Flash.
@@ -197,6 +218,10 @@ def main() -> None:
     ):
         rows.append(record(name, fn, flash, dense_leaves, dgrad, dense_flops)[0])
 
+    write_rows(out_dir, rows)
+
+
+def write_rows(out_dir: Path, rows: list[dict[str, Any]]) -> None:
     with (out_dir / "attention.jsonl").open("w") as fh:
         for row in rows:
             print(json.dumps(row), flush=True)

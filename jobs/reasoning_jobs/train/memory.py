@@ -61,9 +61,23 @@ def host_memory_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
+def tensor_bytes(tensors: Any) -> int:
+    """Bytes held by `tensors`, each storage once (tied weights, views of fused projections)."""
+    seen: set[int] = set()
+    total = 0
+    for tensor in tensors:
+        if tensor.device.type == "meta":  # no storage to share: planned from shapes
+            total += tensor.numel() * tensor.element_size()
+            continue
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in seen:
+            seen.add(storage.data_ptr())
+            total += storage.nbytes()
+    return total
+
+
 def fixed_bytes(model: torch.nn.Module) -> int:
-    weights = sum(p.numel() * p.element_size() for p in model.parameters())
-    weights += sum(b.numel() * b.element_size() for b in model.buffers())  # e.g. FP8 base weights
+    weights = tensor_bytes([*model.parameters(), *model.buffers()])  # buffers: e.g. FP8 base weights
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     return weights + trainable * 12 + SLACK_BYTES  # fp32 grad + two AdamW moments
 
