@@ -90,6 +90,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "job-fp8-flash-full": {**JOB, "data": "full", "fp8": True, "dense_backends": ["FLASH_ATTENTION"]},
     # Micro batch 2: packed rows of 2 x 8,192 tokens (samples still <= 8,192), memory freed by FP8 and no dropout.
     "job-fp8-mb2-docs": {**JOB, "data": "docs", "fp8": True, "micro_batch": 2},
+    "job-mb2-docs": {**JOB, "data": "docs", "micro_batch": 2},  # the same in bf16 (the job's default precision)
+    # PEFT's separate projections (before run 16 the job's only path): q/k/v and gate/up not fused.
+    "job-fp8-mb2-unfused-docs": {**JOB, "data": "docs", "fp8": True, "micro_batch": 2, "fuse": False},
     # Micro batch 2 with no whole layer recomputed: inductor's partitioner instead recomputes the cheapest ops
     # (elementwise: norms, SiLU*up) inside every layer until the saved activations fit the budget's fraction.
     "job-fp8-mb2-b80-docs": {
@@ -249,9 +252,42 @@ def profile_step(step_fn: Any, micro: list[Any], path: Path) -> None:
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         step_fn(micro)
         torch.cuda.synchronize()
-    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=90)
+    averages = prof.key_averages()
+    table = averages.table(sort_by="cuda_time_total", row_limit=45, max_name_column_width=90)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(table)
+    kernels = [(e.key, e.self_device_time_total, e.count) for e in averages if e.self_device_time_total > 0]
+    groups: dict[str, float] = {}
+    for key, micros, _ in kernels:
+        groups[kernel_group(key)] = groups.get(kernel_group(key), 0.0) + micros / 1e3
+    total = sum(groups.values())
+    summary = {
+        "total_ms": round(total, 2),
+        "groups_ms": {k: round(v, 2) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+        "groups_share": {k: round(v / total, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+        "kernels": sorted(([k, round(t / 1e3, 3), c] for k, t, c in kernels), key=lambda r: -float(r[1])),
+    }
+    path.with_suffix(".json").write_text(json.dumps(summary, indent=1))
+
+
+def kernel_group(name: str) -> str:
+    """Coarse kernel families of a LoRA step, to see where GPU time goes."""
+    lowered = name.lower()
+    if "qqtst" in lowered or "f8" in lowered or "e4m3" in lowered:
+        return "fp8 gemm"
+    if "flash" in lowered or "fmha" in lowered or "sdpa" in lowered or "attention" in lowered:
+        return "attention"
+    if "nvjet" in lowered or "gemm" in lowered or "cutlass" in lowered or "sm90_xmma" in lowered:
+        return "bf16 gemm"
+    if lowered.startswith("triton") and "amax" in lowered:
+        return "triton: quantize (+fused)"
+    if lowered.startswith("triton"):
+        return "triton: other fused"
+    if "adam" in lowered or "foreach" in lowered or "multi_tensor" in lowered:
+        return "optimizer"
+    if "copy" in lowered:
+        return "copies"
+    return "other aten"
 
 
 def baseline_step_fn(model: Any, device: str, dtype: Any, dropout: float | None) -> Any:
@@ -320,6 +356,7 @@ def project_step_fn(
         recompute_layers=None if recompute == "auto" else min(recompute, arch["num_hidden_layers"]),
         chunked_loss=variant.get("chunked_loss", True),
         compile=variant.get("compile", False),
+        fuse_projections=variant.get("fuse", True),
     )
     precision = "bf16" if device == "cuda" else "fp32"
     resolved = Resolved(device=device, precision=precision, attention=attention, fp8=variant.get("fp8", False))
