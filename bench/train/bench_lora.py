@@ -91,8 +91,6 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Micro batch 2: packed rows of 2 x 8,192 tokens (samples still <= 8,192), memory freed by FP8 and no dropout.
     "job-fp8-mb2-docs": {**JOB, "data": "docs", "fp8": True, "micro_batch": 2},
     "job-mb2-docs": {**JOB, "data": "docs", "micro_batch": 2},  # the same in bf16 (the job's default precision)
-    # PEFT's separate projections (before run 16 the job's only path): q/k/v and gate/up not fused.
-    "job-fp8-mb2-unfused-docs": {**JOB, "data": "docs", "fp8": True, "micro_batch": 2, "fuse": False},
     # Micro batch 2 with no whole layer recomputed: inductor's partitioner instead recomputes the cheapest ops
     # (elementwise: norms, SiLU*up) inside every layer until the saved activations fit the budget's fraction.
     "job-fp8-mb2-b80-docs": {
@@ -356,7 +354,6 @@ def project_step_fn(
         recompute_layers=None if recompute == "auto" else min(recompute, arch["num_hidden_layers"]),
         chunked_loss=variant.get("chunked_loss", True),
         compile=variant.get("compile", False),
-        fuse_projections=variant.get("fuse", True),
     )
     precision = "bf16" if device == "cuda" else "fp32"
     resolved = Resolved(device=device, precision=precision, attention=attention, fp8=variant.get("fp8", False))

@@ -89,13 +89,6 @@ def main(
     compile_layers: Annotated[
         bool | None, typer.Option("--compile/--no-compile", help="torch.compile each layer (default: on CUDA)")
     ] = None,
-    fuse_projections: Annotated[
-        bool,
-        typer.Option(
-            "--fuse-projections/--no-fuse-projections",
-            help="LoRA without dropout: one matmul for q/k/v and one for gate/up (same result as PEFT's)",
-        ),
-    ] = True,
     progress: Annotated[bool, typer.Option("--progress/--no-progress")] = True,
 ) -> None:
     """Train; prints one JSON progress line per step and writes summary.json when done."""
@@ -132,7 +125,6 @@ def main(
             recompute_layers=recompute_layers,
             chunked_loss=chunked_loss,
             compile=compile_layers,
-            fuse_projections=fuse_projections,
             progress=progress,
         )
         if options.device not in ("auto", "cpu", "cuda"):

@@ -62,7 +62,7 @@ def host_memory_bytes() -> int:
 
 
 def tensor_bytes(tensors: Any) -> int:
-    """Bytes held by `tensors`, each storage once (tied weights, views of fused projections)."""
+    """Bytes held by `tensors`, each storage once (tied embeddings, views of one tensor)."""
     seen: set[int] = set()
     total = 0
     for tensor in tensors:

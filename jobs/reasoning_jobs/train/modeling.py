@@ -27,7 +27,6 @@ class Levers:
     compile: bool = False
     tune_kernels: bool = False  # inductor's coordinate-descent tuning of the compiled kernels (a one-off ~3 min)
     activation_budget: float = 1.0  # inductor's activation memory budget for compiled layers (<1: cheap recompute)
-    fuse_projections: bool = False  # one matmul for q/k/v and one for gate/up where it is PEFT's exact computation
 
 
 def decoder_layers(model: torch.nn.Module) -> torch.nn.ModuleList:
@@ -65,17 +64,13 @@ def _checkpointed(forward: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def apply_levers(model: torch.nn.Module, levers: Levers) -> None:
-    """Fuse the projection groups, recompute the first `recompute_layers` decoder layers and compile every layer
-    (one region, compiled once and reused by all layers)."""
+    """Recompute the first `recompute_layers` decoder layers and compile every layer (one region, compiled
+    once and reused by all layers)."""
     layers = decoder_layers(model)
     if levers.recompute_layers < 0 or levers.recompute_layers > len(layers):
         raise ValueError(f"recompute_layers must be within 0..{len(layers)}, got {levers.recompute_layers}")
     if not 0.0 <= levers.activation_budget <= 1.0:
         raise ValueError(f"activation_budget must be within 0..1, got {levers.activation_budget}")
-    if levers.fuse_projections:
-        from .fusion import fuse_projections
-
-        fuse_projections(model)
     if levers.compile and levers.activation_budget < 1.0:
         import torch._functorch.config as functorch_config
 

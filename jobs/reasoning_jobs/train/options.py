@@ -38,7 +38,6 @@ class RunOptions:
     recompute_layers: int | None = None  # None: as memory needs if spec.gradientCheckpointing, else none
     chunked_loss: bool = True
     compile: bool | None = None  # None: on for CUDA, off on the CPU
-    fuse_projections: bool = True  # q/k/v and gate/up as one matmul each where exact (LoRA without dropout)
     keep_checkpoints: int = 2
     progress: bool = True
 

@@ -135,7 +135,6 @@ def levers_for(config: TrainingStageConfig, options: RunOptions, resolved: Resol
         compile=compile_layers,
         tune_kernels=compile_layers and resolved.device == "cuda",
         activation_budget=plan.activation_budget,
-        fuse_projections=options.fuse_projections and config.training.method == "lora",
     )
 
 
@@ -292,9 +291,7 @@ def merge_adapter(model: torch.nn.Module, config: TrainingStageConfig, adapter_d
     """Base + adapter as one model. Where the in-memory base was quantized (FP8 base weights), the merge
     starts again from the original checkpoint (on the CPU) to keep the merged weights exact."""
     from .fp8 import Fp8FrozenLinear
-    from .fusion import unfuse_projections
 
-    unfuse_projections(model)  # PEFT merges into each projection's own weight
     if not any(isinstance(module, Fp8FrozenLinear) for module in model.modules()):
         return model.merge_and_unload()  # type: ignore[operator]
     from peft import PeftModel

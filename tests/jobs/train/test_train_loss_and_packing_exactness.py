@@ -136,3 +136,16 @@ def test_compiled_layers_get_the_planned_activation_budget(tiny_model: Path, mon
     assert functorch_config.activation_memory_budget == 0.8
     with pytest.raises(ValueError, match="activation_budget"):
         apply_levers(model, Levers(activation_budget=1.5))
+
+
+def test_memory_planner_counts_tied_weights_once(tiny_model: Path) -> None:
+    """The tiny Llama ties its input and output embeddings: one tensor, counted once."""
+    from transformers import AutoModelForCausalLM
+
+    from reasoning_jobs.train.memory import tensor_bytes
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_model)
+    embedding, head = model.get_input_embeddings().weight, model.get_output_embeddings().weight
+    assert embedding.data_ptr() == head.data_ptr()
+    naive = sum(p.numel() * p.element_size() for p in model.parameters()) + embedding.numel() * 4
+    assert tensor_bytes([*model.parameters(), head]) == naive - embedding.numel() * 4
