@@ -19,7 +19,7 @@ HADOLINT = Path(sys.executable).parent / "hadolint"
 EXPECTED = {
     "operator": ("operator", "python:3.11"),
     "curation": ("curate", "python:3.11"),
-    "training": ("train,train-nemo", "nvcr.io/nvidia/pytorch:"),
+    "training": ("train,train-gpu,train-nemo", "nvcr.io/nvidia/pytorch:"),
     "serving": (None, "nvcr.io/nvidia/tritonserver:"),
     "evaluation": ("evaluate", "python:3.11"),
 }

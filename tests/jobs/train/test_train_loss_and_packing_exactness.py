@@ -149,3 +149,36 @@ def test_memory_planner_counts_tied_weights_once(tiny_model: Path) -> None:
     assert embedding.data_ptr() == head.data_ptr()
     naive = sum(p.numel() * p.element_size() for p in model.parameters()) + embedding.numel() * 4
     assert tensor_bytes([*model.parameters(), head]) == naive - embedding.numel() * 4
+
+
+def test_fa4_packed_call_keeps_the_layout_and_samples_apart(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Flash-Attention 4 needs a Hopper GPU, which CI has not: a stand-in with FA4's documented interface
+    ([tokens, heads, dim] in, (out, lse) out, GQA as-is) checks what the job hands it and how it reads the result;
+    the kernel itself is compared with PyTorch's on the H100 (bench/train/attention_check.py)."""
+    from reasoning_jobs.train import attention
+
+    torch.manual_seed(0)
+    lengths = [5, 9, 2]
+    cu = torch.tensor([0, 5, 14, 16], dtype=torch.int32)
+    q, k, v = torch.randn(16, 4, 8), torch.randn(16, 2, 8), torch.randn(16, 2, 8)
+    calls: list[dict[str, object]] = []
+
+    def fake_fa4(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs: object) -> tuple[torch.Tensor, None]:
+        calls.append(kwargs)
+        bhsd = [t.transpose(0, 1).unsqueeze(0) for t in (q, k, v)]
+        cu_q = kwargs["cu_seqlens_q"]
+        assert isinstance(cu_q, torch.Tensor)
+        out = attention._reference_varlen(*bhsd, cu_q, kwargs["softmax_scale"])  # type: ignore[arg-type]
+        return out.squeeze(0), None
+
+    out = attention.fa4_packed_attention(fake_fa4, q, k, v, cu, max(lengths), 0.3)
+    assert calls[0]["causal"] is True and calls[0]["max_seqlen_q"] == 9 and calls[0]["cu_seqlens_k"] is cu
+    assert out.shape == (16, 4, 8)
+    for (a, b), n in zip([(0, 5), (5, 14), (14, 16)], lengths, strict=True):
+        alone = torch.nn.functional.scaled_dot_product_attention(
+            q[a:b].transpose(0, 1), k[a:b].transpose(0, 1), v[a:b].transpose(0, 1), is_causal=True, scale=0.3,
+            enable_gqa=True,
+        )  # fmt: skip
+        torch.testing.assert_close(out[a:b], alone.transpose(0, 1), msg=f"sample of {n} tokens")
+    monkeypatch.setattr(attention, "VARLEN_KERNELS", ("fa4", "pytorch"))
+    assert attention.packed_kernel(torch.device("cpu")) == "pytorch"  # FA4 only on a Hopper GPU
