@@ -91,6 +91,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # Micro batch 2: packed rows of 2 x 8,192 tokens (samples still <= 8,192), memory freed by FP8 and no dropout.
     "job-fp8-mb2-docs": {**JOB, "data": "docs", "fp8": True, "micro_batch": 2},
     "job-mb2-docs": {**JOB, "data": "docs", "micro_batch": 2},  # the same in bf16 (the job's default precision)
+    # Packed rows through PyTorch's varlen kernel (Flash-Attention 2) even where Flash-Attention 4 is installed.
+    "job-fp8-mb2-fa2-docs": {**JOB, "data": "docs", "fp8": True, "micro_batch": 2, "varlen_kernels": ["pytorch"]},
     # Micro batch 2 with no whole layer recomputed: inductor's partitioner instead recomputes the cheapest ops
     # (elementwise: norms, SiLU*up) inside every layer until the saved activations fit the budget's fraction.
     "job-fp8-mb2-b80-docs": {
@@ -199,6 +201,10 @@ def run_variant(name: str, variant: dict[str, Any], args: argparse.Namespace) ->
     else:
         step_fn, levers = project_step_fn(model, variant, device, dtype, arch, seq_len)
         result["levers"] = str(levers)
+        if levers.attention == "reasoning_varlen":
+            from reasoning_jobs.train.attention import packed_kernel
+
+            result["packed_kernel"] = packed_kernel(torch.device(device))
     if device == "cuda":
         result["gpu"] = torch.cuda.get_device_name()
     timings: list[tuple[float, int, float, float]] = []
@@ -329,6 +335,7 @@ def project_step_fn(
     from reasoning_operator.api import ModelSpec, TrainingSpec, TrainingStageConfig
 
     attention_module.DENSE_BACKENDS = tuple(variant.get("dense_backends", attention_module.DENSE_BACKENDS))
+    attention_module.VARLEN_KERNELS = tuple(variant.get("varlen_kernels", attention_module.VARLEN_KERNELS))
     if "activation_budget" in variant:  # read when the layers compile (first step)
         import torch._functorch.config as functorch_config
 
