@@ -92,7 +92,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "job-fp8-mb2-docs": {**JOB, "data": "docs", "fp8": True, "micro_batch": 2},
     "job-mb2-docs": {**JOB, "data": "docs", "micro_batch": 2},  # the same in bf16 (the job's default precision)
     # Packed rows through PyTorch's varlen kernel (Flash-Attention 2) even where Flash-Attention 4 is installed.
-    "job-fp8-mb2-fa2-docs": {**JOB, "data": "docs", "fp8": True, "micro_batch": 2, "varlen_kernels": ["pytorch"]},
+    "job-fp8-mb2-fa2-docs": {**JOB, "data": "docs", "fp8": True, "micro_batch": 2, "fa4": False},
     # Micro batch 2 with no whole layer recomputed: inductor's partitioner instead recomputes the cheapest ops
     # (elementwise: norms, SiLU*up) inside every layer until the saved activations fit the budget's fraction.
     "job-fp8-mb2-b80-docs": {
@@ -335,7 +335,7 @@ def project_step_fn(
     from reasoning_operator.api import ModelSpec, TrainingSpec, TrainingStageConfig
 
     attention_module.DENSE_BACKENDS = tuple(variant.get("dense_backends", attention_module.DENSE_BACKENDS))
-    attention_module.VARLEN_KERNELS = tuple(variant.get("varlen_kernels", attention_module.VARLEN_KERNELS))
+    attention_module.PREFER_FA4 = variant.get("fa4", attention_module.PREFER_FA4)
     if "activation_budget" in variant:  # read when the layers compile (first step)
         import torch._functorch.config as functorch_config
 

@@ -25,11 +25,10 @@ VARLEN = "reasoning_varlen"
 #: PyTorch 2.11 picks it by itself there; asking for it keeps it where a version would not. PyTorch falls back
 #: to the next backend where one cannot run.
 DENSE_BACKENDS = ("CUDNN_ATTENTION", "FLASH_ATTENTION", "EFFICIENT_ATTENTION", "MATH")
-#: Kernels for packed rows, in order of preference. "fa4": Flash-Attention 4 where `flash_attn.cute` imports
-#: and the GPU is Hopper (forward + backward 1.33x PyTorch's kernel on 8k rows of the benchmark's samples and
-#: 1.53x on 16k rows, H100, bench/train/attention_check.py; not measured on other GPUs, so not used there);
-#: "pytorch": `varlen_attn`.
-VARLEN_KERNELS: tuple[str, ...] = ("fa4", "pytorch")
+#: Packed rows through Flash-Attention 4 where `flash_attn.cute` imports and the GPU is Hopper (forward + backward
+#: 1.33x PyTorch's `varlen_attn` on 8k rows of the benchmark's samples and 1.53x on 16k rows, H100,
+#: bench/train/attention_check.py; not measured on other GPUs, so not used there). False: always `varlen_attn`.
+PREFER_FA4 = True
 #: Whether the installed varlen kernel takes fewer K/V heads than Q heads as-is (Flash-Attention does);
 #: probed on the first call when the signature has no `enable_gqa`.
 _native_gqa: bool | None = None
@@ -59,14 +58,16 @@ def _fa4_varlen(capability: tuple[int, int]) -> Any | None:
         return None
 
 
+def packed_fa4(device: torch.device) -> Any | None:
+    """Flash-Attention 4's varlen function if packed rows on `device` go through it, else None (`varlen_attn`)."""
+    if not PREFER_FA4 or device.type != "cuda":
+        return None
+    return _fa4_varlen(torch.cuda.get_device_capability(device))
+
+
 def packed_kernel(device: torch.device) -> str:
-    """The first of VARLEN_KERNELS that runs on `device` ("pytorch" is the fallback)."""
-    for kernel in VARLEN_KERNELS:
-        if kernel == "fa4" and device.type == "cuda" and _fa4_varlen(torch.cuda.get_device_capability(device)):
-            return "fa4"
-        if kernel == "pytorch":
-            return "pytorch"
-    return "pytorch"
+    """The kernel's name, for logs and benchmark records."""
+    return "fa4" if packed_fa4(device) is not None else "pytorch"
 
 
 def fa4_packed_attention(
@@ -124,8 +125,8 @@ def varlen_attention_forward(
     q = query.transpose(1, 2).reshape(batch * seq, heads, dim)
     k = key.transpose(1, 2).reshape(batch * seq, kv_heads, dim)
     v = value.transpose(1, 2).reshape(batch * seq, kv_heads, dim)
-    if packed_kernel(query.device) == "fa4":
-        fa4 = _fa4_varlen(torch.cuda.get_device_capability(query.device))
+    fa4 = packed_fa4(query.device)
+    if fa4 is not None:
         packed = fa4_packed_attention(fa4, q, k, v, cu_seqlens, int(max_length), scaling)
         return packed.reshape(batch, seq, heads, dim), None
     global _native_gqa

@@ -14,27 +14,28 @@ import torch
 from .data import IGNORE_INDEX
 
 
+def _chunk_stats(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Summed cross-entropy of one chunk's valid rows, with the upcast logits and their logsumexp."""
+    x = logits.to(torch.promote_types(logits.dtype, torch.float32))  # the softmax runs in fp32 at least
+    lse = torch.logsumexp(x, dim=-1)
+    picked = x.gather(1, safe.unsqueeze(1)).squeeze(1)
+    return torch.where(valid, lse - picked, torch.zeros_like(lse)).sum(), x, lse
+
+
 def _chunk_loss_and_grad(
     logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Summed cross-entropy of one chunk's logits and its gradient (softmax - onehot on valid rows), in the
-    logits' dtype. The softmax runs in fp32 (at least); written as one expression so that, compiled on the GPU,
-    it is two passes over the bf16 logits instead of a chain of full-size fp32 temporaries (~6 GB of traffic
-    per 1k-token chunk of a 128k vocabulary)."""
-    x = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    lse = torch.logsumexp(x, dim=-1)
-    picked = x.gather(1, safe.unsqueeze(1)).squeeze(1)
-    loss = torch.where(valid, lse - picked, torch.zeros_like(lse)).sum()
+    """The chunk's loss and its gradient (softmax - onehot on valid rows) in the logits' dtype. One expression,
+    so that compiled on the GPU it is two passes over the bf16 logits instead of a chain of full-size fp32
+    temporaries (~6 GB of traffic per 1k-token chunk of a 128k vocabulary)."""
+    loss, x, lse = _chunk_stats(logits, safe, valid)
     columns = torch.arange(x.shape[1], device=x.device).unsqueeze(0)
     grad = (torch.exp(x - lse.unsqueeze(1)) - (columns == safe.unsqueeze(1)).to(x.dtype)) * valid.unsqueeze(1)
     return loss, grad.to(logits.dtype)
 
 
 def _chunk_loss(logits: torch.Tensor, safe: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    x = logits.to(torch.promote_types(logits.dtype, torch.float32))
-    lse = torch.logsumexp(x, dim=-1)
-    picked = x.gather(1, safe.unsqueeze(1)).squeeze(1)
-    return torch.where(valid, lse - picked, torch.zeros_like(lse)).sum()
+    return _chunk_stats(logits, safe, valid)[0]
 
 
 _COMPILED: dict[str, Any] = {}

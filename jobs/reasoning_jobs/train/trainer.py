@@ -16,7 +16,7 @@ import torch
 
 from reasoning_operator.api import TrainingResult, TrainingStageConfig
 
-from .attention import VARLEN
+from .attention import VARLEN, packed_kernel
 from .batching import MicroBatch, step_micro_batches
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from .modeling import Levers, apply_levers, apply_lora, device_micro_batch, summed_loss
@@ -162,8 +162,6 @@ def prepare_model(
         log.info("fp8 base weights: %d frozen projections quantized to e4m3", swapped)
     levers = levers_for(config, options, resolved, model)
     if levers.attention == VARLEN and resolved.device == "cuda":
-        from .attention import packed_kernel
-
         log.info("packed rows: varlen attention through the %s kernel", packed_kernel(torch.device("cuda")))
     model.config._attn_implementation = levers.attention  # type: ignore[union-attr]
     apply_levers(model, levers)
