@@ -263,12 +263,14 @@ def profile_step(step_fn: Any, micro: list[Any], path: Path) -> None:
     kernels = [(e.key, e.self_device_time_total, e.count) for e in averages if e.self_device_time_total > 0]
     groups: dict[str, float] = {}
     for key, micros, _ in kernels:
-        groups[kernel_group(key)] = groups.get(kernel_group(key), 0.0) + micros / 1e3
+        group = kernel_group(key)
+        groups[group] = groups.get(group, 0.0) + micros / 1e3
+    ranked = sorted(groups.items(), key=lambda kv: -kv[1])
     total = sum(groups.values())
     summary = {
         "total_ms": round(total, 2),
-        "groups_ms": {k: round(v, 2) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
-        "groups_share": {k: round(v / total, 4) for k, v in sorted(groups.items(), key=lambda kv: -kv[1])},
+        "groups_ms": {k: round(v, 2) for k, v in ranked},
+        "groups_share": {k: round(v / total, 4) for k, v in ranked},
         "kernels": sorted(([k, round(t / 1e3, 3), c] for k, t, c in kernels), key=lambda r: -float(r[1])),
     }
     path.with_suffix(".json").write_text(json.dumps(summary, indent=1))

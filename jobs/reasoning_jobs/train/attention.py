@@ -118,8 +118,6 @@ def varlen_attention_forward(
                 query, key, value, is_causal=True, scale=scaling, enable_gqa=True
             )
         return dense.transpose(1, 2).contiguous(), None
-    from torch.nn.attention.varlen import varlen_attn
-
     batch, heads, seq, dim = query.shape
     kv_heads = key.shape[1]
     q = query.transpose(1, 2).reshape(batch * seq, heads, dim)
@@ -129,6 +127,8 @@ def varlen_attention_forward(
     if fa4 is not None:
         packed = fa4_packed_attention(fa4, q, k, v, cu_seqlens, int(max_length), scaling)
         return packed.reshape(batch, seq, heads, dim), None
+    from torch.nn.attention.varlen import varlen_attn
+
     global _native_gqa
     extra, has_scale = _varlen_kwargs()
     if has_scale and scaling is not None:
