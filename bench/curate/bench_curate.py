@@ -16,6 +16,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -136,6 +137,41 @@ def stages_in_process(root: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
+def allocator_env() -> dict[str, str]:
+    """LD_PRELOAD of the allocator the job's Ray workers run on, for the in-process and floor rows."""
+    from reasoning_jobs.curate.pipeline import allocator_env as job_allocator
+
+    library = job_allocator().get("RAY_JEMALLOC_LIB_PATH")
+    if library is None:
+        import ray
+
+        library = str(Path(ray.__file__).parent / "core" / "libjemalloc.so")
+    return {"LD_PRELOAD": library}
+
+
+def in_subprocess(args: list[str], env: dict[str, str]) -> str:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, text=True, env={**os.environ, **env})
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-4000:])
+    return proc.stdout.strip().splitlines()[-1]
+
+
+def library_floors(data: Path, reference_seconds: float) -> dict[str, Any]:
+    """The floor (bench/curate/library_floor.py) with each allocator, and the 2-worker ceiling it implies."""
+    script = str(Path(__file__).with_name("library_floor.py"))
+    import ray
+
+    allocators = {"libc": {}, "jemalloc": {"LD_PRELOAD": str(Path(ray.__file__).parent / "core" / "libjemalloc.so")}}
+    allocators["job"] = allocator_env()
+    floors: dict[str, Any] = {}
+    for name, env in allocators.items():
+        floor = json.loads(in_subprocess([script, "--data", str(data)], env))
+        floor["ceiling_at_2_workers"] = round(2 * reference_seconds / floor["floor_s"], 2)
+        floors[name] = floor
+        print(f"library floor, {name}: {json.dumps(floor)}", flush=True)
+    return floors
+
+
 def run_pipeline(root: Path, out: Path, workers: int) -> tuple[float, dict[str, float], dict[str, Any]]:
     command = [
         sys.executable, "-m", "reasoning_operator.cli", "curate",
@@ -170,7 +206,12 @@ def main() -> None:
         action="store_true",
         help="Scaling runs: skip the reference and the in-process run; every pipeline output must equal the first.",
     )
+    parser.add_argument("--stages-in-process", nargs=2, type=Path, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.stages_in_process:
+        shutil.rmtree(args.stages_in_process[1], ignore_errors=True)
+        print(stages_in_process(*args.stages_in_process))
+        return
 
     data = args.work / "data"
     manifest = data / "manifest.json"
@@ -199,11 +240,15 @@ def main() -> None:
         results["reference"] = {"seconds": round(reference_seconds, 1), "samples_per_s": round(rate)}
         print(f"plain reference: {read} samples in {reference_seconds:.1f}s ({rate:.0f}/s)", flush=True)
 
-        seconds = stages_in_process(data, args.work / "in-process")
+        results["library_floor"] = library_floors(data, reference_seconds)
+        # In a process of its own, on the allocator the job's workers get.
+        out = args.work / "in-process"
+        seconds = float(in_subprocess([__file__, "--stages-in-process", str(data), str(out)], allocator_env()))
         results["stages_in_process"] = {
             "seconds": round(seconds, 1),
             "samples_per_s": round(read / seconds),
             "ratio_vs_reference": round(reference_seconds / seconds, 2),
+            "allocator": allocator_env()["LD_PRELOAD"],
         }
         print(f"stages in process (no Ray): {json.dumps(results['stages_in_process'])}", flush=True)
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,17 @@ META = "curate"
 ROW = "_row"
 COLUMNS = ["messages", "output", "reasoning", "category", "used_in_training", *rules.PASSTHROUGH_FIELDS, ROW]
 TASK_SPEC = {"is_actor_stage": False}
+
+
+@lru_cache(maxsize=1)
+def process_allocator() -> str:
+    """The malloc this process runs on (a library preloaded into it, else the C library's), for the job's log:
+    whether Ray's workers got the allocator `pipeline.allocator_env` chose is otherwise invisible."""
+    try:
+        maps = Path("/proc/self/maps").read_text()
+    except OSError:
+        return "unknown"
+    return next((name for name in ("mimalloc", "jemalloc", "tcmalloc") if f"/lib{name}" in maps), "libc")
 
 
 def _meta(task: DocumentBatch | FileGroupTask) -> dict[str, Any]:
@@ -400,5 +412,6 @@ class StageChain(ProcessingStage[FileGroupTask, FileGroupTask]):  # type: ignore
             current = step.process(current)
             seconds[step.name] = seconds.get(step.name, 0.0) + time.perf_counter() - started
         _meta(current)["seconds"] = seconds
+        _meta(current)["allocator"] = process_allocator()
         result: FileGroupTask = current
         return result

@@ -82,6 +82,7 @@ def curriculum_run(dataset: tuple[Path, dict[str, Any]], tmp_path_factory: pytes
     out = tmp_path_factory.mktemp("curated")
     proc = run_cli(*curriculum_args(str(root), out))
     assert proc.returncode == 0, proc.stderr[-3000:]
+    (out.parent / f"{out.name}.log").write_text(proc.stderr)  # beside the output, which tests list
     return out
 
 
@@ -104,6 +105,15 @@ def test_summary_counts_match_the_known_defects(curriculum_run: Path, dataset: t
     assert (summary["reasoningOn"], summary["reasoningOff"]) == (good["on"], good["off"])
     assert set(summary["tokenPercentiles"]) == {"prompt", "completion"}
     assert summary["tokenPercentiles"]["completion"]["max"] <= MAX_COMPLETION
+
+
+def test_ray_workers_run_on_mimalloc(curriculum_run: Path) -> None:
+    """The allocator is a measured part of the job's speed (bench/curate/README.md), and Ray strips LD_PRELOAD
+    from workers unless told otherwise: every block must report the worker's mapped mimalloc."""
+    log = (curriculum_run.parent / f"{curriculum_run.name}.log").read_text()
+    allocators = json.loads(log.split("blocks by worker allocator: ", 1)[1].splitlines()[0])
+    assert set(allocators) == {"mimalloc"}, allocators
+    assert "Ray workers preload " in log and "libmimalloc.so" in log
 
 
 def test_malformed_lines_are_reported_with_file_and_line(curriculum_run: Path) -> None:
