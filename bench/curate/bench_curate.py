@@ -156,15 +156,15 @@ def in_subprocess(args: list[str], env: dict[str, str]) -> str:
     return proc.stdout.strip().splitlines()[-1]
 
 
-def library_floors(data: Path, reference_seconds: float) -> dict[str, Any]:
-    """The floor (bench/curate/library_floor.py) with each allocator, and the 2-worker ceiling it implies."""
+def library_floors(data: Path, reference_seconds: float, names: list[str]) -> dict[str, Any]:
+    """The floor (bench/curate/library_floor.py) with each allocator named, and the 2-worker ceiling it implies."""
     script = str(Path(__file__).with_name("library_floor.py"))
     import ray
 
     allocators = {"libc": {}, "jemalloc": {"LD_PRELOAD": str(Path(ray.__file__).parent / "core" / "libjemalloc.so")}}
     allocators["job"] = allocator_env()
     floors: dict[str, Any] = {}
-    for name, env in allocators.items():
+    for name, env in ((name, allocators[name]) for name in names):
         floor = json.loads(in_subprocess([script, "--data", str(data)], env))
         floor["ceiling_at_2_workers"] = round(2 * reference_seconds / floor["floor_s"], 2)
         floors[name] = floor
@@ -195,62 +195,35 @@ def run_pipeline(root: Path, out: Path, workers: int) -> tuple[float, dict[str, 
     return wall, phases, json.loads((out / "summary.json").read_text())
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--samples", type=int, default=300_000, help="Generated samples (~70% in the selected files).")
-    parser.add_argument("--work", type=Path, default=Path("/tmp/curate-bench"))
-    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="Pipeline runs (none: skip them).")
-    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "out" / "curate" / "results.json")
-    parser.add_argument(
-        "--no-reference",
-        action="store_true",
-        help="Scaling runs: skip the reference and the in-process run; every pipeline output must equal the first.",
-    )
-    parser.add_argument("--stages-in-process", nargs=2, type=Path, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.stages_in_process:
-        shutil.rmtree(args.stages_in_process[1], ignore_errors=True)
-        print(stages_in_process(*args.stages_in_process))
-        return
-
-    data = args.work / "data"
-    manifest = data / "manifest.json"
-    if not manifest.exists() or json.loads(manifest.read_text())["samples"] != args.samples:
+def run_round(args: argparse.Namespace, data: Path, reference_out: Path, first: bool) -> dict[str, Any]:
+    """One reference run (and, in the first round, the floors and the in-process run), then every pipeline run,
+    each checked byte-identical to the reference (or, with --no-reference, to the first pipeline's output)."""
+    results: dict[str, Any] = {}
+    reference_seconds, read = 0.0, 0
+    if not args.no_reference:
+        # A process of its own each round, as the pipeline's CLI is: every round pays the same start-up
+        # (interpreter, imports, model and tokenizer loads), and the reference runs on the C library's malloc.
         t = time.perf_counter()
-        generate(data, samples=args.samples, seed=0, bad_fraction=0.1, long_chars=30_000)
-        print(f"generated {args.samples} samples in {time.perf_counter() - t:.0f}s", flush=True)
-    selected_bytes = sum(f.size for f in select_files(str(data), FILTERS))
-
-    results: dict[str, Any] = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
-        "load_average_at_start": os.getloadavg(),
-        "ld_preload": os.environ.get("LD_PRELOAD"),  # e.g. the allocator counterfactual in the README
-        "selected_mb": round(selected_bytes / 1e6, 1),
-    }
-    reference_out = args.work / "reference.jsonl"
-    if args.no_reference:
-        reference_seconds, read = 0.0, 0
-        reference_out.unlink(missing_ok=True)
-    else:
-        t = time.perf_counter()
-        reference = plain_reference(data, reference_out)
+        reference = json.loads(in_subprocess([__file__, "--reference-only", str(data), str(reference_out)], {}))
         reference_seconds = time.perf_counter() - t
         read = reference["read"]
         rate = read / reference_seconds
         results["reference"] = {"seconds": round(reference_seconds, 1), "samples_per_s": round(rate)}
         print(f"plain reference: {read} samples in {reference_seconds:.1f}s ({rate:.0f}/s)", flush=True)
-
-        results["library_floor"] = library_floors(data, reference_seconds)
-        # In a process of its own, on the allocator the job's workers get.
-        out = args.work / "in-process"
-        seconds = float(in_subprocess([__file__, "--stages-in-process", str(data), str(out)], allocator_env()))
-        results["stages_in_process"] = {
-            "seconds": round(seconds, 1),
-            "samples_per_s": round(read / seconds),
-            "ratio_vs_reference": round(reference_seconds / seconds, 2),
-            "allocator": allocator_env()["LD_PRELOAD"],
-        }
-        print(f"stages in process (no Ray): {json.dumps(results['stages_in_process'])}", flush=True)
+    if reference_seconds and first:
+        if args.floors:
+            results["library_floor"] = library_floors(data, reference_seconds, args.floors)
+        if not args.skip_in_process:
+            # In a process of its own, on the allocator the job's workers get.
+            out = args.work / "in-process"
+            seconds = float(in_subprocess([__file__, "--stages-in-process", str(data), str(out)], allocator_env()))
+            results["stages_in_process"] = {
+                "seconds": round(seconds, 1),
+                "samples_per_s": round(read / seconds),
+                "ratio_vs_reference": round(reference_seconds / seconds, 2),
+                "allocator": allocator_env()["LD_PRELOAD"],
+            }
+            print(f"stages in process (no Ray): {json.dumps(results['stages_in_process'])}", flush=True)
 
     for workers in args.workers:
         out = args.work / f"pipeline-{workers}"
@@ -279,6 +252,68 @@ def main() -> None:
             results[f"pipeline_{workers}"]["output_identical_to_first_pipeline"] = identical
         print(f"pipeline {workers} workers: {json.dumps(results[f'pipeline_{workers}'])}", flush=True)
         results["summary"] = summary
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=300_000, help="Generated samples (~70% in the selected files).")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/curate-bench"))
+    parser.add_argument("--workers", type=int, nargs="*", default=[1, 2], help="Pipeline runs (none: skip them).")
+    parser.add_argument("--results", type=Path, default=ROOT / "bench" / "out" / "curate" / "results.json")
+    parser.add_argument(
+        "--no-reference",
+        action="store_true",
+        help="Scaling runs: skip the reference and the in-process run; every pipeline output must equal the first.",
+    )
+    parser.add_argument(
+        "--floors",
+        nargs="*",
+        choices=["libc", "jemalloc", "job"],
+        default=["libc", "jemalloc", "job"],
+        help="Allocators to measure the library floor with (job: the one the job's workers get).",
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="Repeat the reference and the pipelines this often.")
+    parser.add_argument("--skip-in-process", action="store_true", help="Skip the in-process stages run.")
+    parser.add_argument("--reference-only", nargs=2, type=Path, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--stages-in-process", nargs=2, type=Path, metavar=("DATA", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.reference_only:
+        print(json.dumps(plain_reference(*args.reference_only)))
+        return
+    if args.stages_in_process:
+        shutil.rmtree(args.stages_in_process[1], ignore_errors=True)
+        print(stages_in_process(*args.stages_in_process))
+        return
+
+    data = args.work / "data"
+    manifest = data / "manifest.json"
+    if not manifest.exists() or json.loads(manifest.read_text())["samples"] != args.samples:
+        t = time.perf_counter()
+        generate(data, samples=args.samples, seed=0, bad_fraction=0.1, long_chars=30_000)
+        print(f"generated {args.samples} samples in {time.perf_counter() - t:.0f}s", flush=True)
+    selected_bytes = sum(f.size for f in select_files(str(data), FILTERS))
+
+    results: dict[str, Any] = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs",
+        "load_average_at_start": os.getloadavg(),
+        "ld_preload": os.environ.get("LD_PRELOAD"),  # e.g. the allocator counterfactual in the README
+        "selected_mb": round(selected_bytes / 1e6, 1),
+    }
+    reference_out = args.work / "reference.jsonl"
+    reference_out.unlink(missing_ok=True)
+    results["rounds"] = []
+    for index in range(args.rounds):
+        # Rounds repeat the reference and the pipelines back to back: a shared machine moves single figures by
+        # tens of percent, so each round's ratios are against that round's own reference.
+        measured = run_round(args, data, reference_out, first=index == 0)
+        results["rounds"].append(measured)
+        results["summary"] = measured.pop("summary", results.get("summary"))
+    if args.rounds > 1:
+        for workers in args.workers:
+            ratios = [r[f"pipeline_{workers}"].get("ratio_vs_reference_end_to_end") for r in results["rounds"]]
+            if None not in ratios:
+                results[f"ratio_{workers}_workers_end_to_end_by_round"] = ratios
     results["load_average_at_end"] = os.getloadavg()
     args.results.parent.mkdir(parents=True, exist_ok=True)
     args.results.write_text(json.dumps(results, indent=2) + "\n")
