@@ -171,10 +171,10 @@ def allocator_env() -> dict[str, str]:
     """The allocator Ray preloads into its processes, workers included (`RAY_JEMALLOC_LIB_PATH` names the
     library, whichever it is): mimalloc where installed, else Ray's own jemalloc.
 
-    Token counting spends ~40 % of its time in malloc/free. Measured on the same 210k samples, one core
-    (bench/curate/README.md): the tokenizer's counts take 5.6 s with glibc, 4.3-4.5 s with jemalloc and 3.4-3.6 s
-    with mimalloc; identical results. A `RAY_JEMALLOC_LIB_PATH` set by the user wins; a process started with
-    LD_PRELOAD already set keeps its own (Ray only preloads where LD_PRELOAD is unset).
+    Token counting is allocation-bound. Counting 80k completions on one core (bench/curate/README.md) takes
+    5.6 s on glibc malloc, 4.3-4.5 s on jemalloc and 3.4-3.6 s on mimalloc, with identical counts. A
+    `RAY_JEMALLOC_LIB_PATH` set by the user wins; a process started with LD_PRELOAD already set keeps its own (Ray
+    only preloads where LD_PRELOAD is unset).
     """
     if "RAY_JEMALLOC_LIB_PATH" in os.environ:  # the operator of the machine chose
         return {"RAY_JEMALLOC_LIB_PATH": os.environ["RAY_JEMALLOC_LIB_PATH"]}

@@ -11,6 +11,7 @@ import pytest
 
 from reasoning_jobs.curate import records as rules
 from reasoning_jobs.curate.cli import parse_size
+from reasoning_jobs.curate.pipeline import allocator_env, mimalloc_library
 from reasoning_jobs.curate.records import RecordError, parse_record
 from reasoning_jobs.curate.sources import SourceError, fsspec_url, plan_blocks, read_block_lines, select_files
 from reasoning_jobs.datasets.nemotron_synthetic import generate
@@ -182,3 +183,12 @@ def test_unreachable_or_unknown_hub_dataset_is_a_clear_error() -> None:
     # The hub is out of reach here (and this id does not exist where it is reachable): either way, a clear error.
     with pytest.raises(SourceError, match=r"cannot list hf://no-such-org-7f3a/no-such-dataset-7f3a"):
         select_files("hf://no-such-org-7f3a/no-such-dataset-7f3a", ["chat"])
+
+
+def test_workers_get_mimalloc_unless_the_user_named_an_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RAY_JEMALLOC_LIB_PATH", raising=False)
+    library = mimalloc_library()
+    assert library is not None and library.name.startswith("libmimalloc.so") and library.is_file()
+    assert allocator_env() == {"RAY_JEMALLOC_LIB_PATH": str(library)}
+    monkeypatch.setenv("RAY_JEMALLOC_LIB_PATH", "/opt/lib/libtcmalloc.so")
+    assert allocator_env() == {"RAY_JEMALLOC_LIB_PATH": "/opt/lib/libtcmalloc.so"}
