@@ -137,16 +137,18 @@ def stages_in_process(root: Path, out: Path) -> float:
     return time.perf_counter() - started
 
 
+def ray_jemalloc() -> str:
+    """The jemalloc Ray ships and preloads into its processes by default."""
+    import ray
+
+    return str(Path(ray.__file__).parent / "core" / "libjemalloc.so")
+
+
 def allocator_env() -> dict[str, str]:
     """LD_PRELOAD of the allocator the job's Ray workers run on, for the in-process and floor rows."""
     from reasoning_jobs.curate.pipeline import allocator_env as job_allocator
 
-    library = job_allocator().get("RAY_JEMALLOC_LIB_PATH")
-    if library is None:
-        import ray
-
-        library = str(Path(ray.__file__).parent / "core" / "libjemalloc.so")
-    return {"LD_PRELOAD": library}
+    return {"LD_PRELOAD": job_allocator().get("RAY_JEMALLOC_LIB_PATH") or ray_jemalloc()}
 
 
 def in_subprocess(args: list[str], env: dict[str, str]) -> str:
@@ -159,10 +161,7 @@ def in_subprocess(args: list[str], env: dict[str, str]) -> str:
 def library_floors(data: Path, reference_seconds: float, names: list[str]) -> dict[str, Any]:
     """The floor (bench/curate/library_floor.py) with each allocator named, and the 2-worker ceiling it implies."""
     script = str(Path(__file__).with_name("library_floor.py"))
-    import ray
-
-    allocators = {"libc": {}, "jemalloc": {"LD_PRELOAD": str(Path(ray.__file__).parent / "core" / "libjemalloc.so")}}
-    allocators["job"] = allocator_env()
+    allocators = {"libc": {}, "jemalloc": {"LD_PRELOAD": ray_jemalloc()}, "job": allocator_env()}
     floors: dict[str, Any] = {}
     for name, env in ((name, allocators[name]) for name in names):
         floor = json.loads(in_subprocess([script, "--data", str(data)], env))
@@ -215,13 +214,13 @@ def run_round(args: argparse.Namespace, data: Path, reference_out: Path, first: 
             results["library_floor"] = library_floors(data, reference_seconds, args.floors)
         if not args.skip_in_process:
             # In a process of its own, on the allocator the job's workers get.
-            out = args.work / "in-process"
-            seconds = float(in_subprocess([__file__, "--stages-in-process", str(data), str(out)], allocator_env()))
+            out, env = args.work / "in-process", allocator_env()
+            seconds = float(in_subprocess([__file__, "--stages-in-process", str(data), str(out)], env))
             results["stages_in_process"] = {
                 "seconds": round(seconds, 1),
                 "samples_per_s": round(read / seconds),
                 "ratio_vs_reference": round(reference_seconds / seconds, 2),
-                "allocator": allocator_env()["LD_PRELOAD"],
+                "allocator": env["LD_PRELOAD"],
             }
             print(f"stages in process (no Ray): {json.dumps(results['stages_in_process'])}", flush=True)
 

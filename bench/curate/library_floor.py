@@ -6,9 +6,9 @@ beforehand and left out of the clock.
 
 Why: a worker cannot take less time than this for its share of the samples, so with the plain reference's time
 T_ref, N workers can be at most N * T_ref / floor faster than the reference, with zero engine, zero Python and
-perfect balance. `bench_curate.py` runs it in the same run as the reference, once with the process's own
-allocator and once with the jemalloc the job's Ray workers use, and reports that bound next to the measured
-ratios. The calls are the fastest exact ones known here: orjson, fastText `predict` per text (its list form
+perfect balance. `bench_curate.py` runs it in the same run as the reference, in a process of its own per
+allocator (the C library's malloc, Ray's jemalloc, and the job's: mimalloc), and reports that bound next to the
+measured ratios. The calls are the fastest exact ones known here: orjson, fastText `predict` per text (its list form
 returns no scores), `encode_batch_fast` in chunks of 64 (what the job does).
 """
 
