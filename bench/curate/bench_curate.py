@@ -171,14 +171,16 @@ def library_floors(data: Path, reference_seconds: float, names: list[str]) -> di
     return floors
 
 
-def run_pipeline(root: Path, out: Path, workers: int) -> tuple[float, dict[str, float], dict[str, Any]]:
+def run_pipeline(
+    root: Path, out: Path, workers: int, counter: str = "auto"
+) -> tuple[float, dict[str, float], dict[str, Any]]:
     command = [
         sys.executable, "-m", "reasoning_operator.cli", "curate",
         "--input-dir", str(root), "--output-dir", str(out),
         "--filename-filter", ",".join(FILTERS), "--used-in-training", "Nano",
         "--tokenizer", str(offline_tokenizer_path()),
         "--max-token-count", str(MAX_PROMPT), "--max-completion-token-count", str(MAX_COMPLETION),
-        "--n-workers", str(workers), "--block-size", str(BLOCK_SIZE),
+        "--n-workers", str(workers), "--block-size", str(BLOCK_SIZE), "--token-counter", counter,
     ]  # fmt: skip
     path = os.pathsep.join(filter(None, [str(ROOT / "jobs"), str(ROOT / "operator"), os.environ.get("PYTHONPATH")]))
     env = {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
@@ -224,32 +226,34 @@ def run_round(args: argparse.Namespace, data: Path, reference_out: Path, first: 
             }
             print(f"stages in process (no Ray): {json.dumps(results['stages_in_process'])}", flush=True)
 
-    for workers in args.workers:
-        out = args.work / f"pipeline-{workers}"
-        wall, phases, summary = run_pipeline(data, out, workers)
+    for counter, workers in ((c, w) for c in args.token_counters for w in args.workers):
+        name = f"pipeline_{workers}" if counter == "auto" else f"pipeline_{workers}_{counter}"
+        out = args.work / name.replace("_", "-")
+        wall, phases, summary = run_pipeline(data, out, workers, counter)
         if not reference_out.exists():  # --no-reference: the first pipeline's output is the one to match
             read = summary["samplesRead"]
             reference_out.write_bytes((out / "training.jsonl").read_bytes())
         assert summary["samplesRead"] == read, (summary["samplesRead"], read)
         identical = (out / "training.jsonl").read_bytes() == reference_out.read_bytes()
         if not identical:
-            raise SystemExit(f"pipeline ({workers} workers) and reference outputs differ")
+            raise SystemExit(f"{name} and reference outputs differ")
         pipeline_seconds = phases.get("pipeline", wall)
-        results[f"pipeline_{workers}"] = {
+        results[name] = {
             "wall_seconds": round(wall, 1),
+            "token_counter": summary.get("tokenCounter"),
             "phases": phases,
             "samples_per_s_end_to_end": round(read / wall),
             "samples_per_s_pipeline_phase": round(read / pipeline_seconds),
             "output_identical_to_reference": identical,
         }
         if reference_seconds:
-            results[f"pipeline_{workers}"].update(
+            results[name].update(
                 ratio_vs_reference_end_to_end=round(reference_seconds / wall, 2),
                 ratio_vs_reference_pipeline_phase=round(reference_seconds / pipeline_seconds, 2),
             )
         else:
-            results[f"pipeline_{workers}"]["output_identical_to_first_pipeline"] = identical
-        print(f"pipeline {workers} workers: {json.dumps(results[f'pipeline_{workers}'])}", flush=True)
+            results[name]["output_identical_to_first_pipeline"] = identical
+        print(f"{name}: {json.dumps(results[name])}", flush=True)
         results["summary"] = summary
     return results
 
@@ -264,6 +268,13 @@ def main() -> None:
         "--no-reference",
         action="store_true",
         help="Scaling runs: skip the reference and the in-process run; every pipeline output must equal the first.",
+    )
+    parser.add_argument(
+        "--token-counters",
+        nargs="+",
+        default=["auto"],
+        choices=["auto", "tokenizers"],
+        help="Run the pipelines with each token counter (tokenizers: the job's counter before session 7).",
     )
     parser.add_argument(
         "--floors",
@@ -310,7 +321,7 @@ def main() -> None:
         results["summary"] = measured.pop("summary", results.get("summary"))
     if args.rounds > 1:
         for workers in args.workers:
-            ratios = [r[f"pipeline_{workers}"].get("ratio_vs_reference_end_to_end") for r in results["rounds"]]
+            ratios = [r.get(f"pipeline_{workers}", {}).get("ratio_vs_reference_end_to_end") for r in results["rounds"]]
             if None not in ratios:
                 results[f"ratio_{workers}_workers_end_to_end_by_round"] = ratios
     results["load_average_at_end"] = os.getloadavg()

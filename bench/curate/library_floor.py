@@ -9,7 +9,9 @@ T_ref, N workers can be at most N * T_ref / floor faster than the reference, wit
 perfect balance. `bench_curate.py` runs it in the same run as the reference, in a process of its own per
 allocator (the C library's malloc, Ray's jemalloc, and the job's: mimalloc), and reports that bound next to the
 measured ratios. The calls are the fastest exact ones known here: orjson, fastText `predict` per text (its list form
-returns no scores), `encode_batch_fast` in chunks of 64 (what the job does).
+returns no scores), and fastokens' `encode` per text (what the job does since session 7). `tokenizers`'
+`encode_batch_fast` in chunks of 64 (the job's call before) is timed too: `floor_tokenizers_s` is the floor with it,
+comparable with the floors of earlier sessions.
 """
 
 from __future__ import annotations
@@ -33,7 +35,13 @@ from reasoning_jobs.common.assets import offline_tokenizer_path  # noqa: E402
 from reasoning_jobs.curate import records as rules  # noqa: E402
 from reasoning_jobs.curate.language import bundled_lid_model_path  # noqa: E402
 from reasoning_jobs.curate.sources import select_files  # noqa: E402
-from reasoning_jobs.curate.tokenization import WorkerTokenizer, end_of_turn, load_tokenizer  # noqa: E402
+from reasoning_jobs.curate.tokenization import (  # noqa: E402
+    WorkerTokenizer,
+    _backend_counter,
+    _fast_tokenizer,
+    end_of_turn,
+    load_tokenizer,
+)
 
 FILTERS = ["math_v1.1", "chat"]
 
@@ -44,7 +52,13 @@ def measure(root: Path) -> dict[str, Any]:
     model = fasttext.load_model(str(bundled_lid_model_path()))
     tokenizer = load_tokenizer(str(offline_tokenizer_path()))
     prefix, suffix = end_of_turn(tokenizer)
-    render, count = WorkerTokenizer.from_tokenizer(tokenizer, str(offline_tokenizer_path())).tools()
+    spec = WorkerTokenizer.from_tokenizer(tokenizer, str(offline_tokenizer_path()))
+    render, _ = spec.tools()
+    count = _backend_counter(spec._backend())
+    fast = _fast_tokenizer(spec.backend, count)[0]
+    if fast is None:
+        raise SystemExit("fastokens does not count this tokenizer like tokenizers")
+    fast_encode = fast.encode
 
     lines = [
         line for f in select_files(str(root), FILTERS) for line in Path(f.url).read_bytes().splitlines() if line.strip()
@@ -81,9 +95,13 @@ def measure(root: Path) -> dict[str, Any]:
         predict(text, k=1)
     language_s = time.perf_counter() - started
     started = time.perf_counter()
-    count(prompts)
-    count(completions)
+    expected = count(prompts), count(completions)
     tokens_s = time.perf_counter() - started
+    started = time.perf_counter()
+    fast_counts = [len(fast_encode(text)) for text in prompts], [len(fast_encode(text)) for text in completions]
+    fast_tokens_s = time.perf_counter() - started
+    if fast_counts != expected:
+        raise SystemExit("fastokens and tokenizers count these texts differently")
     return {
         "lines": len(lines),
         "language_texts": len(language_texts),
@@ -91,7 +109,9 @@ def measure(root: Path) -> dict[str, Any]:
         "parse_s": round(parse_s, 2),
         "language_id_s": round(language_s, 2),
         "token_counts_s": round(tokens_s, 2),
-        "floor_s": round(parse_s + language_s + tokens_s, 2),
+        "token_counts_fastokens_s": round(fast_tokens_s, 2),
+        "floor_s": round(parse_s + language_s + fast_tokens_s, 2),
+        "floor_tokenizers_s": round(parse_s + language_s + tokens_s, 2),
         "allocator": Path(os.environ["LD_PRELOAD"]).name if os.environ.get("LD_PRELOAD") else "libc",
     }
 

@@ -76,6 +76,13 @@ def main(
     max_completion_token_count: Annotated[
         int | None, typer.Option(help="Max completion tokens, end-of-turn included (default: 16384).")
     ] = None,
+    token_counter: Annotated[
+        str | None,
+        typer.Option(
+            help="auto: fastokens where it counts like tokenizers (spot-checked per block), else tokenizers; "
+            "tokenizers: Hugging Face tokenizers only (default: auto)."
+        ),
+    ] = None,
     n_workers: Annotated[int | None, typer.Option(help="Ray workers (CPU cores) (default: 1).")] = None,
     device: Annotated[str, typer.Option(help="Only 'cpu': every stage is CPU-bound.")] = "cpu",
     curriculum: Annotated[
@@ -129,6 +136,7 @@ def main(
         "lang_threshold": lang_threshold,
         "max_token_count": max_token_count,
         "max_completion_token_count": max_completion_token_count,
+        "token_counter": token_counter,
         "n_workers": n_workers,
         "curriculum": curriculum,
         "remove_columns": _split(remove_columns),

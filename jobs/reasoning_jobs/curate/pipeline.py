@@ -21,7 +21,7 @@ from reasoning_operator.api import CurationResult, CurationStageConfig
 
 from . import records as rules
 from .sources import Block, plan_blocks, select_files
-from .tokenization import WorkerTokenizer
+from .tokenization import TOKEN_COUNTERS, WorkerTokenizer
 
 DEFAULT_TOKENIZER = "meta-llama/Llama-3.1-8B-Instruct"
 DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024
@@ -58,6 +58,7 @@ class CurationOptions:
     lang_threshold: float = 0.5
     max_token_count: int = 8192
     max_completion_token_count: int = 16384
+    token_counter: str = "auto"
     n_workers: int = 1
     curriculum: bool = True
     remove_columns: list[str] = field(default_factory=list)
@@ -80,6 +81,7 @@ class CurationOptions:
             lang_threshold=c.language_threshold,
             max_token_count=c.max_token_count,
             max_completion_token_count=c.max_completion_token_count,
+            token_counter=c.token_counter,
             n_workers=c.workers,
             curriculum=c.curriculum,
             remove_columns=list(c.remove_columns),
@@ -98,6 +100,10 @@ def _check_options(options: CurationOptions) -> None:
         raise CurationError("--n-workers must be >= 1")
     if options.block_size < 1024:
         raise CurationError("--block-size must be at least 1 KiB")
+    if options.token_counter not in TOKEN_COUNTERS:
+        raise CurationError(
+            f"--token-counter must be one of {', '.join(TOKEN_COUNTERS)}, not {options.token_counter!r}"
+        )
 
 
 def _build_pipeline(
@@ -257,6 +263,24 @@ def _line_errors(metas: list[dict[str, Any]]) -> list[str]:
     return messages
 
 
+def _token_counter(metas: list[dict[str, Any]]) -> str | None:
+    """Which library counted the blocks' tokens ('fastokens+tokenizers' where a spot check fell back), logged
+    with the spot checks and every difference they found."""
+    counters = [m["token_counter"] for m in metas if "token_counter" in m]
+    if not counters:
+        return None
+    names = Counter(str(c["name"]) for c in counters)
+    checked = sum(int(c["checked"]) for c in counters)
+    mismatched = sum(int(c["mismatched"]) for c in counters)
+    logger.info(f"blocks by token counter: {json.dumps(dict(names))}; {checked} counts spot-checked")
+    if mismatched:
+        logger.warning(
+            f"{mismatched} of {checked} spot-checked token counts differed between fastokens and tokenizers: "
+            "those blocks were counted again by tokenizers, and their workers counted with tokenizers from then on"
+        )
+    return "+".join(sorted(names))
+
+
 def curate(options: CurationOptions) -> CurationResult:
     """Run the whole job and report its result (summary.json + termination message)."""
     from .curriculum import Shard, percentiles, select, write_training_file
@@ -288,7 +312,8 @@ def curate(options: CurationOptions) -> CurationResult:
         tokenizer = loading.result()
     try:
         eot = end_of_turn(tokenizer)
-        worker_tokenizer = WorkerTokenizer.from_tokenizer(tokenizer, options.tokenizer)
+        worker_tokenizer = WorkerTokenizer.from_tokenizer(tokenizer, options.tokenizer, options.token_counter)
+        logger.info(f"token counts: {worker_tokenizer.counter_choice()}")
         blocks = plan_blocks(files, options.block_size)
         logger.info(f"curating {len(files)} files ({sum(f.size for f in files) / 1e6:.1f} MB) in {len(blocks)} blocks")
         out = options.output_dir
@@ -315,6 +340,7 @@ def curate(options: CurationOptions) -> CurationResult:
     )
     allocators = Counter(str(m.get("allocator")) for m in metas)
     logger.info("blocks by worker allocator: " + json.dumps(dict(allocators)))
+    token_counter = _token_counter(metas)
     if len(metas) != len(blocks):
         raise CurationError(f"pipeline returned {len(metas)} of {len(blocks)} blocks")
     metas.sort(key=lambda m: (m["block"]["file_index"], m["block"]["block_index"]))
@@ -332,6 +358,7 @@ def curate(options: CurationOptions) -> CurationResult:
         dropped=dropped,
         malformed_lines=malformed,
         errors=errors[:MAX_REPORTED_ERRORS],
+        token_counter=token_counter,
     )
     error_rate = malformed / read if read else 0.0
     if error_rate > options.max_error_rate:

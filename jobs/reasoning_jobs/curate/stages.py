@@ -261,11 +261,17 @@ class ChatTemplateStage(_RuleStage):
         if df.empty:
             return task
         render_prompts, count_tokens = self.tokenizer.tools()
+        checked, mismatched = count_tokens.checked, count_tokens.mismatched
         conversations = [rules.conversation(m, r) for m, r in zip(df["messages"], df["reasoning"], strict=True)]
         prompts = render_prompts(conversations)
         completions = [self.completion_prefix + o + self.completion_suffix for o in df["output"]]
         prompt_tokens = count_tokens(prompts)
         completion_tokens = count_tokens(completions)
+        _meta(task)["token_counter"] = {
+            "name": count_tokens.name,
+            "checked": count_tokens.checked - checked,
+            "mismatched": count_tokens.mismatched - mismatched,
+        }
         df = df.assign(
             prompt=pd.Series(prompts, dtype=object, index=df.index),
             completion=pd.Series(completions, dtype=object, index=df.index),

@@ -16,6 +16,23 @@ from .records import conversation
 _SENTINEL = "\u2063CURATE_SENTINEL\u2063"
 #: texts per `encode_batch_fast` call: small chunks stay in cache (measured ~4% faster than 256, same counts)
 _COUNT_CHUNK = 64
+#: texts of every count call that `tokenizers` counts again, evenly spaced (a block makes two calls)
+SPOT_CHECKS = 4
+#: token counters: fastokens where it loads this tokenizer and counts like `tokenizers`, else `tokenizers`
+TOKEN_COUNTERS = ("auto", "tokenizers")
+#: texts fastokens must count exactly like `tokenizers` before a worker uses it: scripts, special tokens inside
+#: text, whitespace runs and line ends, digits, contractions, emoji sequences, invisible characters
+_COUNT_PROBES = (
+    "",
+    " ",
+    "Hello, world! It's 2026; we're testing   spaces\t\ttabs\r\n\r\nand line ends.\n\n\n",
+    "<|begin_of_text|><|start_header_id|>system<|end_header_id|>\n\ndetailed thinking on<|eot_id|>x<|eot_id|>",
+    "<think>\nSo 12345678 + 0.5 = ?\n</think>\n\nThe answer is $\\boxed{12345678.5}$.",
+    "Grüße aus Köln, ÉCOLE, İstanbul, ǅemal; Привет, мир; 你好，世界；こんにちは；안녕하세요; مرحبا; שלום; नमस्ते",
+    "🙂👍🏽👨‍👩‍👧 \u200b\u200d\ufeff\u00a0\u2003x\u3000y \x00\x7f ﬁ Ⅻ ½ ² 𝔘𝔫𝔦 \U0002a6a5",
+    "I'LL 'S 'd 'Ve   '' ...!!!??? ::: ---- ____ ```python\nprint(1)\n```",
+    "a" * 300 + " " * 40 + "\n" * 7 + "0" * 33,
+)
 
 
 class TokenizerError(ValueError):
@@ -207,6 +224,69 @@ def _backend_counter(backend: Any) -> Count:
     return count
 
 
+def _fast_tokenizer(serialised: str, reference: Count) -> tuple[Any | None, str]:
+    """(fastokens' tokenizer for `serialised`, "") where it loads it and counts every probe like `reference`,
+    else (None, why not).
+
+    fastokens is a Rust reimplementation of `tokenizers`' encoding (used by vLLM's `fastokens` tokenizer mode):
+    the job's token counts take ~1/25 of the time there (single-threaded, bench/curate/README.md). It refuses
+    components it does not implement (e.g. the NFKC normaliser) when loading.
+    """
+    try:
+        import fastokens
+    except ImportError:
+        return None, "fastokens is not installed"
+    try:
+        fast = fastokens.Tokenizer.from_json_str(serialised)
+        fast.no_truncation()
+        fast.no_padding()
+    except Exception as error:
+        return None, f"fastokens cannot load this tokenizer: {error}"
+    probes = list(_COUNT_PROBES)
+    expected = reference(probes)
+    for text, count in zip(probes, expected, strict=True):
+        if len(fast.encode(text)) != count:
+            return None, f"fastokens counts {text[:40]!r} differently from tokenizers"
+    return fast, ""
+
+
+class TokenCounter:
+    """Token counts of texts (special tokens in the text count; none are added), by fastokens where it was given
+    one, else by `reference` (`tokenizers`).
+
+    Every call also counts `SPOT_CHECKS` of its texts with `reference`. Where any differs, the whole call is
+    counted again by `reference` and this process stops using fastokens: a wrong count would drop or misorder a
+    sample silently. `checked` and `mismatched` go into each block's metadata, and the job's log and result say
+    which library counted.
+    """
+
+    def __init__(self, reference: Count, fast: Any | None = None, reference_name: str = "tokenizers") -> None:
+        self._reference = reference
+        self._fast = fast
+        self._reference_name = reference_name
+        self.checked = 0
+        self.mismatched = 0
+
+    @property
+    def name(self) -> str:
+        return "fastokens" if self._fast is not None else self._reference_name
+
+    def __call__(self, texts: list[str]) -> list[int]:
+        if self._fast is None or not texts:
+            return self._reference(texts)
+        encode = self._fast.encode
+        counts = [len(encode(text)) for text in texts]  # per text: the batch calls use threads
+        picked = range(0, len(texts), max(1, len(texts) // SPOT_CHECKS))[:SPOT_CHECKS]
+        expected = self._reference([texts[i] for i in picked])
+        self.checked += len(picked)
+        differ = sum(counts[i] != count for i, count in zip(picked, expected, strict=True))
+        if differ:
+            self.mismatched += differ
+            self._fast = None
+            return self._reference(texts)
+        return counts
+
+
 def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
     """Token counts of `texts` (special tokens in the text count; none are added), without token-id lists for
     fast tokenizers; others fall back to one `tokenizer(text)` call per text."""
@@ -230,33 +310,53 @@ class WorkerTokenizer:
     template: str = field(default="", repr=False)
     variables: dict[str, Any] = field(default_factory=dict, repr=False)
     key: str = ""
+    counter: str = "auto"
 
     @classmethod
-    def from_tokenizer(cls, tokenizer: Any, name: str) -> WorkerTokenizer:
+    def from_tokenizer(cls, tokenizer: Any, name: str, counter: str = "auto") -> WorkerTokenizer:
+        if counter not in TOKEN_COUNTERS:
+            raise TokenizerError(f"unknown token counter {counter!r}: use one of {', '.join(TOKEN_COUNTERS)}")
         backend = getattr(tokenizer, "backend_tokenizer", None)
         parts = _template_parts(tokenizer)
         if backend is None or parts is None:
-            return cls(name=name)
+            return cls(name=name, counter=counter)
         serialised = backend.to_str()
         key = hashlib.sha256(f"{serialised}\0{parts[0]}\0{sorted(parts[1].items())}".encode()).hexdigest()[:16]
-        return cls(name=name, backend=serialised, template=parts[0], variables=parts[1], key=key)
+        return cls(name=name, backend=serialised, template=parts[0], variables=parts[1], key=key, counter=counter)
 
-    def tools(self) -> tuple[RenderAll, Count]:
-        """(`render_prompts`, `count_tokens`) for this tokenizer, built once per process (Ray reuses worker
-        processes across tasks)."""
-        if self.key in _TOOLS:
-            return _TOOLS[self.key]
+    def counter_choice(self) -> str:
+        """The library that will count this tokenizer's tokens, and why not fastokens where not (for the log)."""
         if not self.backend:
-            tokenizer = cached_tokenizer(self.name)
-            return partial(render_prompts, tokenizer), partial(count_tokens, tokenizer)
+            return "transformers (no serialisable fast tokenizer or template)"
+        if self.counter == "tokenizers":
+            return "tokenizers (asked for)"
+        fast, why_not = _fast_tokenizer(self.backend, _backend_counter(self._backend()))
+        return f"tokenizers ({why_not})" if fast is None else "fastokens (spot-checked against tokenizers)"
+
+    def _backend(self) -> Any:
         from tokenizers import Tokenizer
 
         backend = Tokenizer.from_str(self.backend)
         backend.no_truncation()
         backend.no_padding()
+        return backend
+
+    def tools(self) -> tuple[RenderAll, TokenCounter]:
+        """(`render_prompts`, the token counter) for this tokenizer, built once per process (Ray reuses worker
+        processes across tasks)."""
+        key = f"{self.key}:{self.counter}"
+        if self.key and key in _TOOLS:
+            return _TOOLS[key]
+        if not self.backend:
+            tokenizer = cached_tokenizer(self.name)
+            return partial(render_prompts, tokenizer), TokenCounter(
+                partial(count_tokens, tokenizer), None, "transformers"
+            )
+        reference = _backend_counter(self._backend())
+        fast = _fast_tokenizer(self.backend, reference)[0] if self.counter == "auto" else None
         render = _template_renderer(self.template, self.variables)
-        _TOOLS[self.key] = tools = (lambda conversations: [render(m) for m in conversations], _backend_counter(backend))
+        _TOOLS[key] = tools = (lambda conversations: [render(m) for m in conversations], TokenCounter(reference, fast))
         return tools
 
 
-_TOOLS: dict[str, tuple[RenderAll, Count]] = {}
+_TOOLS: dict[str, tuple[RenderAll, TokenCounter]] = {}

@@ -22,6 +22,10 @@ class CurationResult(ApiModel):
     errors: list[str] = Field(
         default_factory=list, max_length=10, description="The first malformed lines, as 'file:line: what is wrong'."
     )
+    token_counter: str | None = Field(
+        default=None,
+        description="Library that counted tokens: fastokens, tokenizers, or both where a spot check fell back.",
+    )
 
 
 class TrainingResult(ApiModel):

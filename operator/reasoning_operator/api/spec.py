@@ -86,6 +86,13 @@ class CurationSpec(ApiModel):
     tokenizer: str | None = Field(default=None, description="Hub id or path; defaults to spec.model.name.")
     max_token_count: int = Field(default=8192, ge=16, le=1_048_576, description="Max prompt tokens after templating.")
     max_completion_token_count: int = Field(default=16384, ge=16, le=1_048_576, description="Max completion tokens.")
+    token_counter: Literal["auto", "tokenizers"] = Field(
+        default="auto",
+        description=(
+            "auto: fastokens counts tokens where it loads the tokenizer and counts its probes like tokenizers (every "
+            "block spot-checked; any difference falls back to tokenizers); tokenizers: Hugging Face tokenizers only."
+        ),
+    )
     curriculum: bool = Field(default=True, description="Order by completion length, on/off interleaved.")
     workers: int = Field(default=8, ge=1, le=512, description="NeMo Curator workers (CPU cores).")
     remove_columns: list[str] = Field(default_factory=list, description="Columns to drop from the output.")

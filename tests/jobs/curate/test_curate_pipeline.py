@@ -116,6 +116,15 @@ def test_ray_workers_run_on_mimalloc(curriculum_run: Path) -> None:
     assert "Ray workers preload " in log and "libmimalloc.so" in log
 
 
+def test_fastokens_counted_every_block_and_every_spot_check_agreed(curriculum_run: Path) -> None:
+    log = (curriculum_run.parent / f"{curriculum_run.name}.log").read_text()
+    assert "token counts: fastokens (spot-checked against tokenizers)" in log
+    counters = json.loads(log.split("blocks by token counter: ", 1)[1].split(";", 1)[0])
+    assert set(counters) == {"fastokens"} and sum(counters.values()) >= 10
+    assert "differed between fastokens and tokenizers" not in log
+    assert json.loads((curriculum_run / "summary.json").read_text())["tokenCounter"] == "fastokens"
+
+
 def test_malformed_lines_are_reported_with_file_and_line(curriculum_run: Path) -> None:
     errors = json.loads((curriculum_run / "summary.json").read_text())["errors"]
     assert errors[0].startswith(f"SFT/math/math_v1.1.jsonl:{BAD_JSON_LINE}: invalid JSON")
@@ -182,6 +191,7 @@ def config_run(dataset: tuple[Path, dict[str, Any]], tmp_path_factory: pytest.Te
             category_caps={"chat": 150},
             on_off_ratio=0.5,
             max_error_rate=0.01,
+            token_counter="tokenizers",
         ),
         tokenizer=str(offline_tokenizer_path()),
         output_dir=str(out),
@@ -224,6 +234,11 @@ def test_quotas_cap_categories_and_hit_the_on_off_ratio(config_run: Path, curric
         summary["dropped"]["category_cap"] + summary["dropped"]["on_off_ratio"]
     )
     assert summary["samplesRead"] == summary["samplesWritten"] + sum(summary["dropped"].values()) + 2
+    # counted by tokenizers here and by fastokens in the curriculum run: the same samples pass the token limits
+    assert (summary["tokenCounter"], unlimited["tokenCounter"]) == ("tokenizers", "fastokens")
+    assert {k: v for k, v in summary["dropped"].items() if "long" in k} == {
+        k: v for k, v in unlimited["dropped"].items() if "long" in k
+    }
     assert set(rows[0]) == {"input", "output", "reasoning", "system_prompt", "category", "used_in_training", "version"}
 
 
