@@ -226,6 +226,31 @@ def _stop_ray() -> None:
         ray.shutdown()
 
 
+def _load_tokenizer_and_stages(name: str) -> Any:
+    """The tokenizer, with the pipeline's modules imported on the way (NeMo Curator's pipeline and stages, pandas:
+    ~1.5 s), in the thread that runs while Ray starts."""
+    import nemo_curator.pipeline  # noqa: F401
+
+    from . import stages  # noqa: F401
+    from .tokenization import load_tokenizer
+
+    return load_tokenizer(name)
+
+
+def _warm_workers(options: CurationOptions, worker_tokenizer: WorkerTokenizer, model_path: str) -> list[Any]:
+    """Start every worker's one-time work (imports, tokenizer tools, fastText model: ~1.5-2 s a worker) as soon as
+    the tokenizer is known, so that it runs while the driver plans the pipeline and NeMo Curator sets its stages up,
+    not in each worker's first block. Ray runs the pipeline's tasks in the same worker processes (same job and
+    environment), which keep what was loaded. Returns the tasks, to be awaited after the run (errors surface)."""
+    import ray
+
+    from .stages import warm_worker
+
+    warm = ray.remote(num_cpus=1)(warm_worker)
+    args = (worker_tokenizer, model_path, options.lang_threshold, options.lang)
+    return [warm.remote(*args) for _ in range(options.n_workers)]
+
+
 def _run_on_ray(pipeline: Any) -> list[Any]:
     """Run the pipeline on Curator's Ray Data executor, without Ray Data's per-operator resource reservation.
 
@@ -283,9 +308,8 @@ def _token_counter(metas: list[dict[str, Any]]) -> str | None:
 
 def curate(options: CurationOptions) -> CurationResult:
     """Run the whole job and report its result (summary.json + termination message)."""
-    from .curriculum import Shard, percentiles, select, write_training_file
     from .language import bundled_lid_model_path
-    from .tokenization import end_of_turn, load_tokenizer
+    from .tokenization import end_of_turn
 
     started = time.monotonic()
     _check_options(options)
@@ -296,10 +320,12 @@ def curate(options: CurationOptions) -> CurationResult:
         files = select_files(options.source, options.filename_filters, options.storage_options)
     except ValueError as error:
         raise CurationError(str(error)) from None
-    # The tokenizer loads (imports transformers and torch: ~3 s) in a thread while Ray starts (~5 s of waiting
-    # on its processes): ~1 s off every run here. A tokenizer error stops the cluster again.
+    # The tokenizer loads (imports transformers: ~1 s) and the pipeline's modules import (~1.5 s) in a thread while
+    # Ray starts (~5 s, mostly waiting on its processes). A tokenizer error stops the cluster again.
+    import ray  # before the thread's imports, which import it too (Ray's modules import each other)
+
     with ThreadPoolExecutor(max_workers=1) as pool:
-        loading = pool.submit(load_tokenizer, options.tokenizer)
+        loading = pool.submit(_load_tokenizer_and_stages, options.tokenizer)
         try:
             _start_ray(options.n_workers)
         finally:
@@ -313,6 +339,7 @@ def curate(options: CurationOptions) -> CurationResult:
     try:
         eot = end_of_turn(tokenizer)
         worker_tokenizer = WorkerTokenizer.from_tokenizer(tokenizer, options.tokenizer, options.token_counter)
+        warming = _warm_workers(options, worker_tokenizer, model_path)
         logger.info(f"token counts: {worker_tokenizer.counter_choice()}")
         blocks = plan_blocks(files, options.block_size)
         logger.info(f"curating {len(files)} files ({sum(f.size for f in files) / 1e6:.1f} MB) in {len(blocks)} blocks")
@@ -321,13 +348,27 @@ def curate(options: CurationOptions) -> CurationResult:
             shutil.rmtree(stale, ignore_errors=True)
             stale.mkdir(parents=True)
         pipeline = _build_pipeline(options, blocks, model_path, eot, worker_tokenizer)
+        # The pipeline's first tasks need the CPUs the warm-up holds anyway; waiting here surfaces its errors.
+        warmed = set(ray.get(warming))
     except BaseException:
         _stop_ray()
         raise
-
     prepared = time.monotonic()
-    tasks = _run_on_ray(pipeline)
-    ran = time.monotonic()
+    tasks = _run_on_ray(pipeline)  # NeMo Curator's executor shuts Ray down when the pipeline ends
+    in_warmed = sum(task._metadata["curate"].get("pid") in warmed for task in tasks)
+    logger.info(f"{in_warmed} of {len(tasks)} blocks ran in the {len(warmed)} warmed worker processes")
+    return _merge(options, blocks, tasks, (started, prepared, time.monotonic()))
+
+
+def _merge(
+    options: CurationOptions, blocks: list[Block], tasks: list[Any], times: tuple[float, float, float]
+) -> CurationResult:
+    """Counts from every block's metadata, quotas, the global curriculum merge into training.jsonl, and the
+    result (summary.json + termination message)."""
+    from .curriculum import Shard, percentiles, select, write_training_file
+
+    started, prepared, ran = times
+    out = options.output_dir
     metas = [task._metadata["curate"] for task in tasks]
     stage_seconds: dict[str, float] = {}
     for task in tasks:

@@ -11,6 +11,7 @@ and that starve each other at one or two CPUs).
 
 from __future__ import annotations
 
+import os
 import time
 import zlib
 from dataclasses import asdict, dataclass, field
@@ -50,6 +51,15 @@ def process_allocator() -> str:
     except OSError:
         return "unknown"
     return next((name for name in ("mimalloc", "jemalloc", "tcmalloc") if f"/lib{name}" in maps), "libc")
+
+
+def warm_worker(tokenizer: WorkerTokenizer, model_path: str, min_score: float, lang: str) -> int:
+    """A worker's one-time work: the tokenizer's tools (imports transformers' template helpers) and fastText's
+    model, cached per process for the blocks that follow. Returns the worker's pid."""
+    tokenizer.tools()
+    cached_lang_id_filter(model_path, min_score, lang)
+    process_allocator()
+    return os.getpid()
 
 
 def _meta(task: DocumentBatch | FileGroupTask) -> dict[str, Any]:
@@ -419,5 +429,6 @@ class StageChain(ProcessingStage[FileGroupTask, FileGroupTask]):  # type: ignore
             seconds[step.name] = seconds.get(step.name, 0.0) + time.perf_counter() - started
         _meta(current)["seconds"] = seconds
         _meta(current)["allocator"] = process_allocator()
+        _meta(current)["pid"] = os.getpid()
         result: FileGroupTask = current
         return result

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections import Counter
@@ -114,6 +115,16 @@ def test_ray_workers_run_on_mimalloc(curriculum_run: Path) -> None:
     allocators = json.loads(log.split("blocks by worker allocator: ", 1)[1].splitlines()[0])
     assert set(allocators) == {"mimalloc"}, allocators
     assert "Ray workers preload " in log and "libmimalloc.so" in log
+
+
+def test_blocks_run_in_the_worker_processes_warmed_while_the_driver_planned(curriculum_run: Path) -> None:
+    """The warm-up loads tokenizer tools and fastText into Ray's workers before the pipeline starts; it only pays
+    where Ray then runs the blocks in those processes (Ray Data's own actors must not take them all)."""
+    log = (curriculum_run.parent / f"{curriculum_run.name}.log").read_text()
+    match = re.search(r"(\d+) of (\d+) blocks ran in the (\d+) warmed worker processes", log)
+    assert match, log[-2000:]
+    in_warmed, blocks, warmed = map(int, match.groups())
+    assert 1 <= warmed <= 2 and blocks >= 10 and in_warmed >= blocks // 2
 
 
 def test_fastokens_counted_every_block_and_every_spot_check_agreed(curriculum_run: Path) -> None:

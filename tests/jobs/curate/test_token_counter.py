@@ -21,7 +21,8 @@ fastokens = pytest.importorskip("fastokens", reason="fastokens ships x86_64 Linu
 
 #: Llama 3's pre-tokeniser regex (tokenizer.json of meta-llama/Llama-3.1-8B-Instruct)
 LLAMA3_PATTERN = (
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
 )
 POOLS = [
     "abc XYZ  ",
