@@ -120,6 +120,28 @@ def test_fastokens_counts_like_tokenizers(style: str, job_texts: list[str]) -> N
     assert [len(fast.encode(text)) for text in texts] == hf_counts(serialised, texts)
 
 
+def test_fastokens_counts_like_tokenizers_with_a_large_trained_vocabulary(job_texts: list[str]) -> None:
+    """A Llama-3-style BPE trained here to a 32k vocabulary (the bundled one has 2k merges): long merge chains and
+    many merges that share a result, where a reimplementation's tie-breaking would show."""
+    from tokenizers import Regex, Tokenizer, models, pre_tokenizers, trainers
+
+    tokenizer = Tokenizer(models.BPE(ignore_merges=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(LLAMA3_PATTERN), "isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    trainer = trainers.BpeTrainer(
+        vocab_size=32_000, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=SPECIALS
+    )
+    tokenizer.train_from_iterator(job_texts + adversarial_texts(3000, seed=7), trainer)
+    assert tokenizer.get_vocab_size() > 8000
+    texts = job_texts + adversarial_texts(3000, seed=8)
+    fast = fastokens.Tokenizer.from_json_str(tokenizer.to_str())
+    assert [len(fast.encode(t)) for t in texts] == hf_counts(tokenizer.to_str(), texts)
+
+
 def test_the_two_pre_tokenisers_count_differently() -> None:
     # What makes the fallback test below meaningful: the same vocabulary split by another regex counts otherwise.
     texts = ["12345678 apples", "we'LL see", "  \n\n  x"]
