@@ -236,3 +236,19 @@ def test_the_result_names_both_counters_where_a_block_fell_back() -> None:
     assert _token_counter([fine, fine]) == "fastokens"
     assert _token_counter([fine, fell_back]) == "fastokens+tokenizers"
     assert _token_counter([{}]) is None
+
+
+def test_a_fastokens_error_falls_back_to_tokenizers() -> None:
+    """A stand-in for fastokens raising mid-call (e.g. a regex engine limit): no input found here makes the real one
+    raise, so this boundary is simulated; the counter must return `tokenizers`' counts and stay on them."""
+    from reasoning_jobs.curate.tokenization import TokenCounter
+
+    class Failing:
+        def encode(self, text: str) -> Any:
+            raise ValueError("match limit exceeded")
+
+    reference = tokenizer_json("bundled")
+    counter = TokenCounter(lambda texts: hf_counts(reference, texts), Failing())
+    texts = ["hello there", "more text 123"]
+    assert counter(texts) == hf_counts(reference, texts)
+    assert counter.name == "tokenizers" and counter.mismatched == 1
