@@ -241,7 +241,7 @@ def _warm_workers(options: CurationOptions, worker_tokenizer: WorkerTokenizer, m
     """Start every worker's one-time work (imports, tokenizer tools, fastText model: ~1.5-2 s a worker) as soon as
     the tokenizer is known, so that it runs while the driver plans the pipeline and NeMo Curator sets its stages up,
     not in each worker's first block. Ray runs the pipeline's tasks in the same worker processes (same job and
-    environment), which keep what was loaded. Returns the tasks, to be awaited after the run (errors surface)."""
+    environment), which keep what was loaded. Returns the tasks (their values: the workers' pids)."""
     import ray
 
     from .stages import warm_worker
