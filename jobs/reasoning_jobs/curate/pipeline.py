@@ -12,18 +12,19 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from loguru import logger
 
 from reasoning_jobs.common.results import report_result
-from reasoning_operator.api import CurationResult, CurationStageConfig
+from reasoning_operator.api import CurationResult, CurationStageConfig, TokenCounter
 
 from . import records as rules
 from .sources import Block, plan_blocks, select_files
-from .tokenization import TOKEN_COUNTERS, WorkerTokenizer
+from .tokenization import WorkerTokenizer
 
 DEFAULT_TOKENIZER = "meta-llama/Llama-3.1-8B-Instruct"
+TOKEN_COUNTERS: tuple[str, ...] = get_args(TokenCounter)
 DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024
 #: malformed lines named in summary.json (all are counted); kept short for the 4 KiB termination message
 MAX_REPORTED_ERRORS = 5

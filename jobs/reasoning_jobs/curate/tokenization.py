@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from .records import conversation
 
@@ -18,8 +18,6 @@ _SENTINEL = "\u2063CURATE_SENTINEL\u2063"
 _COUNT_CHUNK = 64
 #: texts of every count call that `tokenizers` counts again, evenly spaced (a block makes two calls)
 SPOT_CHECKS = 4
-#: token counters: fastokens where it loads this tokenizer and counts like `tokenizers`, else `tokenizers`
-TOKEN_COUNTERS = ("auto", "tokenizers")
 #: texts fastokens must count exactly like `tokenizers` before a worker uses it: scripts, special tokens inside
 #: text, whitespace runs and line ends, digits, contractions, emoji sequences, invisible characters
 _COUNT_PROBES = (
@@ -322,8 +320,10 @@ class WorkerTokenizer:
 
     @classmethod
     def from_tokenizer(cls, tokenizer: Any, name: str, counter: str = "auto") -> WorkerTokenizer:
-        if counter not in TOKEN_COUNTERS:
-            raise TokenizerError(f"unknown token counter {counter!r}: use one of {', '.join(TOKEN_COUNTERS)}")
+        from reasoning_operator.api import TokenCounter  # the driver's only: workers get the result
+
+        if counter not in get_args(TokenCounter):
+            raise TokenizerError(f"unknown token counter {counter!r}: use one of {', '.join(get_args(TokenCounter))}")
         backend = getattr(tokenizer, "backend_tokenizer", None)
         parts = _template_parts(tokenizer)
         if backend is None or parts is None:

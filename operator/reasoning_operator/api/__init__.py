@@ -14,6 +14,7 @@ from .spec import (
     SecretKeyRef,
     ServingSpec,
     StorageSpec,
+    TokenCounter,
     TrainingSpec,
 )
 from .stages import (
@@ -77,6 +78,7 @@ __all__ = [
     "StageStatus",
     "StagesStatus",
     "StorageSpec",
+    "TokenCounter",
     "TrainingProgress",
     "TrainingResult",
     "TrainingSpec",

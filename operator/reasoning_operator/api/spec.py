@@ -78,6 +78,10 @@ class DatasetSpec(ApiModel):
     )
 
 
+#: who counts tokens in curation: fastokens where it counts like tokenizers (auto), or tokenizers alone
+TokenCounter = Literal["auto", "tokenizers"]
+
+
 class CurationSpec(ApiModel):
     model_config = section_config("spec.curation", immutable=True)
 
@@ -86,7 +90,7 @@ class CurationSpec(ApiModel):
     tokenizer: str | None = Field(default=None, description="Hub id or path; defaults to spec.model.name.")
     max_token_count: int = Field(default=8192, ge=16, le=1_048_576, description="Max prompt tokens after templating.")
     max_completion_token_count: int = Field(default=16384, ge=16, le=1_048_576, description="Max completion tokens.")
-    token_counter: Literal["auto", "tokenizers"] = Field(
+    token_counter: TokenCounter = Field(
         default="auto",
         description=(
             "auto: fastokens counts tokens where it loads the tokenizer and counts its probes like tokenizers (every "
