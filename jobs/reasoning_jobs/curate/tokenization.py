@@ -278,19 +278,19 @@ class TokenCounter:
         encode = self._fast.encode
         try:
             counts = [len(encode(text)) for text in texts]  # per text: the batch calls use threads
-        except Exception:  # e.g. a regex engine limit tokenizers' engine does not have: count with tokenizers
-            self.mismatched += 1
-            self._fast = None
-            return self._reference(texts)
+        except Exception:  # e.g. a regex engine limit tokenizers' engine does not have
+            return self._fall_back(1, texts)
         picked = range(0, len(texts), max(1, len(texts) // SPOT_CHECKS))[:SPOT_CHECKS]
         expected = self._reference([texts[i] for i in picked])
         self.checked += len(picked)
         differ = sum(counts[i] != count for i, count in zip(picked, expected, strict=True))
-        if differ:
-            self.mismatched += differ
-            self._fast = None
-            return self._reference(texts)
-        return counts
+        return self._fall_back(differ, texts) if differ else counts
+
+    def _fall_back(self, mismatched: int, texts: list[str]) -> list[int]:
+        """Count `texts` with `reference`, and keep to it in this process from now on."""
+        self.mismatched += mismatched
+        self._fast = None
+        return self._reference(texts)
 
 
 def count_tokens(tokenizer: Any, texts: list[str]) -> list[int]:
