@@ -106,3 +106,33 @@ def test_serving_deployment_probes_and_service(make_run: Any) -> None:
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     assert {p["port"] for p in svc["spec"]["ports"]} == {8000, 8001, 8002, 9000}
     assert dep["metadata"]["name"] == svc["metadata"]["name"] == run.child_name(Stage.SERVING)
+
+
+def _pod_specs(run: Run) -> list[dict[str, Any]]:
+    return [
+        builders.build_curation_job(run)["spec"]["template"]["spec"],
+        builders.build_training_job(run)["spec"]["template"]["spec"],
+        builders.build_evaluation_job(run)["spec"]["template"]["spec"],
+        builders.build_serving_deployment(run)["spec"]["template"]["spec"],
+    ]
+
+
+def test_every_pod_satisfies_restricted_pod_security(make_run: Any) -> None:
+    """The restricted profile's checks (kubernetes.io/docs/concepts/security/pod-security-standards), per pod."""
+    run = _run(make_run)
+    for pod in _pod_specs(run):
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] > 0
+        assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+        assert not any("hostPath" in v for v in pod["volumes"])
+        assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+        for container in pod["containers"]:
+            sc = container["securityContext"]
+            assert sc["allowPrivilegeEscalation"] is False
+            assert sc["capabilities"] == {"drop": ["ALL"]}
+            assert sc["readOnlyRootFilesystem"] is True
+            assert not sc.get("privileged")
+            # The read-only root needs a writable scratch dir (HOME, Ray's temp dir): an emptyDir on /tmp.
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            scratch = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"])
+            assert "emptyDir" in scratch

@@ -9,7 +9,7 @@ from reasoning_operator.api import Stage
 
 from ..run import Run
 from .config import config_file
-from .pod import container, gpu_placement, resources, volumes
+from .pod import container, gpu_placement, pod_security, resources, volumes
 
 
 def _job(run: Run, stage: Stage, pod_spec: dict[str, Any], backoff_limit: int) -> dict[str, Any]:
@@ -24,7 +24,12 @@ def _job(run: Run, stage: Stage, pod_spec: dict[str, Any], backoff_limit: int) -
             "parallelism": 1,
             "template": {
                 "metadata": {"labels": run.labels(stage)},
-                "spec": {"restartPolicy": "Never", "enableServiceLinks": False, **pod_spec},
+                "spec": {
+                    "restartPolicy": "Never",
+                    "enableServiceLinks": False,
+                    "securityContext": pod_security(),
+                    **pod_spec,
+                },
             },
         },
     }

@@ -10,6 +10,11 @@ from ..run import CONFIG_MOUNT, WORKSPACE, Run
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+# The numeric non-root user every image is built with (images/README.md); the pod asks for it explicitly, so
+# the restricted Pod Security Standard's runAsNonRoot can be checked by the kubelet without reading the image.
+RUN_AS_USER = 65532
+# The root filesystem is read-only: scratch space (HOME, Ray's temp dir, compiler caches) is this emptyDir.
+SCRATCH_DIR = "/tmp"
 
 
 def resources(res: Resources, gpus: int = 0) -> dict[str, Any]:
@@ -52,6 +57,7 @@ def volumes(run: Run, shm: bool = False) -> list[dict[str, Any]]:
     vols: list[dict[str, Any]] = [
         {"name": "workspace", "persistentVolumeClaim": {"claimName": run.claim_name}},
         {"name": "config", "configMap": {"name": run.config_map_name}},
+        {"name": "scratch", "emptyDir": {}},
     ]
     if shm:
         vols.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}})
@@ -62,14 +68,33 @@ def volume_mounts(shm: bool = False) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": "workspace", "mountPath": WORKSPACE},
         {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        {"name": "scratch", "mountPath": SCRATCH_DIR},
     ]
     if shm:
         mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
     return mounts
 
 
+def pod_security() -> dict[str, Any]:
+    """The pod half of the restricted Pod Security Standard; fsGroup makes the PVC writable for that user."""
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": RUN_AS_USER,
+        "runAsGroup": RUN_AS_USER,
+        "fsGroup": RUN_AS_USER,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
 def container_security() -> dict[str, Any]:
-    return {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
+    """The container half of the restricted Pod Security Standard, plus a read-only root filesystem."""
+    return {
+        "allowPrivilegeEscalation": False,
+        "capabilities": {"drop": ["ALL"]},
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def container(

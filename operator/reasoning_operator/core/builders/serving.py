@@ -9,7 +9,7 @@ from reasoning_operator.api import ServingStageConfig, Stage
 
 from ..run import Run
 from .config import config_file
-from .pod import container, gpu_placement, resources, volumes
+from .pod import container, gpu_placement, pod_security, resources, volumes
 
 
 def _ports() -> dict[str, int]:
@@ -63,7 +63,12 @@ def build_serving_deployment(run: Run) -> dict[str, Any]:
         "periodSeconds": 10,
         "failureThreshold": 90,
     }
-    pod: dict[str, Any] = {"containers": [serving], "volumes": volumes(run, shm=True), "enableServiceLinks": False}
+    pod: dict[str, Any] = {
+        "containers": [serving],
+        "volumes": volumes(run, shm=True),
+        "enableServiceLinks": False,
+        "securityContext": pod_security(),
+    }
     if spec.serving.gpus:
         pod.update(gpu_placement(spec.training.accepted_gpu_products))
     labels = run.labels(Stage.SERVING)
