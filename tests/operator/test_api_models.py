@@ -62,3 +62,45 @@ def test_cross_field_rules_hold_without_an_apiserver() -> None:
         ReasoningRunSpec.model_validate({"training": {"globalBatchSize": 10, "microBatchSize": 4}})
     with pytest.raises(ValidationError, match="checkpointInterval"):
         ReasoningRunSpec.model_validate({"training": {"maxSteps": 10, "checkpointInterval": 50}})
+
+
+# Values the apiserver accepted before but Kubernetes refuses in the child built from them (issue 24).
+CHILD_BREAKERS = [
+    ({"model": {"hubTokenSecret": {"name": "Bad_Name"}}}, "hubTokenSecret.name"),
+    ({"model": {"hubTokenSecret": {"name": "hf", "key": "a/b"}}}, "hubTokenSecret.key"),
+    ({"dataset": {"credentialsSecret": "a..b"}}, "credentialsSecret"),
+    ({"storage": {"storageClassName": "fast ssd; rm -rf"}}, "storageClassName"),
+    ({"storage": {"existingClaim": "Claim"}}, "existingClaim"),
+    ({"storage": {"size": "0"}}, "size"),
+    ({"storage": {"size": "0.0Gi"}}, "size"),
+    ({"training": {"resources": {"memory": "0"}}}, "memory"),
+    ({"training": {"acceptedGpuProducts": [""]}}, "acceptedGpuProducts"),
+    ({"training": {"acceptedGpuProducts": ["NVIDIA H100"]}}, "acceptedGpuProducts"),
+    ({"training": {"acceptedGpuProducts": ["A" * 64]}}, "acceptedGpuProducts"),
+    ({"training": {"acceptedGpuProducts": ["A100", "A100"]}}, "acceptedGpuProducts"),
+    ({"evaluation": {"benchmarks": ["mmlu", "mmlu"]}}, "benchmarks"),
+    ({"evaluation": {"modes": ["on", "on"]}}, "modes"),
+    ({"dataset": {"filenameFilters": ["chat", ""]}}, "filenameFilters"),
+    ({"serving": {"maxModelLen": 2**62}}, "maxModelLen"),
+    ({"model": {"name": "m" * 1025}}, "name"),
+    ({"curation": {"categoryCaps": {"a b": 1}}}, "categoryCaps"),
+    ({"progressDeadlineSeconds": 0}, "progressDeadlineSeconds"),
+]
+
+
+@pytest.mark.parametrize(("patch", "field"), CHILD_BREAKERS, ids=[f for _, f in CHILD_BREAKERS])
+def test_values_that_would_break_a_child_are_refused(patch: dict[str, object], field: str) -> None:
+    with pytest.raises(ValidationError) as err:
+        ReasoningRunSpec.model_validate(patch)
+    assert field.split(".")[-1] in str(err.value)
+
+
+def test_valid_names_and_quantities_still_pass() -> None:
+    spec = ReasoningRunSpec.model_validate(
+        {
+            "model": {"hubTokenSecret": {"name": "hf.token-1", "key": "HF_TOKEN.v2"}},
+            "storage": {"size": "0.5Ti", "storageClassName": "fast-ssd.example.com"},
+            "training": {"acceptedGpuProducts": ["NVIDIA-H100_80GB.v2", "A" * 63]},
+        }
+    )
+    assert spec.storage.size == "0.5Ti"

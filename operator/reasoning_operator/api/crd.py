@@ -22,6 +22,7 @@ from pydantic_core import core_schema
 from .base import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, cel
 from .spec import ReasoningRunSpec
 from .status import ReasoningRunStatus
+from .validation import DNS_1035_LABEL
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 CRD_PATHS = [
@@ -75,6 +76,7 @@ def _structural(node: Any, defs: dict[str, Any], keep_defaults: bool) -> Any:
             node[plain] = node.pop(bound)
             node[bound] = True
     node.pop("title", None)
+    _keys_as_cel(node)
     if node.get("additionalProperties") is False:
         node.pop("additionalProperties")
     if "default" in node:
@@ -95,6 +97,29 @@ def _structural(node: Any, defs: dict[str, Any], keep_defaults: bool) -> Any:
     if "properties" in out:
         out.setdefault("type", "object")
     return out
+
+
+def _keys_as_cel(node: dict[str, Any]) -> None:
+    """Map keys: structural schemas have no propertyNames/patternProperties, so their rules become CEL."""
+    names = dict(node.pop("propertyNames", {}))
+    patterns = node.pop("patternProperties", None)
+    if patterns:
+        if len(patterns) != 1:
+            raise ValueError(f"unsupported patternProperties in CRD schema: {patterns}")
+        ((pattern, value),) = patterns.items()
+        names["pattern"] = pattern
+        node["additionalProperties"] = value
+    checks = []
+    if "maxLength" in names:
+        checks.append(f"size(k) <= {int(names['maxLength'])}")
+    if "pattern" in names:
+        checks.append(f"k.matches({names['pattern']!r})")
+    if checks:
+        rule = cel(
+            f"self.all(k, {' && '.join(checks)})",
+            f"keys must match {names.get('pattern', '.*')} and be at most {names.get('maxLength', 'any')} characters",
+        )
+        node["x-kubernetes-validations"] = [*node.get("x-kubernetes-validations", []), rule]
 
 
 def openapi_schema(model: type[Any], keep_defaults: bool) -> dict[str, Any]:
@@ -121,7 +146,12 @@ def crd() -> dict[str, Any]:
             cel(
                 f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
                 f"metadata.name must be at most {MAX_NAME_LENGTH} characters (child Job names derive from it)",
-            )
+            ),
+            cel(
+                f"self.metadata.name.matches({DNS_1035_LABEL!r})",
+                "metadata.name must be a DNS-1035 label (lower-case letters, digits and '-', starting with a letter, "
+                "no dots): the serving Service is named after it",
+            ),
         ],
     }
     columns = [

@@ -11,14 +11,22 @@ from typing import Annotated, Literal
 from pydantic import Field, JsonValue, model_validator
 
 from .base import ApiModel, cel, section_config
+from .validation import (
+    MAX_ITEMS,
+    MAX_TEXT,
+    ConfigKey,
+    Item,
+    LabelValue,
+    PositiveQuantity,
+    SubdomainName,
+    Text,
+    UniqueList,
+)
 
-Quantity = Annotated[
-    str,
-    Field(
-        pattern=r"^[0-9]+(\.[0-9]+)?(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P)?$",
-        description="A Kubernetes resource quantity, e.g. 8, 500m, 64Gi.",
-    ),
-]
+#: 2^32 - 1: seeds go to numpy, which takes 32-bit seeds.
+MAX_SEED = 4_294_967_295
+#: Bounds on step and sample counts: far above any real run, far below what overflows a job's arithmetic.
+MAX_COUNT = 100_000_000
 
 DEFAULT_GPU_PRODUCTS = [
     "NVIDIA-H100-80GB-HBM3",
@@ -36,13 +44,13 @@ DATASET_SOURCE_PATTERN = r"^(hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+|s3://\S+|gs://
 class Resources(ApiModel):
     """Container requests (limits equal requests, so a run is Guaranteed QoS where it matters)."""
 
-    cpu: Quantity = "4"
-    memory: Quantity = "32Gi"
+    cpu: PositiveQuantity = "4"
+    memory: PositiveQuantity = "32Gi"
 
 
 class SecretKeyRef(ApiModel):
-    name: str = Field(min_length=1, max_length=253, description="Secret in the run's namespace.")
-    key: str = Field(default="token", min_length=1, description="Key holding the hub token.")
+    name: SubdomainName = Field(description="Secret in the run's namespace.")
+    key: ConfigKey = Field(default="token", description="Key holding the hub token.")
 
 
 class DatasetSpec(ApiModel):
@@ -52,24 +60,27 @@ class DatasetSpec(ApiModel):
 
     source: str = Field(
         default="hf://nvidia/Llama-Nemotron-Post-Training-Dataset",
+        max_length=MAX_TEXT,
         pattern=DATASET_SOURCE_PATTERN,
         description=(
             "hf://ORG/NAME (Hugging Face dataset id), s3://… or gs://… (object store), "
             "or an absolute path on the run's volume laid out as SFT/<category>/<name>.jsonl."
         ),
     )
-    filename_filters: list[Annotated[str, Field(min_length=1)]] = Field(
+    filename_filters: UniqueList[Item] = Field(
         default_factory=lambda: ["math_v1.1", "chat"],
         min_length=1,
+        max_length=MAX_ITEMS,
         description="Substrings of file names to select (math_v1.1 does not select math_v1.jsonl).",
     )
     used_in_training: str | None = Field(
-        default="Nano", description="Keep samples whose used_in_training lists this model; null keeps all."
-    )
-    credentials_secret: str | None = Field(
-        default=None,
+        default="Nano",
+        min_length=1,
         max_length=253,
-        pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$",
+        description="Keep samples whose used_in_training lists this model; null keeps all.",
+    )
+    credentials_secret: SubdomainName | None = Field(
+        default=None,
         description=(
             "Secret in the run's namespace whose keys become the curation pod's environment, for s3:// and gs:// "
             "sources: AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL (S3-compatible stores), "
@@ -85,9 +96,11 @@ TokenCounter = Literal["auto", "tokenizers"]
 class CurationSpec(ApiModel):
     model_config = section_config("spec.curation", immutable=True)
 
-    language: str = Field(default="en", pattern=r"^[a-z]{2,3}$", description="fastText lid.176 language code.")
+    language: str = Field(
+        default="en", max_length=3, pattern=r"^[a-z]{2,3}$", description="fastText lid.176 language code."
+    )
     language_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Minimum language-ID score.")
-    tokenizer: str | None = Field(default=None, description="Hub id or path; defaults to spec.model.name.")
+    tokenizer: Text | None = Field(default=None, description="Hub id or path; defaults to spec.model.name.")
     max_token_count: int = Field(default=8192, ge=16, le=1_048_576, description="Max prompt tokens after templating.")
     max_completion_token_count: int = Field(default=16384, ge=16, le=1_048_576, description="Max completion tokens.")
     token_counter: TokenCounter = Field(
@@ -99,10 +112,12 @@ class CurationSpec(ApiModel):
     )
     curriculum: bool = Field(default=True, description="Order by completion length, on/off interleaved.")
     workers: int = Field(default=8, ge=1, le=512, description="NeMo Curator workers (CPU cores).")
-    remove_columns: list[str] = Field(default_factory=list, description="Columns to drop from the output.")
-    category_caps: dict[str, Annotated[int, Field(ge=0)]] = Field(
-        default_factory=dict, description="Optional per-category sample caps."
+    remove_columns: UniqueList[Item] = Field(
+        default_factory=list, max_length=MAX_ITEMS, description="Columns to drop from the output."
     )
+    category_caps: dict[
+        Annotated[str, Field(max_length=63, pattern=r"^[-._a-zA-Z0-9]+$")], Annotated[int, Field(ge=0, le=MAX_COUNT)]
+    ] = Field(default_factory=dict, max_length=MAX_ITEMS, description="Optional per-category sample caps.")
     on_off_ratio: float | None = Field(
         default=None, gt=0.0, le=100.0, description="Optional target ratio of reasoning-on to reasoning-off samples."
     )
@@ -118,6 +133,7 @@ class ModelSpec(ApiModel):
     name: str = Field(
         default="meta-llama/Llama-3.1-8B-Instruct",
         min_length=1,
+        max_length=MAX_TEXT,
         description="Hugging Face id or an absolute path on the run's volume.",
     )
     hub_token_secret: SecretKeyRef | None = Field(default=None, description="Hub token for gated models/datasets.")
@@ -134,7 +150,9 @@ class LoraSpec(ApiModel):
         "any other value keeps a dropped copy of every adapter's input for backward (18 GB more for the 8B "
         "model at 8k tokens per micro batch, bench/train/README.md).",
     )
-    target_modules: list[str] = Field(default_factory=lambda: list(LORA_TARGETS), min_length=1)
+    target_modules: UniqueList[Item] = Field(
+        default_factory=lambda: list(LORA_TARGETS), min_length=1, max_length=MAX_ITEMS
+    )
 
 
 _TRAINING_RULES: list[JsonValue] = [
@@ -190,12 +208,15 @@ class TrainingSpec(ApiModel):
             "cores (Ada, Hopper). Faster and half the weight memory; slightly different numerics."
         ),
     )
-    checkpoint_interval: int = Field(default=100, ge=1, description="Steps between resumable checkpoints.")
-    seed: int = Field(default=42, ge=0)
+    checkpoint_interval: int = Field(
+        default=100, ge=1, le=10_000_000, description="Steps between resumable checkpoints."
+    )
+    seed: int = Field(default=42, ge=0, le=MAX_SEED)
     merge_weights: bool = Field(default=False, description="Also save merged base+adapter weights.")
-    accepted_gpu_products: list[str] = Field(
+    accepted_gpu_products: UniqueList[LabelValue] = Field(
         default_factory=lambda: list(DEFAULT_GPU_PRODUCTS),
         min_length=1,
+        max_length=MAX_ITEMS,
         description="Values of the node label nvidia.com/gpu.product the training pod may run on.",
     )
     resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="64Gi"))
@@ -225,7 +246,7 @@ class ServingSpec(ApiModel):
     )
     replicas: int = Field(default=1, ge=0, le=64)
     keep_serving: bool = Field(default=False, description="Keep the Triton Deployment after evaluation.")
-    max_model_len: int = Field(default=32768, ge=256)
+    max_model_len: int = Field(default=32768, ge=256, le=1_048_576)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
     gpus: int = Field(default=1, ge=0, le=8)
     resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="64Gi"))
@@ -240,17 +261,22 @@ ALL_MODES: tuple[Mode, ...] = ("on", "off")
 class EvaluationSpec(ApiModel):
     model_config = section_config("spec.evaluation", immutable=True)
 
-    benchmarks: list[Benchmark] = Field(default_factory=lambda: list(ALL_BENCHMARKS), min_length=1, max_length=3)
-    modes: list[Mode] = Field(default_factory=lambda: list(ALL_MODES), min_length=1, max_length=2)
+    benchmarks: UniqueList[Benchmark] = Field(default_factory=lambda: list(ALL_BENCHMARKS), min_length=1, max_length=3)
+    modes: UniqueList[Mode] = Field(default_factory=lambda: list(ALL_MODES), min_length=1, max_length=2)
     compare_base: bool = Field(default=True, description="Also evaluate the base model without the adapter.")
     max_tokens: int = Field(default=16384, ge=1, le=1_048_576)
     temperature: float = Field(default=0.6, ge=0.0, le=2.0)
     top_p: float = Field(default=0.95, gt=0.0, le=1.0)
     concurrency: int = Field(default=64, ge=1, le=4096)
-    sample_limit: int | None = Field(default=None, ge=1, description="Evaluate at most this many per benchmark.")
-    seed: int = Field(default=0, ge=0, description="Seed for GPQA choice shuffling.")
+    sample_limit: int | None = Field(
+        default=None, ge=1, le=MAX_COUNT, description="Evaluate at most this many per benchmark."
+    )
+    seed: int = Field(default=0, ge=0, le=MAX_SEED, description="Seed for GPQA choice shuffling.")
     data_dir: str | None = Field(
-        default=None, pattern=r"^/\S*$", description="Local JSONL/Parquet benchmarks on the volume instead of the hub."
+        default=None,
+        max_length=MAX_TEXT,
+        pattern=r"^/\S*$",
+        description="Local JSONL/Parquet benchmarks on the volume instead of the hub.",
     )
     resources: Resources = Field(default_factory=lambda: Resources(cpu="2", memory="8Gi"))
 
@@ -258,14 +284,11 @@ class EvaluationSpec(ApiModel):
 class StorageSpec(ApiModel):
     model_config = section_config("spec.storage", immutable=True)
 
-    existing_claim: str | None = Field(
-        default=None,
-        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
-        max_length=253,
-        description="Use this PVC instead of creating one.",
+    existing_claim: SubdomainName | None = Field(default=None, description="Use this PVC instead of creating one.")
+    size: PositiveQuantity = Field(default="500Gi", description="Size of the PVC the operator creates.")
+    storage_class_name: SubdomainName | None = Field(
+        default=None, description="StorageClass of the PVC the operator creates; the cluster default when unset."
     )
-    size: Quantity = Field(default="500Gi", description="Size of the PVC the operator creates.")
-    storage_class_name: str | None = None
     access_mode: Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"] = "ReadWriteOnce"
     reclaim_policy: Literal["Retain", "Delete"] = Field(
         default="Retain",
@@ -290,6 +313,16 @@ class ReasoningRunSpec(ApiModel):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     images: ImagesSpec = Field(default_factory=ImagesSpec)
+    progress_deadline_seconds: int = Field(
+        default=1800,
+        ge=10,
+        le=604_800,
+        description=(
+            "How long a stage may wait without progress (no node fits its pod, a container never starts, "
+            "serving never gets ready) before the Stalled condition says so, with the reason. The run keeps "
+            "waiting: capacity may still come."
+        ),
+    )
 
     def tokenizer(self) -> str:
         return self.curation.tokenizer or self.model.name

@@ -44,6 +44,9 @@ class ConditionType(StrEnum):
     EVALUATED = "Evaluated"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
+    #: True while the run cannot make progress (no node fits, serving never ready, the apiserver keeps
+    #: failing), with the reason; the run keeps waiting. Set after spec.progressDeadlineSeconds.
+    STALLED = "Stalled"
 
 
 class Condition(ApiModel):
