@@ -24,7 +24,7 @@ from reasoning_operator.api import GROUP, PLURAL, VERSION
 from . import metrics
 from .core.run import MANAGED_BY, RUN_LABEL
 from .kube import Kube, load_config
-from .reconcile import reconcile
+from .reconcile import note_transient_failure, reconcile
 
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = float(os.environ.get("REASONING_RESYNC_SECONDS", "10"))
@@ -40,6 +40,8 @@ class _Shell:
     kube: Kube | None = None
     locks: ClassVar[defaultdict[tuple[str, str], threading.Lock]] = defaultdict(threading.Lock)
     guard: ClassVar[threading.Lock] = threading.Lock()
+    #: Failed reconciles in a row per run, only to know when to raise the Stalled condition.
+    failures: ClassVar[defaultdict[tuple[str, str], int]] = defaultdict(int)
 
 
 def _reconcile(namespace: str | None, name: str | None) -> None:
@@ -53,7 +55,10 @@ def _reconcile(namespace: str | None, name: str | None) -> None:
         except Exception as err:
             metrics.RECONCILE_ERRORS.labels(namespace, name, type(err).__name__).inc()
             log.exception("reconcile of %s/%s failed", namespace, name)
+            _Shell.failures[(namespace, name)] += 1
+            note_transient_failure(_Shell.kube, namespace, name, err, _Shell.failures[(namespace, name)])
             raise kopf.TemporaryError(f"reconcile failed: {err}", delay=5) from err
+        _Shell.failures.pop((namespace, name), None)
 
 
 @kopf.on.startup()

@@ -5,7 +5,10 @@ children (Jobs, PVCs)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, cast
@@ -14,10 +17,12 @@ from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
+from urllib3.exceptions import HTTPError
 
 from reasoning_operator.api import GROUP, KIND, PLURAL, VERSION
 
-from .core.decide import Event, Plan
+from .core.decide import CREATE, Event, Plan
+from .core.rejection import ApiFailure, ChildRejection, parse_failure, stage_of
 from .core.run import RUN_LABEL, Run
 
 FIELD_MANAGER = "reasoning-operator"
@@ -30,7 +35,43 @@ KINDS: dict[str, str] = {
     "Pod": "v1",
     "Job": "batch/v1",
     "Deployment": "apps/v1",
+    "Event": "v1",
 }
+#: Waits between attempts at one write that failed transiently (5xx, 429, 409, timeout): then the reconcile
+#: gives up, the next one (event or resync) tries again and Stalled counts the failures.
+RETRY_DELAYS = (0.5, 1.0, 2.0)
+
+
+class TransientApiError(Exception):
+    """A write kept failing on errors that may pass (the reconcile is retried later)."""
+
+    def __init__(self, what: str, failure: ApiFailure) -> None:
+        super().__init__(f"{what}: {failure.describe()}")
+        self.failure = failure
+
+
+def failure_of(err: Exception) -> ApiFailure:
+    """Any client error as an ApiFailure: an ApiException's Status body, or a network error's text."""
+    if isinstance(err, ApiException):
+        return parse_failure(err.status, err.body, str(err.reason or ""))
+    return parse_failure(None, None, f"{type(err).__name__}: {err}")
+
+
+def with_retries(what: str, call: Callable[[], Any], delays: tuple[float, ...] = RETRY_DELAYS) -> Any:
+    """Run one write; a refusal raises at once (ApiException), a transient failure is retried with backoff
+    and then raises TransientApiError."""
+    for attempt in range(len(delays) + 1):
+        try:
+            return call()
+        except (ApiException, HTTPError, OSError) as err:
+            failure = failure_of(err)
+            if failure.refused:
+                raise
+            if attempt == len(delays):
+                raise TransientApiError(what, failure) from err
+            log.warning("%s failed (%s), retrying in %.1f s", what, failure.describe(), delays[attempt])
+            time.sleep(delays[attempt])
+    raise AssertionError("unreachable")
 
 
 def load_config(kubeconfig: str | None = None) -> client.ApiClient:
@@ -54,6 +95,7 @@ class Children:
     pods: list[dict[str, Any]]
     deployment: dict[str, Any] | None
     service: dict[str, Any] | None
+    job_events: list[dict[str, Any]]
 
 
 class Kube:
@@ -104,14 +146,29 @@ class Kube:
     def children(self, run: Run) -> Children:
         ns, name = run.ref.namespace, run.ref.name
         serving = f"{name}-serving"
+        jobs = self._list("Job", ns, name)
         return Children(
             claim=self._get("PersistentVolumeClaim", ns, run.claim_name),
             config_map=self._get("ConfigMap", ns, run.config_map_name),
-            jobs=self._list("Job", ns, name),
+            jobs=jobs,
             pods=self._list("Pod", ns, name),
             deployment=self._get("Deployment", ns, serving),
             service=self._get("Service", ns, serving),
+            job_events=self._failed_creates(ns, jobs),
         )
+
+    def _failed_creates(self, namespace: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """FailedCreate events of Jobs that have no active pod: how a pod refused by the apiserver (Pod
+        Security, quota, an invalid image) shows; the Job's own status says nothing about it."""
+        events: list[dict[str, Any]] = []
+        for job in jobs:
+            status = job.get("status") or {}
+            if status.get("active") or status.get("succeeded") or status.get("conditions"):
+                continue
+            selector = f"involvedObject.kind=Job,involvedObject.name={job['metadata']['name']},reason=FailedCreate"
+            found = self._resource("Event").get(namespace=namespace, field_selector=selector)
+            events += [item.to_dict() for item in found.items]
+        return events
 
     def log_tail(self, namespace: str, pod: str, lines: int = 20) -> str | None:
         """Best effort: a fake kubelet (kwok) or a rotated log simply yields no progress."""
@@ -176,12 +233,25 @@ class Kube:
         except ApiException as err:  # events are best effort; never fail a reconcile on them
             log.warning("could not post event %s for %s: %s", event.reason, run.ref.name, err)
 
+    def execute_children(self, plan: Plan) -> ChildRejection | None:
+        """Create/apply the plan's children in its (dependency) order and stop at the first one the apiserver
+        refuses: what depends on it is not created. Transient failures are retried, then raise."""
+        for op, obj in plan.ops:
+            what = f"{op} {obj['kind']} {obj['metadata']['name']}"
+            try:
+                call = functools.partial(self.create_if_absent if op == CREATE else self.apply, obj)
+                with_retries(what, call)
+            except ApiException as err:
+                failure = failure_of(err)
+                if not failure.refused:
+                    raise
+                log.warning("%s refused: %s", what, failure.describe())
+                return ChildRejection(obj["kind"], obj["metadata"]["name"], stage_of(obj), failure)
+        return None
+
     def execute(self, run: Run, plan: Plan, old_status: dict[str, Any]) -> bool:
-        """Apply a plan; returns whether status changed."""
-        for obj in plan.create:
-            self.create_if_absent(obj)
-        for obj in plan.apply:
-            self.apply(obj)
+        """Apply a plan (children, deletions, then status and events); returns whether status changed.
+        The caller handles a refused child (see reconcile)."""
         for kind, name in plan.delete:
             self.delete(kind, run.ref.namespace, name)
         new_status = plan.status.model_dump(mode="json", by_alias=True)

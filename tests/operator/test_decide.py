@@ -33,6 +33,8 @@ def job(name: str, stage: str, state: str = "running", reason: str = "BackoffLim
             "completionTime": "2026-11-27T11:30:00Z",
             "conditions": [{"type": "Complete", "status": "True"}],
         }
+    elif state == "pending":  # created, its pod not (yet) created
+        status = {}
     elif state == "failed":
         status |= {
             "failed": 3,

@@ -119,8 +119,9 @@ The same rules go into the ClusterRole (all namespaces) or into one Role per wat
 - apiGroups: [""]
   resources: [pods/log]
   verbs: [get]
-# One Event per stage transition.
+# One Event per stage transition; the Job controller's FailedCreate events are listed (by field selector)
+# to report a pod the apiserver refused (Pod Security, quota, an invalid image).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
 {{- end }}

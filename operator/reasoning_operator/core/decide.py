@@ -24,6 +24,7 @@ from reasoning_operator.api import (
     StagePhase,
     StageStatus,
     TrainingResult,
+    get_condition,
     seconds_between,
     set_condition,
     timestamp,
@@ -31,6 +32,7 @@ from reasoning_operator.api import (
 
 from . import builders
 from .observe import JobObs, Observed, PodObs
+from .rejection import CHILD_REJECTED, STAGE_CONDITION, TRANSIENT, pod_creation_refused
 from .run import Run
 
 STAGE_ORDER = [Stage.CURATION, Stage.TRAINING, Stage.SERVING, Stage.EVALUATION]
@@ -40,12 +42,7 @@ STAGE_PHASE = {
     Stage.SERVING: Phase.SERVING,
     Stage.EVALUATION: Phase.EVALUATING,
 }
-STAGE_CONDITION = {
-    Stage.CURATION: ConditionType.DATA_CURATED,
-    Stage.TRAINING: ConditionType.MODEL_TRAINED,
-    Stage.SERVING: ConditionType.SERVING_READY,
-    Stage.EVALUATION: ConditionType.EVALUATED,
-}
+TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 RESULT_MODELS: dict[Stage, type[ApiModel]] = {
     Stage.CURATION: CurationResult,
     Stage.TRAINING: TrainingResult,
@@ -65,16 +62,30 @@ class Event:
     message: str
 
 
+CREATE = "create"
+APPLY = "apply"
+
+
 @dataclass
 class Plan:
-    """What the shell must do. `create` is create-if-absent (Jobs, PVC: immutable specs); `apply` is
-    server-side apply; `delete` lists (kind, name) of children no longer wanted."""
+    """What the shell must do. `ops` are (CREATE | APPLY, child) in dependency order (ConfigMap and claim
+    before the pods that mount them, the Service before the Job that calls it): the shell stops at the first
+    child the apiserver refuses, so nothing that depends on it is created. CREATE is create-if-absent (Jobs,
+    PVC: immutable specs), APPLY is server-side apply; `delete` lists (kind, name) of children no longer
+    wanted."""
 
-    create: list[dict[str, Any]] = field(default_factory=list)
-    apply: list[dict[str, Any]] = field(default_factory=list)
+    ops: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     delete: list[tuple[str, str]] = field(default_factory=list)
     status: ReasoningRunStatus = field(default_factory=ReasoningRunStatus)
     events: list[Event] = field(default_factory=list)
+
+    @property
+    def create(self) -> list[dict[str, Any]]:
+        return [obj for op, obj in self.ops if op == CREATE]
+
+    @property
+    def apply(self) -> list[dict[str, Any]]:
+        return [obj for op, obj in self.ops if op == APPLY]
 
 
 @dataclass(frozen=True)
@@ -83,6 +94,9 @@ class StageOutcome:
     reason: str
     message: str
     result: ApiModel | None = None
+    #: Since when the stage has waited without progress (a pod unscheduled or not starting, serving not
+    #: ready); None while it progresses. Past spec.progressDeadlineSeconds, Stalled says so.
+    waiting_since: str | None = None
 
 
 def _result(stage: Stage, pods: list[PodObs]) -> ApiModel | str:
@@ -114,16 +128,37 @@ def _job_outcome(stage: Stage, job: JobObs | None, pods: list[PodObs]) -> StageO
             return StageOutcome(StagePhase.FAILED, "ResultMissing", f"Job {job.name} succeeded but {result}")
         return StageOutcome(StagePhase.SUCCEEDED, "Completed", f"Job {job.name} completed", result)
     current = pods[-1] if pods else None
+    live = [p for p in pods if p.phase in ("Pending", "Running")]
+    if not live and job.create_failure and pod_creation_refused(job.create_failure):
+        # Pod Security, quota, an invalid field: the Job controller will be refused on every retry.
+        return StageOutcome(
+            StagePhase.FAILED,
+            CHILD_REJECTED,
+            f"Job {job.name} cannot create its pod: the apiserver refused it: {job.create_failure}"[:2000],
+        )
     if current is not None and current.unschedulable:
         return StageOutcome(
-            StagePhase.RUNNING, "Unschedulable", f"pod {current.name} cannot be scheduled: {current.unschedulable}"
+            StagePhase.RUNNING,
+            "Unschedulable",
+            f"pod {current.name} cannot be scheduled: {current.unschedulable}",
+            waiting_since=current.created,
         )
     if current is not None and current.waiting_reason:
-        return StageOutcome(StagePhase.RUNNING, current.waiting_reason, f"pod {current.name}: {current.waiting_reason}")
+        return StageOutcome(
+            StagePhase.RUNNING,
+            current.waiting_reason,
+            f"pod {current.name}: {current.waiting_reason}",
+            waiting_since=current.created,
+        )
     retries = f" (retry {job.failed} of the backoff limit)" if job.failed else ""
     if job.active or (current is not None and current.phase == "Running"):
         return StageOutcome(StagePhase.RUNNING, "Running", f"Job {job.name} running{retries}")
-    return StageOutcome(StagePhase.RUNNING, "Starting", f"Job {job.name} created, waiting for its pod{retries}")
+    return StageOutcome(
+        StagePhase.RUNNING,
+        "Starting",
+        f"Job {job.name} created, waiting for its pod{retries}",
+        waiting_since=(current.created if current else None) or job.created or job.start_time,
+    )
 
 
 def _serving_outcome(run: Run, observed: Observed) -> StageOutcome:
@@ -138,11 +173,19 @@ def _serving_outcome(run: Run, observed: Observed) -> StageOutcome:
     blocked = next((p for p in pods if p.unschedulable), None)
     if blocked is not None:
         return StageOutcome(
-            StagePhase.RUNNING, "Unschedulable", f"pod {blocked.name} cannot be scheduled: {blocked.unschedulable}"
+            StagePhase.RUNNING,
+            "Unschedulable",
+            f"pod {blocked.name} cannot be scheduled: {blocked.unschedulable}",
+            waiting_since=blocked.created,
         )
     if run.spec.serving.replicas == 0:
         return StageOutcome(StagePhase.RUNNING, "ScaledToZero", "spec.serving.replicas is 0: nothing will serve")
-    return StageOutcome(StagePhase.RUNNING, "Starting", f"Deployment {dep.name}: {dep.ready}/{dep.replicas} ready")
+    return StageOutcome(
+        StagePhase.RUNNING,
+        "NotReady",
+        f"Deployment {dep.name}: {dep.ready}/{dep.replicas} ready",
+        waiting_since=run.status.stages.serving.start_time or dep.created,
+    )
 
 
 def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOutcome | None) -> str | None:
@@ -164,16 +207,17 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
     plan = Plan()
     server_url = builders.serving_url(run)
 
-    plan.apply.append(builders.build_config_map(run, server_url))
-    claim = builders.build_claim(run)
-    if claim is not None:
-        plan.create.append(claim)
+    terminal = status.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    if status.phase != Phase.FAILED:  # a failed run (perhaps on a refused ConfigMap) asks for nothing more
+        plan.ops.append((APPLY, builders.build_config_map(run, server_url)))
+        claim = builders.build_claim(run)
+        if claim is not None:
+            plan.ops.append((CREATE, claim))
     status.storage_claim = run.claim_name
 
-    terminal = status.phase in (Phase.SUCCEEDED, Phase.FAILED)
     current: Stage | None = None
     current_outcome: StageOutcome | None = None
-    failed = False
+    failed_reason: str | None = None
 
     for stage in STAGE_ORDER:
         stage_status = status.stages.get(stage)
@@ -185,7 +229,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
             evaluated = status.stages.evaluation.phase == StagePhase.SUCCEEDED
             if evaluated:
                 continue
-            plan.apply += [builders.build_serving_deployment(run), builders.build_serving_service(run)]
+            plan.ops += [(APPLY, builders.build_serving_deployment(run)), (APPLY, builders.build_serving_service(run))]
             outcome = _serving_outcome(run, observed)
             if stage_status.phase == StagePhase.SUCCEEDED and outcome.phase != StagePhase.FAILED:
                 # Ready once is enough to start evaluating; a later blip shows in ServingReady only.
@@ -194,7 +238,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
         else:
             job = observed.jobs.get(stage)
             if job is None:
-                plan.create.append(JOB_BUILDERS[stage](run))
+                plan.ops.append((CREATE, JOB_BUILDERS[stage](run)))
             outcome = _job_outcome(stage, job, observed.pods.get(stage, []))
             if stage == Stage.TRAINING and observed.training_progress is not None:
                 status.training_progress = observed.training_progress
@@ -203,14 +247,14 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
                 stage_status.completion_time = job.completion_time or stage_status.completion_time
         _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage))
         if outcome.phase == StagePhase.FAILED:
-            failed = True
+            failed_reason = CHILD_REJECTED if outcome.reason == CHILD_REJECTED else "StageFailed"
             status.failure_reason = outcome.message
         if outcome.phase != StagePhase.SUCCEEDED:
             current, current_outcome = stage, outcome
             break
 
     if not terminal:
-        if failed:
+        if failed_reason is not None:
             status.phase = Phase.FAILED
             status.current_stage = None
             status.progress = "failed"
@@ -225,7 +269,8 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
             status.current_stage = current
             status.progress = _progress(current, status, current_outcome)
 
-    _final_conditions(status, stamp, generation)
+    _final_conditions(status, stamp, generation, failed_reason)
+    _stalled(run, status, current_outcome if not terminal else None, now, stamp, generation)
     _serving_after_evaluation(run, status, observed, plan, stamp, generation)
     status.headline_accuracy = status.evaluation.headline() if status.evaluation else None
     plan.status = status
@@ -277,17 +322,67 @@ def _record(
             plan.events.append(Event("Warning", f"{name}Failed", outcome.message))
 
 
-def _final_conditions(status: ReasoningRunStatus, stamp: str, generation: int) -> None:
+def _stalled(
+    run: Run, status: ReasoningRunStatus, outcome: StageOutcome | None, now: datetime, stamp: str, generation: int
+) -> None:
+    """Stalled=True once the current stage has waited longer than spec.progressDeadlineSeconds, with the
+    stage's own reason (Unschedulable, NotReady, ImagePullBackOff, …); False again once it moves. Only
+    written once it has been True, so a run that never stalls carries no such condition."""
+    deadline = run.spec.progress_deadline_seconds
+    since = outcome.waiting_since if outcome is not None and status.phase not in TERMINAL else None
+    waited = seconds_between(since, timestamp(now)) if since else None
+    existing = get_condition(status.conditions, ConditionType.STALLED)
+    if outcome is not None and waited is not None and waited >= deadline:
+        message = (
+            f"{status.current_stage.value if status.current_stage else 'run'} has made no progress for "
+            f"{int(waited)} s (spec.progressDeadlineSeconds: {deadline}): {outcome.message}"
+        )
+        status.conditions = set_condition(
+            status.conditions, ConditionType.STALLED, True, outcome.reason, message[:2000], stamp, generation
+        )
+    elif existing is not None and existing.status == "True" and existing.reason != TRANSIENT:
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.STALLED,
+            False,
+            "Progressing",
+            "the run is making progress",
+            stamp,
+            generation,
+        )
+    elif existing is not None and existing.reason == TRANSIENT:
+        # Written by the shell after transient apiserver errors; this reconcile got through.
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.STALLED,
+            False,
+            "Progressing",
+            "the apiserver answers again",
+            stamp,
+            generation,
+        )
+
+
+def _final_conditions(status: ReasoningRunStatus, stamp: str, generation: int, failed_reason: str | None) -> None:
     if status.phase == Phase.SUCCEEDED:
         status.conditions = set_condition(
             status.conditions, ConditionType.SUCCEEDED, True, "Succeeded", _summary(status), stamp, generation
         )
     elif status.phase == Phase.FAILED:
+        existing = get_condition(status.conditions, ConditionType.FAILED)
+        reason = failed_reason or (existing.reason if existing is not None else "StageFailed")
+        message = status.failure_reason or ""
         status.conditions = set_condition(
-            status.conditions, ConditionType.SUCCEEDED, False, "Failed", status.failure_reason or "", stamp, generation
+            status.conditions,
+            ConditionType.SUCCEEDED,
+            False,
+            reason if reason == CHILD_REJECTED else "Failed",
+            message,
+            stamp,
+            generation,
         )
         status.conditions = set_condition(
-            status.conditions, ConditionType.FAILED, True, "StageFailed", status.failure_reason or "", stamp, generation
+            status.conditions, ConditionType.FAILED, True, reason, message, stamp, generation
         )
     else:
         status.conditions = set_condition(
@@ -310,7 +405,7 @@ def _serving_after_evaluation(
         return
     keep = run.spec.serving.keep_serving and status.phase == Phase.SUCCEEDED
     if keep:
-        plan.apply += [builders.build_serving_deployment(run), builders.build_serving_service(run)]
+        plan.ops += [(APPLY, builders.build_serving_deployment(run)), (APPLY, builders.build_serving_service(run))]
         dep = observed.deployment
         ready = dep is not None and dep.ready >= 1
         message = f"kept serving: {dep.ready if dep else 0}/{run.spec.serving.replicas} ready"

@@ -26,6 +26,9 @@ class JobObs:
     failure_message: str | None = None
     start_time: str | None = None
     completion_time: str | None = None
+    created: str | None = None
+    #: The newest FailedCreate message the Job controller posted for this Job (Pod Security, quota, …).
+    create_failure: str | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +48,7 @@ class DeploymentObs:
     ready: int = 0
     available: int = 0
     failed_message: str | None = None
+    created: str | None = None
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,23 @@ def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return None
 
 
-def job_obs(job: dict[str, Any]) -> JobObs:
+def _create_failure(job: dict[str, Any], events: list[dict[str, Any]]) -> str | None:
+    """The newest FailedCreate event about this very Job (same uid: not a deleted namesake's)."""
+    meta = job.get("metadata") or {}
+    mine = [
+        e
+        for e in events
+        if e.get("reason") == "FailedCreate"
+        and (e.get("involvedObject") or e.get("involved_object") or {}).get("name") == meta.get("name")
+        and (e.get("involvedObject") or e.get("involved_object") or {}).get("uid") in (None, meta.get("uid"))
+    ]
+    if not mine:
+        return None
+    newest = max(mine, key=lambda e: str(e.get("lastTimestamp") or e.get("eventTime") or ""))
+    return str(newest.get("message") or "FailedCreate")
+
+
+def job_obs(job: dict[str, Any], events: list[dict[str, Any]] | None = None) -> JobObs:
     status = job.get("status") or {}
     failed = _condition(job, "Failed")
     return JobObs(
@@ -80,6 +100,8 @@ def job_obs(job: dict[str, Any]) -> JobObs:
         failure_message=failed.get("message") if failed else None,
         start_time=status.get("startTime"),
         completion_time=status.get("completionTime"),
+        created=job["metadata"].get("creationTimestamp"),
+        create_failure=_create_failure(job, events or []),
     )
 
 
@@ -121,6 +143,7 @@ def deployment_obs(deployment: dict[str, Any]) -> DeploymentObs:
         ready=int(status.get("readyReplicas") or 0),
         available=int(status.get("availableReplicas") or 0),
         failed_message=failed,
+        created=deployment["metadata"].get("creationTimestamp"),
     )
 
 
@@ -169,8 +192,9 @@ def observe(
     deployment: dict[str, Any] | None,
     service: dict[str, Any] | None,
     training_log_tail: str | None = None,
+    job_events: list[dict[str, Any]] | None = None,
 ) -> Observed:
-    job_map = {stage: job_obs(j) for j in jobs if (stage := _stage_of(j)) is not None}
+    job_map = {stage: job_obs(j, job_events) for j in jobs if (stage := _stage_of(j)) is not None}
     pod_map: dict[Stage, list[PodObs]] = {}
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
         stage = _stage_of(pod)
