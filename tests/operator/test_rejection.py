@@ -62,6 +62,7 @@ def test_pod_creation_refusals_are_told_from_hiccups() -> None:
     assert pod_creation_refused('Error creating: pods "p" is forbidden: exceeded quota: gpus, requested: ...')
     assert pod_creation_refused('Error creating: Pod "p" is invalid: spec.containers[0].image: Required value')
     assert not pod_creation_refused("Error creating: Timeout: request did not complete within 60s")
+    assert not pod_creation_refused('Error creating: pods "p" is forbidden: status unknown for quota: small')
 
 
 def test_a_refused_child_fails_the_run_once_naming_child_field_and_message(make_run: Any) -> None:
@@ -191,3 +192,42 @@ def _empty(**over: Any) -> dict[str, Any]:
         "service": None,
     }
     return kwargs | over
+
+
+def test_writes_retry_transient_errors_with_backoff_and_give_up_on_refusals_at_once() -> None:
+    from kubernetes.client.exceptions import ApiException
+
+    from reasoning_operator.kube import TransientApiError, with_retries
+
+    calls: list[int] = []
+
+    def flaky() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise ApiException(status=503, reason="Service Unavailable")
+        return "ok"
+
+    assert with_retries("apply x", flaky, delays=(0.0, 0.0, 0.0)) == "ok" and len(calls) == 3
+
+    def down() -> None:
+        raise ApiException(status=500, reason="Internal Server Error")
+
+    try:
+        with_retries("apply x", down, delays=(0.0, 0.0))
+    except TransientApiError as err:
+        assert err.failure.status == 500
+    else:
+        raise AssertionError("a write failing every time must raise")
+
+    refusals: list[int] = []
+
+    def refused() -> None:
+        refusals.append(1)
+        raise ApiException(status=422, reason="Unprocessable Entity")
+
+    try:
+        with_retries("apply x", refused, delays=(0.0, 0.0))
+    except ApiException as err:
+        assert err.status == 422 and len(refusals) == 1  # never retried
+    else:
+        raise AssertionError("a refusal must raise")

@@ -320,6 +320,8 @@ def _record(
             plan.events.append(Event("Normal", f"{name}Succeeded", outcome.message))
         if after == StagePhase.FAILED:
             plan.events.append(Event("Warning", f"{name}Failed", outcome.message))
+            if outcome.reason == CHILD_REJECTED:
+                plan.events.append(Event("Warning", CHILD_REJECTED, outcome.message))
 
 
 def _stalled(

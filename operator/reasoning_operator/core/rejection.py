@@ -72,11 +72,15 @@ def parse_failure(status: int | None, body: str | bytes | None, fallback: str = 
 
 #: Pod-creation failures the Job controller reports (FailedCreate events) that retrying cannot fix.
 _POD_REFUSALS = ("is forbidden", "is invalid", "violates PodSecurity", "exceeded quota")
+#: ... except these, which pass on their own: a quota whose usage is not computed yet, a namespace going away.
+_POD_HICCUPS = ("status unknown for quota", "because it is being terminated")
 
 
 def pod_creation_refused(message: str) -> bool:
     """Whether a FailedCreate message is a refusal (Pod Security, quota, an invalid field) rather than a
     hiccup (a timeout, the apiserver restarting) that the Job controller's own retries will get past."""
+    if any(marker in message for marker in _POD_HICCUPS):
+        return False
     return any(marker in message for marker in _POD_REFUSALS)
 
 
