@@ -10,12 +10,13 @@ import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, get_args
 
 from loguru import logger
 
+from reasoning_jobs.common.artifacts import Claim, claim_output, curation_key
 from reasoning_jobs.common.results import report_result
 from reasoning_operator.api import CurationResult, CurationStageConfig, TokenCounter
 
@@ -321,6 +322,7 @@ def curate(options: CurationOptions) -> CurationResult:
         files = select_files(options.source, options.filename_filters, options.storage_options)
     except ValueError as error:
         raise CurationError(str(error)) from None
+    claim = _claim_output(options)
     # The tokenizer loads (imports transformers: ~1 s) and the pipeline's modules import (~1.5 s) in a thread while
     # Ray starts (~5 s, mostly waiting on its processes). A tokenizer error stops the cluster again.
     import ray  # before the thread's imports, which import it too (Ray's modules import each other)
@@ -358,11 +360,21 @@ def curate(options: CurationOptions) -> CurationResult:
     tasks = _run_on_ray(pipeline)  # NeMo Curator's executor shuts Ray down when the pipeline ends
     in_warmed = sum(task._metadata["curate"].get("pid") in warmed for task in tasks)
     logger.info(f"{in_warmed} of {len(tasks)} blocks ran in the {len(warmed)} warmed worker processes")
-    return _merge(options, blocks, tasks, (started, prepared, time.monotonic()))
+    return _merge(options, blocks, tasks, (started, prepared, time.monotonic()), claim)
+
+
+def _claim_output(options: CurationOptions) -> Claim:
+    """Stamp the output directory with these settings' key; another experiment's data there is moved aside."""
+    settings = {k: v for k, v in asdict(options).items() if k not in ("output_dir", "storage_options")}
+    return claim_output(options.output_dir, "curation", curation_key(settings, options.source))
 
 
 def _merge(
-    options: CurationOptions, blocks: list[Block], tasks: list[Any], times: tuple[float, float, float]
+    options: CurationOptions,
+    blocks: list[Block],
+    tasks: list[Any],
+    times: tuple[float, float, float],
+    claim: Claim,
 ) -> CurationResult:
     """Counts from every block's metadata, quotas, the global curriculum merge into training.jsonl, and the
     result (summary.json + termination message)."""
@@ -401,6 +413,8 @@ def _merge(
         malformed_lines=malformed,
         errors=errors[:MAX_REPORTED_ERRORS],
         token_counter=token_counter,
+        inputs_key=claim.key,
+        stale_artifacts=claim.moved_to,
     )
     error_rate = malformed / read if read else 0.0
     if error_rate > options.max_error_rate:

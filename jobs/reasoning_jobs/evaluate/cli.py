@@ -17,6 +17,7 @@ def main(
     ready_timeout: Annotated[float, typer.Option(help="Seconds to wait for the server to become ready.")] = 300.0,
 ) -> None:
     """Evaluate the served models and write results.json, report.md/html, accuracy.png and summary.json."""
+    from reasoning_jobs.common.artifacts import claim_output, evaluation_key
     from reasoning_jobs.common.results import report_result
 
     from .benchmarks import BenchmarkError
@@ -35,12 +36,13 @@ def main(
         typer.echo(f"evaluate: {error}", err=True)
         raise typer.Exit(code=2) from error
     out = Path(stage.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    claim = claim_output(out, "evaluation", evaluation_key(stage))  # another run's results are moved aside
     write_results_json(run, stage, out / "results.json")
     chart = write_chart(run.scores, out / "accuracy.png")
     write_markdown(run, stage, chart, out / "report.md")
     report = write_html(run, stage, chart, out / "report.html")
-    report_result(evaluation_result(run.scores, str(report)), out)
+    result = evaluation_result(run.scores, str(report))
+    report_result(result.model_copy(update={"inputs_key": claim.key, "stale_artifacts": claim.moved_to}), out)
     for score in sorted(run.scores, key=lambda s: (s.benchmark, s.model, s.mode)):
         typer.echo(
             f"{score.benchmark:>13} {score.model:>8} reasoning {score.mode:<3} accuracy {score.accuracy:.3f} "

@@ -15,6 +15,7 @@ import yaml
 from pydantic import ValidationError
 from rich.console import Console
 
+from reasoning_jobs.common.artifacts import move_aside
 from reasoning_operator.api import (
     ApiModel,
     ConditionType,
@@ -145,8 +146,15 @@ class LocalRun:
             self._mark(stage, StagePhase.SUCCEEDED, "Cached", f"inputs unchanged (key {key}): reused")
             return result
         self.cache.forget(stage.value)
+        moved = None
+        if self.force:  # start fresh even where the inputs key matches: no resuming an earlier run's checkpoints
+            moved = move_aside(Path(str(config.to_wire()["outputDir"])), "reasoning run --force")
+        aside = f"; earlier artifacts moved aside to {moved}" if moved else ""
         self._mark(
-            stage, StagePhase.RUNNING, "Running", f"reasoning {COMMAND[stage]} --config configs/{stage.value}.yaml"
+            stage,
+            StagePhase.RUNNING,
+            "Running",
+            f"reasoning {COMMAND[stage]} --config configs/{stage.value}.yaml{aside}",
         )
         started = time.monotonic()
         message = run_stage(
@@ -161,6 +169,8 @@ class LocalRun:
             result = model.model_validate(json.loads(message))
         except (json.JSONDecodeError, ValidationError) as err:
             raise StageFailedError(stage.value, f"{stage.value} reported an invalid result: {err}") from err
+        if moved is not None and getattr(result, "stale_artifacts", None) is None:
+            result = result.model_copy(update={"stale_artifacts": str(moved)})
         record = self.status.stages.get(stage)
         record.duration_seconds = round(time.monotonic() - started, 1)
         self._mark(stage, StagePhase.SUCCEEDED, "Completed", f"finished in {record.duration_seconds:.0f}s")

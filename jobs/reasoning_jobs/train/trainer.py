@@ -201,6 +201,7 @@ def keep_compile_cache(output_dir: Path) -> None:
 def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingResult:
     from transformers import AutoTokenizer
 
+    from reasoning_jobs.common.artifacts import claim_output, training_key, training_upstream
     from reasoning_jobs.common.results import report_result
 
     from .data import load_samples
@@ -209,7 +210,10 @@ def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingRe
     resolved = resolve_device(config, options)
     training = config.training
     output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    # Resume only this run's own checkpoints: another config's (a run recreated under the same name, a
+    # shared claim) are moved aside first, so training starts at step 0.
+    upstream = training_upstream(config)
+    claim = claim_output(output_dir, "training", training_key(config, upstream), upstream)
     keep_compile_cache(output_dir)
     tokenizer = AutoTokenizer.from_pretrained(config.model.name)
     samples = load_samples(config.data_path, tokenizer, training.max_seq_length, progress=options.progress)
@@ -285,6 +289,8 @@ def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingRe
         tokens_per_second=round(state.tokens_seen / max(state.elapsed_seconds, 1e-9), 1),
         adapter_path=str(adapter_path),
         backend=training.backend,
+        inputs_key=claim.key,
+        stale_artifacts=claim.moved_to,
     )
     report_result(result, output_dir)
     return result

@@ -8,7 +8,19 @@ from pydantic import Field
 from .base import ApiModel
 
 
-class CurationResult(ApiModel):
+class KeyedResult(ApiModel):
+    """What every stage's artifacts were made from, and what it found of other inputs in its directory."""
+
+    inputs_key: str | None = Field(
+        default=None, description="Key of the inputs (config, upstream data, base model) the artifacts carry."
+    )
+    stale_artifacts: str | None = Field(
+        default=None,
+        description="Where artifacts of other inputs found in the output directory were moved (never deleted).",
+    )
+
+
+class CurationResult(KeyedResult):
     samples_read: int = Field(ge=0)
     samples_written: int = Field(ge=0)
     dropped: dict[str, int] = Field(default_factory=dict, description="Samples dropped, by rule name.")
@@ -28,7 +40,7 @@ class CurationResult(ApiModel):
     )
 
 
-class TrainingResult(ApiModel):
+class TrainingResult(KeyedResult):
     steps: int = Field(ge=0)
     final_loss: float | None = None
     tokens_seen: int = Field(default=0, ge=0)
@@ -50,7 +62,7 @@ class Accuracy(ApiModel):
     compliance: float | None = Field(default=None, description="Reasoning-toggle compliance.")
 
 
-class EvaluationResult(ApiModel):
+class EvaluationResult(KeyedResult):
     accuracies: list[Accuracy] = Field(default_factory=list)
     report_path: str | None = None
 

@@ -51,6 +51,9 @@ class EvaluationStageConfig(ApiModel):
     server_url: str = Field(description="Triton HTTP endpoint, e.g. http://run-serving:8000.")
     models: list[str] = Field(default_factory=lambda: [ADAPTER_MODEL_NAME, BASE_MODEL_NAME], min_length=1)
     output_dir: str
+    trained_dir: str | None = Field(
+        default=None, description="The training output the server serves: its inputs key is part of this stage's."
+    )
 
 
 class StageConfigs(ApiModel):
@@ -85,6 +88,7 @@ def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> Stag
             server_url=server_url,
             models=[ADAPTER_MODEL_NAME, BASE_MODEL_NAME] if spec.evaluation.compare_base else [ADAPTER_MODEL_NAME],
             output_dir=f"{run_dir}/eval",
+            trained_dir=trained,
         ),
     )
 

@@ -84,3 +84,58 @@ def test_cache_round_trip_and_miss_on_new_key(tmp_path: Path) -> None:
     assert cache.get("curation", "k2") is None
     cache.forget("curation")
     assert cache.get("curation", "k1") is None
+
+
+def test_an_output_directory_is_claimed_by_its_inputs_key_and_other_artifacts_move_aside(tmp_path: Path) -> None:
+    from reasoning_jobs.common.artifacts import INPUTS_FILE, claim_output, read_key
+
+    out = tmp_path / "train"
+    first = claim_output(out, "training", "key-a")
+    assert first.moved_to is None and read_key(out) == "key-a"
+    (out / "checkpoints").mkdir()
+    (out / "checkpoints" / "step-00000400").write_text("weights of experiment a")
+    # Same key (a pod lost mid-run, retried): everything stays for the resume.
+    again = claim_output(out, "training", "key-a")
+    assert again.moved_to is None and (out / "checkpoints" / "step-00000400").is_file()
+    # Another key: moved aside, not deleted, and the directory starts empty but for its new key.
+    other = claim_output(out, "training", "key-b")
+    assert other.moved_to is not None and ".stale-key-a-" in other.moved_to
+    assert (Path(other.moved_to) / "checkpoints" / "step-00000400").read_text() == "weights of experiment a"
+    assert sorted(p.name for p in out.iterdir()) == [INPUTS_FILE] and read_key(out) == "key-b"
+    # A retry of the new run still says where the old artifacts went (status keeps it).
+    assert claim_output(out, "training", "key-b").moved_to == other.moved_to
+
+
+def test_artifacts_without_a_key_are_another_runs_too(tmp_path: Path) -> None:
+    from reasoning_jobs.common.artifacts import claim_output
+
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / "results.json").write_text("{}")  # written before artifacts carried keys
+    claim = claim_output(out, "evaluation", "key-c")
+    assert claim.moved_to is not None and ".stale-unkeyed-" in claim.moved_to
+    assert (Path(claim.moved_to) / "results.json").is_file()
+
+
+def test_the_training_key_follows_config_data_and_base_model(tmp_path: Path) -> None:
+    from reasoning_jobs.common.artifacts import claim_output, training_key, training_upstream
+    from reasoning_operator.api import ModelSpec, TrainingSpec, TrainingStageConfig
+
+    curated = tmp_path / "curated"
+    claim_output(curated, "curation", "curated-1")
+    (curated / "training.jsonl").write_text("{}\n")
+    config = TrainingStageConfig(
+        model=ModelSpec(name="org/model"),
+        training=TrainingSpec(),
+        data_path=str(curated / "training.jsonl"),
+        output_dir=str(tmp_path / "train"),
+    )
+    key = training_key(config, training_upstream(config))
+    assert training_upstream(config) == "curated-1"
+    moved = config.model_copy(update={"output_dir": str(tmp_path / "elsewhere")})
+    assert training_key(moved, training_upstream(moved)) == key  # where it writes is not an input
+    changed = config.model_copy(update={"training": TrainingSpec(learning_rate=2e-4)})
+    assert training_key(changed, training_upstream(changed)) != key
+    assert training_key(config, "curated-2") != key
+    other_base = config.model_copy(update={"model": ModelSpec(name="org/other")})
+    assert training_key(other_base, "curated-1") != key

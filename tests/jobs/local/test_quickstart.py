@@ -5,6 +5,7 @@ from PyTriton, tritonclient evaluation), then a second run that reuses every sta
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -16,7 +17,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[3]
 
 
-def _run(run_dir: Path) -> subprocess.CompletedProcess[str]:
+def _run(run_dir: Path, *extra: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             sys.executable,
@@ -27,11 +28,13 @@ def _run(run_dir: Path) -> subprocess.CompletedProcess[str]:
             "--run-dir",
             str(run_dir),
             "--quiet",
+            *extra,
         ],
         capture_output=True,
         text=True,
         timeout=900,
         cwd=REPO,
+        env=env,
     )
 
 
@@ -91,3 +94,23 @@ def test_rerun_reuses_every_stage(quickstart: Path) -> None:
     reasons = {c["type"]: c["reason"] for c in _status(quickstart)["conditions"]}  # type: ignore[attr-defined]
     assert reasons["DataCurated"] == reasons["ModelTrained"] == reasons["Evaluated"] == "Cached"
     assert reasons["ServingReady"] == "NotNeeded"
+
+
+def test_force_starts_training_fresh_and_keeps_the_previous_run(quickstart: Path) -> None:
+    """Last in this module: it leaves the quickstart failed. `--force` re-runs every stage from scratch: the
+    training job must start at step 0, not resume the finished run's last periodic checkpoint (issue 24)."""
+    train = next(quickstart.rglob("train/metrics.jsonl")).parent
+    finished = [json.loads(line)["step"] for line in (train / "metrics.jsonl").read_text().splitlines()]
+    assert finished[-1] == 600 and (train / "checkpoints").is_dir()
+    # Stop the forced training after its first step (the training job's simulated preemption).
+    proc = _run(quickstart, "--force", env={**os.environ, "REASONING_TRAIN_STOP_AFTER_STEP": "1"})
+    assert proc.returncode != 0  # training was stopped on purpose
+    status = _status(quickstart)
+    assert status["stages"]["curation"]["phase"] == "Succeeded"  # type: ignore[index]
+    assert "moved aside" in status["stages"]["training"]["message"]  # type: ignore[index]
+    steps = [json.loads(line)["step"] for line in (train / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1], steps  # from step 0
+    stale = [p for p in train.parent.iterdir() if p.name.startswith("train.stale-")]
+    assert len(stale) == 1
+    kept = [json.loads(line)["step"] for line in (stale[0] / "metrics.jsonl").read_text().splitlines()]
+    assert kept == finished  # the previous run, untouched

@@ -63,13 +63,15 @@ def test_full_fine_tuning_loss_falls_and_reports(tiny_model: Path, dataset: Path
     assert (out / "model" / "config.json").is_file() and (out / "model" / "tokenizer.json").is_file()
 
 
-def run_job(out: Path, model: Path, data: Path, stop_after: int | None = None) -> subprocess.CompletedProcess[str]:
+def run_job(
+    out: Path, model: Path, data: Path, stop_after: int | None = None, lr: str = "2e-3"
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "jobs")])}
     env.pop(STOP_AFTER_STEP_ENV, None)
     if stop_after is not None:
         env[STOP_AFTER_STEP_ENV] = str(stop_after)
     args = cli_args(model, data, out, "--max-steps", "6", "--global-batch-size", "8", "--micro-batch-size", "2",
-                    "--learning-rate", "2e-3", "--checkpoint-interval", "2", "--merge-weights",
+                    "--learning-rate", lr, "--checkpoint-interval", "2", "--merge-weights",
                     "--recompute-layers", "1", "--lora-dropout", "0.1")  # fmt: skip
     command = [sys.executable, "-m", "reasoning_operator.cli", "train", *args]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
@@ -130,6 +132,30 @@ def test_killed_job_resumes_with_the_same_batches_and_losses(tiny_model: Path, d
     merged = AutoModelForCausalLM.from_pretrained(resumed / "merged")
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, after, rtol=1e-4, atol=1e-4)
+
+
+def test_another_config_in_the_same_directory_starts_at_step_0_and_keeps_the_old_artifacts(
+    tiny_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    """A run deleted and created again under the same name with another config, or two runs on one claim:
+    the real job CLI on one shared directory. The second config must not resume the first one's checkpoints."""
+    shared = tmp_path / "shared" / "train"
+    killed = run_job(shared, tiny_model, dataset, stop_after=5)  # experiment A: checkpoints at steps 2 and 4
+    assert killed.returncode == 3, killed.stderr
+    old_key = json.loads((shared / "inputs.json").read_text())["key"]
+    assert sorted(p.name for p in (shared / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+
+    other = run_job(shared, tiny_model, dataset, lr="1e-3")  # experiment B: another learning rate
+    assert other.returncode == 0, other.stderr
+    assert "resumed from" not in other.stderr and "moved" in other.stderr and "aside" in other.stderr
+    assert json.loads(other.stdout.splitlines()[0])["step"] == 1  # from step 0, not 4
+    assert [r["step"] for r in metrics(shared)] == list(range(1, 7))
+    summary = json.loads((shared / "summary.json").read_text())
+    assert summary["inputsKey"] != old_key and summary["staleArtifacts"]
+    stale = Path(summary["staleArtifacts"])
+    assert stale.parent == shared.parent and f".stale-{old_key}-" in stale.name
+    assert sorted(p.name for p in (stale / "checkpoints").iterdir()) == ["step-00000002", "step-00000004"]
+    assert [r["step"] for r in metrics(stale)] == [1, 2, 3, 4, 5]  # experiment A, kept as it was
 
 
 def test_bad_input_fails_before_compute(tiny_model: Path, dataset: Path, tmp_path: Path) -> None:
