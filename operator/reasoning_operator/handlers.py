@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import threading
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any, ClassVar
 
 import kopf
@@ -61,6 +62,17 @@ def _reconcile(namespace: str | None, name: str | None) -> None:
         _Shell.failures.pop((namespace, name), None)
 
 
+class ForeverBackoffs:
+    """kopf's API retry delays: its default schedule, then every 30 s for as long as the apiserver is away.
+
+    kopf's default gives up after ~54 s and escalates, and the operator process exits (in a cluster: a crash
+    loop through every apiserver outage longer than that). A fresh iterator per request, never exhausted."""
+
+    def __iter__(self) -> Iterator[float]:
+        yield from (1.0, 1.0, 2.0, 3.0, 5.0, 8.0, 13.0, 21.0)
+        yield from itertools.repeat(30.0)
+
+
 @kopf.on.startup()
 def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.enabled = False  # our own Events, one per stage transition
@@ -68,6 +80,7 @@ def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.networking.request_timeout = 60
+    settings.networking.error_backoffs = ForeverBackoffs()  # wait out apiserver outages, never exit on them
     settings.execution.max_workers = int(os.environ.get("REASONING_WORKERS", "8"))
     _Shell.kube = Kube(load_config(os.environ.get("KUBECONFIG")))
     port = int(os.environ.get("REASONING_METRICS_PORT", "0"))

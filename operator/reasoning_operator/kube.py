@@ -166,7 +166,11 @@ class Kube:
             if status.get("active") or status.get("succeeded") or status.get("conditions"):
                 continue
             selector = f"involvedObject.kind=Job,involvedObject.name={job['metadata']['name']},reason=FailedCreate"
-            found = self._resource("Event").get(namespace=namespace, field_selector=selector)
+            try:
+                found = self._resource("Event").get(namespace=namespace, field_selector=selector)
+            except ApiException as err:  # e.g. RBAC without `list events`: the run still progresses, less told
+                log.warning("cannot list FailedCreate events in %s: %s", namespace, failure_of(err).describe())
+                return events
             events += [item.to_dict() for item in found.items]
         return events
 
