@@ -142,6 +142,14 @@ def test_a_stage_waiting_past_the_deadline_is_stalled_with_its_reason(make_run: 
     assert stalled is not None and stalled.status == "True" and stalled.reason == "Unschedulable"
     assert "spec.progressDeadlineSeconds: 600" in stalled.message and "0/3 nodes match" in stalled.message
     assert later.status.phase == Phase.TRAINING  # it keeps waiting: capacity may still come
+    # Stable while it stays stalled: no status rewrite on every pass.
+    obj_later = {**obj, "status": later.status.to_wire()}
+    much_later = decide(
+        Run.from_object(obj_later),
+        observe(**_empty(jobs=training, pods=[curated, waiting])),
+        NOW + timedelta(seconds=300),
+    )
+    assert much_later.status == later.status
     # Once the pod runs, Stalled goes back to False.
     obj["status"] = later.status.to_wire()
     running = pod("t", "training", "Running", created=created)
@@ -231,3 +239,15 @@ def test_writes_retry_transient_errors_with_backoff_and_give_up_on_refusals_at_o
         assert err.status == 422 and len(refusals) == 1  # never retried
     else:
         raise AssertionError("a refusal must raise")
+
+
+def test_kopf_api_retries_never_run_out() -> None:
+    """kopf escalates (and the operator exits) when its retry delays run out: ours never do."""
+    import itertools
+
+    from reasoning_operator.handlers import ForeverBackoffs
+
+    backoffs = ForeverBackoffs()
+    first = list(itertools.islice(iter(backoffs), 1000))
+    assert len(first) == 1000 and first[:3] == [1.0, 1.0, 2.0] and max(first) == 30.0
+    assert list(itertools.islice(iter(backoffs), 3)) == [1.0, 1.0, 2.0]  # each request starts its own schedule

@@ -335,9 +335,10 @@ def _stalled(
     waited = seconds_between(since, timestamp(now)) if since else None
     existing = get_condition(status.conditions, ConditionType.STALLED)
     if outcome is not None and waited is not None and waited >= deadline:
+        # No running count of seconds in it: the message stays the same, so status is not rewritten each pass.
         message = (
-            f"{status.current_stage.value if status.current_stage else 'run'} has made no progress for "
-            f"{int(waited)} s (spec.progressDeadlineSeconds: {deadline}): {outcome.message}"
+            f"{status.current_stage.value if status.current_stage else 'run'} has made no progress since {since}, "
+            f"longer than spec.progressDeadlineSeconds: {deadline}: {outcome.message}"
         )
         status.conditions = set_condition(
             status.conditions, ConditionType.STALLED, True, outcome.reason, message[:2000], stamp, generation
