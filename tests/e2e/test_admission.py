@@ -47,6 +47,8 @@ BAD = [
     ("spec.storage.size", "a lot", "spec.storage.size"),
     ("spec.curation.language", "English", "spec.curation.language"),
     ("spec.serving.replicas", -1, "spec.serving.replicas"),
+    # Full fine-tuning with the adapter-only vllm backend (the default): both fields are named.
+    ("spec.training.method", "full", "spec.training.method full needs spec.serving.backend pytriton"),
     ("metadata.name", "x" * 60, "metadata.name"),
 ]
 

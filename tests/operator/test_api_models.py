@@ -62,3 +62,12 @@ def test_cross_field_rules_hold_without_an_apiserver() -> None:
         ReasoningRunSpec.model_validate({"training": {"globalBatchSize": 10, "microBatchSize": 4}})
     with pytest.raises(ValidationError, match="checkpointInterval"):
         ReasoningRunSpec.model_validate({"training": {"maxSteps": 10, "checkpointInterval": 50}})
+
+
+def test_full_fine_tuning_needs_a_backend_that_serves_it() -> None:
+    """The vllm backend serves base + LoRA adapter only: the CEL rule's twin names both fields."""
+    with pytest.raises(ValidationError, match=r"spec\.training\.method full needs spec\.serving\.backend pytriton"):
+        ReasoningRunSpec.model_validate({"training": {"method": "full"}})
+    spec = ReasoningRunSpec.model_validate({"training": {"method": "full"}, "serving": {"backend": "pytriton"}})
+    assert spec.serving.backend == "pytriton"
+    assert ReasoningRunSpec.model_validate({"training": {"method": "lora"}}).serving.backend == "vllm"
