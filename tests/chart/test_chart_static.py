@@ -207,8 +207,11 @@ def test_values_schema_rejects_typos_and_bad_values() -> None:
 
 
 def _metric_names() -> set[str]:
-    """Every series name the operator can export (counters' _total, histograms' _bucket, ... included)."""
-    return set(metrics.REGISTRY._names_to_collectors)
+    """Every series name the operator and the serving pods can export (counters' _total, histograms' _bucket,
+    ... included)."""
+    from reasoning_jobs.serve.metrics import ServingMetrics
+
+    return set(metrics.REGISTRY._names_to_collectors) | set(ServingMetrics().registry._names_to_collectors)
 
 
 def test_dashboard_configmap_is_labelled_and_queries_only_real_metrics() -> None:
@@ -225,5 +228,6 @@ def test_dashboard_configmap_is_labelled_and_queries_only_real_metrics() -> None
     used = {m for e in exprs for m in re.findall(r"\b(reasoning_[a-z_]+)\b", e)}
     assert used and used <= known, f"unknown metrics: {used - known}"
     assert {"reasoning_runs", "reasoning_stage_duration_seconds", "reasoning_eval_accuracy"} <= used
+    assert {"reasoning_serving_request_duration_seconds_bucket", "reasoning_serving_thinking_tokens_total"} <= used
     assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
     assert by_kind(render(None, "--set", "dashboard.enabled=false"), "ConfigMap") == []

@@ -47,6 +47,8 @@ BAD = [
     ("spec.storage.size", "a lot", "spec.storage.size"),
     ("spec.curation.language", "English", "spec.curation.language"),
     ("spec.serving.replicas", -1, "spec.serving.replicas"),
+    # Full fine-tuning with the adapter-only vllm backend (the default): both fields are named.
+    ("spec.training.method", "full", "spec.training.method full needs spec.serving.backend pytriton"),
     ("metadata.name", "x" * 60, "metadata.name"),
     # Values a child object would refuse (issue 24): each is refused at admission, naming the field.
     ("metadata.name", "run.v2", "metadata.name must be a DNS-1035 label"),  # the Service name would be invalid

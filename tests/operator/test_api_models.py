@@ -104,3 +104,12 @@ def test_valid_names_and_quantities_still_pass() -> None:
         }
     )
     assert spec.storage.size == "0.5Ti"
+
+
+def test_full_fine_tuning_needs_a_backend_that_serves_it() -> None:
+    """The vllm backend serves base + LoRA adapter only: the CEL rule's twin names both fields."""
+    with pytest.raises(ValidationError, match=r"spec\.training\.method full needs spec\.serving\.backend pytriton"):
+        ReasoningRunSpec.model_validate({"training": {"method": "full"}})
+    spec = ReasoningRunSpec.model_validate({"training": {"method": "full"}, "serving": {"backend": "pytriton"}})
+    assert spec.serving.backend == "pytriton"
+    assert ReasoningRunSpec.model_validate({"training": {"method": "lora"}}).serving.backend == "vllm"

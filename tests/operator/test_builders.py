@@ -74,7 +74,7 @@ def test_config_map_holds_each_stage_model(make_run: Any) -> None:
     assert curation.dataset.source == "/workspace/data/nemotron"
     assert curation.tokenizer == "meta-llama/Llama-3.1-8B-Instruct"
     assert training.data_path == f"{curation.output_dir}/training.jsonl"
-    assert evaluation.server_url == "http://demo-serving.ns.svc:9000/v1"  # vLLM: chat via the OpenAI frontend
+    assert evaluation.server_url == "http://demo-serving.ns.svc:8000"  # KServe v2 (tritonclient), either backend
     assert evaluation.models == ["trained", "base"]
     assert run.run_dir.startswith("/workspace/runs/demo-01234567")
 
@@ -94,13 +94,15 @@ def test_serving_deployment_probes_and_service(make_run: Any) -> None:
     run = _run(make_run)
     dep = builders.build_serving_deployment(run)
     container = dep["spec"]["template"]["spec"]["containers"][0]
-    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/models/base/ready"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/v2/models/trained/ready"
     assert container["livenessProbe"]["httpGet"]["path"] == "/v2/health/live"
     dev = _run(make_run, serving={"backend": "pytriton", "gpus": 0})
     dev_container = builders.build_serving_deployment(dev)["spec"]["template"]["spec"]["containers"][0]
     assert dev_container["readinessProbe"]["httpGet"]["path"] == "/v2/models/trained/ready"
     assert builders.serving_url(dev) == "http://demo-serving.ns.svc:8000"
-    assert builders.serving_url(run) == "http://demo-serving.ns.svc:9000/v1"
+    assert builders.serving_url(run) == "http://demo-serving.ns.svc:8000"
+    assert dep["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 60
+    assert dep["spec"]["template"]["metadata"]["annotations"]["prometheus.io/port"] == "9000"
     assert container["resources"]["limits"]["nvidia.com/gpu"] == "1"
     svc = builders.build_serving_service(run)
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()

@@ -1,6 +1,7 @@
-"""A small OpenAI-style `/v1/chat/completions` in front of the dev backend's Triton (the vLLM image has
-Triton's own OpenAI frontend). It forwards to Triton's `/v2/models/NAME/generate`, so whatever answers
-here answered through Triton. Non-streaming; one system message and one user message per request."""
+"""A small OpenAI-style `/v1/chat/completions` in front of either backend's Triton. It forwards to Triton's
+`/v2/models/NAME/generate` (or, with `"stream": true`, `/v2/models/NAME_stream/generate_stream`, relayed as
+OpenAI chunks), so whatever answers here answered through Triton. One system message and one user message
+per request. `/metrics` serves the backend's Prometheus metrics when it has any."""
 
 from __future__ import annotations
 
@@ -10,12 +11,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .contract import NUM_OUTPUT_TOKENS, SAMPLING_PARAMETERS, SYSTEM_PROMPT, TEXT_INPUT, TEXT_OUTPUT
+from .contract import NUM_OUTPUT_TOKENS, SAMPLING_PARAMETERS, STREAM_SUFFIX, SYSTEM_PROMPT, TEXT_INPUT, TEXT_OUTPUT
 
 
 class ChatRequestError(ValueError):
@@ -69,7 +70,21 @@ def to_chat_completion(model: str, generated: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def make_handler(triton_url: str, model_names: Sequence[str]) -> type[BaseHTTPRequestHandler]:
+def chunk(completion_id: str, model: str, delta: dict[str, str], finish_reason: str | None = None) -> bytes:
+    """One server-sent event of a streamed chat completion."""
+    payload = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}],
+    }
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def make_handler(
+    triton_url: str, model_names: Sequence[str], metrics: Callable[[], bytes] | None = None
+) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -87,8 +102,52 @@ def make_handler(triton_url: str, model_names: Sequence[str]) -> type[BaseHTTPRe
         def _error(self, status: int, message: str) -> None:
             self._reply(status, {"error": {"message": message, "type": "invalid_request_error"}})
 
+        def _stream(self, model: str, body: dict[str, Any]) -> None:
+            """Relay Triton's generate_stream events as OpenAI chunks, then `data: [DONE]`."""
+            request = urllib.request.Request(
+                f"{triton_url}/v2/models/{model}{STREAM_SUFFIX}/generate_stream",
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                response = urllib.request.urlopen(request, timeout=3600)
+            except urllib.error.HTTPError as error:
+                self._error(HTTPStatus.BAD_REQUEST, error.read().decode(errors="replace"))
+                return
+            except OSError as error:
+                self._error(HTTPStatus.BAD_GATEWAY, f"Triton at {triton_url}: {error}")
+                return
+            completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.close_connection = True
+            self.wfile.write(chunk(completion_id, model, {"role": "assistant"}))
+            with response:
+                for line in response:
+                    if not line.startswith(b"data:"):
+                        continue
+                    event = json.loads(line[5:])
+                    if "error" in event:
+                        error_event = {"error": {"message": event["error"], "type": "server_error"}}
+                        self.wfile.write(f"data: {json.dumps(error_event)}\n\n".encode())
+                        break
+                    piece = event.get(TEXT_OUTPUT, "")
+                    if piece:
+                        self.wfile.write(chunk(completion_id, model, {"content": piece}))
+                        self.wfile.flush()
+            self.wfile.write(chunk(completion_id, model, {}, "stop") + b"data: [DONE]\n\n")
+
         def do_GET(self) -> None:
-            if self.path.rstrip("/") == "/v1/models":
+            if self.path.rstrip("/") == "/metrics" and metrics is not None:
+                exposition = metrics()
+                self.send_response(HTTPStatus.OK)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(exposition)))
+                self.end_headers()
+                self.wfile.write(exposition)
+            elif self.path.rstrip("/") == "/v1/models":
                 data = [{"id": name, "object": "model", "owned_by": "reasoning-operator"} for name in model_names]
                 self._reply(HTTPStatus.OK, {"object": "list", "data": data})
             else:
@@ -100,12 +159,16 @@ def make_handler(triton_url: str, model_names: Sequence[str]) -> type[BaseHTTPRe
                 return
             try:
                 length = int(self.headers.get("Content-Length", "0"))
-                model, body = to_generate_body(json.loads(self.rfile.read(length) or b"{}"))
+                request_body = json.loads(self.rfile.read(length) or b"{}")
+                model, body = to_generate_body(request_body)
             except (ChatRequestError, json.JSONDecodeError, ValueError) as error:
                 self._error(HTTPStatus.BAD_REQUEST, str(error))
                 return
             if model not in model_names:
                 self._error(HTTPStatus.NOT_FOUND, f"unknown model {model!r}; served: {', '.join(model_names)}")
+                return
+            if request_body.get("stream"):
+                self._stream(model, body)
                 return
             request = urllib.request.Request(
                 f"{triton_url}/v2/models/{model}/generate",
@@ -126,9 +189,15 @@ def make_handler(triton_url: str, model_names: Sequence[str]) -> type[BaseHTTPRe
     return Handler
 
 
-def start_openai_proxy(host: str, port: int, triton_url: str, model_names: Sequence[str]) -> ThreadingHTTPServer:
+def start_openai_proxy(
+    host: str,
+    port: int,
+    triton_url: str,
+    model_names: Sequence[str],
+    metrics: Callable[[], bytes] | None = None,
+) -> ThreadingHTTPServer:
     """Serve in a daemon thread; `.shutdown()` stops it."""
-    server = ThreadingHTTPServer((host, port), make_handler(triton_url.rstrip("/"), list(model_names)))
+    server = ThreadingHTTPServer((host, port), make_handler(triton_url.rstrip("/"), list(model_names), metrics))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="openai-proxy", daemon=True).start()
     return server

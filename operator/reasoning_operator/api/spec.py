@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, JsonValue, model_validator
+from pydantic import ConfigDict, Field, JsonValue, model_validator
 
 from .base import ApiModel, cel, section_config
 from .validation import (
@@ -242,7 +242,9 @@ class TrainingSpec(ApiModel):
 
 class ServingSpec(ApiModel):
     backend: Literal["vllm", "pytriton"] = Field(
-        default="vllm", description="vllm: Triton's vLLM backend (GPU); pytriton: CPU/dev Triton server."
+        default="vllm",
+        description="vllm: a vLLM engine inside Triton (GPU; gpus 0 runs vLLM's CPU build), base + LoRA adapter "
+        "only; pytriton: transformers inside Triton (CPU/dev), also serves fully fine-tuned weights.",
     )
     replicas: int = Field(default=1, ge=0, le=64)
     keep_serving: bool = Field(default=False, description="Keep the Triton Deployment after evaluation.")
@@ -304,7 +306,23 @@ class ImagesSpec(ApiModel):
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
 
+_FULL_NEEDS_PYTRITON = (
+    "spec.serving.backend vllm serves a LoRA adapter beside the base model; spec.training.method full needs "
+    "spec.serving.backend pytriton"
+)
+#: Combinations no serving backend can serve, rejected at admission (naming both fields) instead of after training.
+_RUN_RULES: list[JsonValue] = [
+    cel(
+        "!(self.training.method == 'full' && self.serving.backend == 'vllm')",
+        _FULL_NEEDS_PYTRITON,
+        fieldPath=".serving.backend",
+    ),
+]
+
+
 class ReasoningRunSpec(ApiModel):
+    model_config = ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": _RUN_RULES})
+
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     curation: CurationSpec = Field(default_factory=CurationSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -323,6 +341,13 @@ class ReasoningRunSpec(ApiModel):
             "waiting: capacity may still come."
         ),
     )
+
+    @model_validator(mode="after")
+    def _servable(self) -> ReasoningRunSpec:
+        """The CEL rule again, for manifests that never pass an apiserver (local runs)."""
+        if self.training.method == "full" and self.serving.backend == "vllm":
+            raise ValueError(_FULL_NEEDS_PYTRITON)
+        return self
 
     def tokenizer(self) -> str:
         return self.curation.tokenizer or self.model.name

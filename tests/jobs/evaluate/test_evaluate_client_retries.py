@@ -155,8 +155,9 @@ def test_bad_server_url(url: str) -> None:
 
 
 def test_openai_model_names_resolve_to_lora_ids() -> None:
-    from reasoning_jobs.evaluate.openai_client import is_openai_url, resolve_model
-    from reasoning_jobs.serve.vllm_backend import LORA_SEPARATOR
+    # Triton's own OpenAI frontend (NGC's vLLM image) names an adapter <base>_lora_<adapter>; this project's
+    # servers list the plain names.
+    from reasoning_jobs.evaluate.openai_client import LORA_SEPARATOR, is_openai_url, resolve_model
 
     served = ["base", f"base{LORA_SEPARATOR}trained"]
     assert resolve_model("base", served) == "base"

