@@ -48,6 +48,10 @@ BAD = [
     ("spec.curation.language", "English", "spec.curation.language"),
     ("spec.serving.replicas", -1, "spec.serving.replicas"),
     ("metadata.name", "x" * 60, "metadata.name"),
+    # image overrides must be image references (an upper-case path, a space, an empty tag)
+    ("spec.images.serving", "ghcr.io/Team/serving:0.1.0", "spec.images.serving"),
+    ("spec.images.training", "registry.example.com/training:my tag", "spec.images.training"),
+    ("spec.images.curation", "ghcr.io/reasoning-operator/curation:", "spec.images.curation"),
 ]
 
 
