@@ -1,4 +1,4 @@
-.PHONY: setup test quickstart crds controlplane lint
+.PHONY: setup test quickstart crds controlplane lint images images-push images-save
 
 setup:        ## create .venv with every extra (uv, cached)
 	bash scripts/setup.sh
@@ -15,3 +15,17 @@ crds:         ## regenerate the CRD YAML from the pydantic models
 
 controlplane: ## build (cached) and start the local control plane with fake GPU nodes
 	bash scripts/controlplane/up.sh
+
+IMAGES ?=
+REGISTRY ?=
+TLS_VERIFY ?= true
+IMAGES_DIR ?= $(HOME)/.cache/reasoning-operator/images/archives
+
+images:       ## build every image with podman (Debian base + uv lock; IMAGES="operator serving" for some)
+	bash scripts/images/images.sh build $(IMAGES)
+
+images-push:  ## push the images: REGISTRY=my.registry:5000/team retags <name>:<version> there first
+	bash scripts/images/images.sh push --registry "$(REGISTRY)" --tls-verify $(TLS_VERIFY) $(IMAGES)
+
+images-save:  ## write one uncompressed docker archive per image to IMAGES_DIR (ctr -n k8s.io images import)
+	bash scripts/images/images.sh save --dir "$(IMAGES_DIR)" $(IMAGES)

@@ -3,6 +3,8 @@
 from .base import API_VERSION, GROUP, KIND, PLURAL, VERSION, ApiModel
 from .results import Accuracy, CurationResult, EvaluationResult, TrainingProgress, TrainingResult
 from .spec import (
+    IMAGE_REFERENCE_PATTERN,
+    IMAGE_REGISTRY,
     CurationSpec,
     DatasetSpec,
     EvaluationSpec,
@@ -16,6 +18,7 @@ from .spec import (
     StorageSpec,
     TokenCounter,
     TrainingSpec,
+    default_image,
 )
 from .stages import (
     ADAPTER_MODEL_NAME,
@@ -48,6 +51,8 @@ __all__ = [
     "API_VERSION",
     "BASE_MODEL_NAME",
     "GROUP",
+    "IMAGE_REFERENCE_PATTERN",
+    "IMAGE_REGISTRY",
     "KIND",
     "PLURAL",
     "VERSION",
@@ -83,6 +88,7 @@ __all__ = [
     "TrainingResult",
     "TrainingSpec",
     "TrainingStageConfig",
+    "default_image",
     "get_condition",
     "load_config",
     "seconds_between",

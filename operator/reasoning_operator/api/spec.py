@@ -298,11 +298,45 @@ class StorageSpec(ApiModel):
     )
 
 
+#: Where `make images` tags the images (`make images-push REGISTRY=...` retags them); the tag is the version.
+IMAGE_REGISTRY = "ghcr.io/reasoning-operator"
+# An OCI image reference as containerd/distribution parse it: [registry[:port]/]path[:tag][@sha256:digest].
+# The first component is a registry only with a dot, a port or as localhost (else it is a lowercase path
+# component); path components are lowercase (separators . _ __ -), a tag is [A-Za-z0-9_.-] up to 128.
+_HOST_PART = r"[a-zA-Z0-9](?:[a-zA-Z0-9-]*[a-zA-Z0-9])?"
+_REGISTRY_HOST = rf"(?:(?:(?:localhost|{_HOST_PART}(?:\.{_HOST_PART})+)(?::[0-9]+)?|{_HOST_PART}:[0-9]+)/)?"
+_PATH_COMPONENT = r"[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*"
+IMAGE_REFERENCE_PATTERN = (
+    rf"^{_REGISTRY_HOST}{_PATH_COMPONENT}(?:/{_PATH_COMPONENT})*(?::[A-Za-z0-9_][A-Za-z0-9_.-]{{0,127}})?"
+    r"(?:@sha256:[a-f0-9]{64})?$"
+)
+
+
+def default_image(name: str) -> str:
+    """The reference `make images` builds for image `name` (scripts/images/build.py reads it from here)."""
+    from reasoning_operator import __version__
+
+    return f"{IMAGE_REGISTRY}/{name}:{__version__}"
+
+
+ImageReference = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=512,
+        pattern=IMAGE_REFERENCE_PATTERN,
+        description="An image reference, [registry[:port]/]name[:tag][@sha256:digest].",
+    ),
+]
+
+
 class ImagesSpec(ApiModel):
-    curation: str = "ghcr.io/reasoning-operator/curation:0.1.0"
-    training: str = "ghcr.io/reasoning-operator/training:0.1.0"
-    serving: str = "ghcr.io/reasoning-operator/serving:0.1.0"
-    evaluation: str = "ghcr.io/reasoning-operator/evaluation:0.1.0"
+    """The stage images; the defaults are what `make images` builds (images/README.md)."""
+
+    curation: ImageReference = default_image("curation")
+    training: ImageReference = default_image("training")
+    serving: ImageReference = default_image("serving")
+    evaluation: ImageReference = default_image("evaluation")
     pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
 
 
