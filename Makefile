@@ -1,4 +1,4 @@
-.PHONY: setup test quickstart crds controlplane lint
+.PHONY: setup test quickstart crds controlplane node e2e-node lint
 
 setup:        ## create .venv with every extra (uv, cached)
 	bash scripts/setup.sh
@@ -15,3 +15,13 @@ crds:         ## regenerate the CRD YAML from the pydantic models
 
 controlplane: ## build (cached) and start the local control plane with fake GPU nodes
 	bash scripts/controlplane/up.sh
+
+node:         ## build (cached) and start the control plane plus one real kubelet node (root)
+	bash scripts/node/up.sh
+
+e2e-node:     ## the real-node tier alone: containerd, kubelet, kube-proxy, CoreDNS, a fake-GPU device plugin
+	bash scripts/setup.sh
+	bash scripts/node/deps.sh
+	bash scripts/controlplane/build.sh >/dev/null
+	bash scripts/node/build.sh >/dev/null
+	.venv/bin/python -m pytest -q -m node tests/node
