@@ -13,7 +13,7 @@ import pytest
 from kubernetes import client as k8s
 from tests.support.controlplane import ControlPlane, build_binaries
 from tests.support.fake_kubelet import wait_until
-from tests.support.node import BUSYBOX_IMAGE, GPU_TOLERATION, RealNode, build_node_binaries, node_control_plane
+from tests.support.node import BUSYBOX_IMAGE, GPU_TOLERATION, RealNode, build_node_binaries, node_cluster
 
 from reasoning_operator.core.builders.pod import SCRATCH_DIR, container_security, pod_security
 
@@ -28,7 +28,7 @@ def pytest_configure(config: pytest.Config) -> None:
 def node_plane() -> Iterator[tuple[ControlPlane, RealNode]]:
     """The session's control plane and its real node (built on first use, cached outside the repo)."""
     plane_bins, node_bins = build_binaries(), build_node_binaries()
-    with node_control_plane(plane_bins) as plane, RealNode(plane, node_bins) as node:
+    with node_cluster(plane_bins, node_bins) as (plane, node):
         yield plane, node
 
 

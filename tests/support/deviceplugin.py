@@ -66,7 +66,7 @@ def _message_classes() -> dict[str, Any]:
     for name, fields in MESSAGES.items():
         msg = fdp.message_type.add(name=name)
         for field_name, number, ftype, repeated, type_name in fields:
-            field = msg.field.add(name=field_name, number=number, type=ftype)  # type: ignore[arg-type]
+            field = msg.field.add(name=field_name, number=number, type=ftype)
             field.label = _F.LABEL_REPEATED if repeated else _F.LABEL_OPTIONAL
             if type_name:
                 field.type_name = f".{API_VERSION}.{type_name}"

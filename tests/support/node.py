@@ -67,6 +67,7 @@ from tests.support.controlplane import (
     issue_client_certificate,
     write_kubeconfig,
 )
+from tests.support.deviceplugin import DEVICE_PLUGIN_DIR
 from tests.support.oci import static_binary_image, write_oci_archive
 
 NODE_BUILD_SCRIPT = REPO_ROOT / "scripts" / "node" / "build.sh"
@@ -140,12 +141,31 @@ def _owned(rule: str) -> bool:
     return any(n.startswith(OWNED_CHAIN_PREFIXES) for n in names)
 
 
+@contextlib.contextmanager
+def node_cluster(
+    plane_bin_dir: Path | None = None, node_bin_dir: Path | None = None, **node_kwargs: Any
+) -> Iterator[tuple[ControlPlane, RealNode]]:
+    """The node's network first (the apiserver listens on the node IP), then the control plane, then the node;
+    torn down in reverse."""
+    node = RealNode(node_bin_dir, **node_kwargs)
+    node.open_network()
+    try:
+        with node_control_plane(plane_bin_dir) as plane:
+            node.start(plane)
+            try:
+                yield plane, node
+            finally:
+                node.stop()
+    finally:
+        node.stop()
+
+
 class RealNode:
-    """Start with :meth:`start` (or as a context manager) beside a started :class:`ControlPlane`."""
+    """:meth:`open_network` before the control plane starts (it listens on the node IP), then :meth:`start`
+    beside it, :meth:`stop` at the end (:func:`node_cluster` does all three)."""
 
     def __init__(
         self,
-        plane: ControlPlane,
         bin_dir: Path | None = None,
         *,
         gpu_count: int = 1,
@@ -154,7 +174,8 @@ class RealNode:
         startup_timeout: float = 120.0,
         keep_work_dir: bool | None = None,
     ) -> None:
-        self.plane = plane
+        self._plane: ControlPlane | None = None
+        self._admin_client: Any = None
         self._bin_dir = bin_dir
         self.gpu_count = gpu_count
         self.gpu_product = gpu_product
@@ -177,6 +198,12 @@ class RealNode:
         self.timings: dict[str, float] = {}
 
     # ------------------------------------------------------------------------------ surface
+
+    @property
+    def plane(self) -> ControlPlane:
+        if self._plane is None:
+            raise NodeError("node not started")
+        return self._plane
 
     @property
     def work_dir(self) -> Path:
@@ -203,16 +230,10 @@ class RealNode:
         for proc in self._processes:
             yield proc.name, proc.tail()
 
-    def __enter__(self) -> RealNode:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
     # -------------------------------------------------------------------------------- start
 
-    def start(self) -> None:
+    def open_network(self) -> None:
+        """Take the machine's node lock, then add the node IP, the guard chain and the sysctls."""
         if self._started:
             raise NodeError("node already started")
         self._started = True
@@ -232,6 +253,18 @@ class RealNode:
         self.log_dir.mkdir()
         atexit.register(self.stop)
         try:
+            self._iptables_before = {t: _iptables_rules(t) for t in IPTABLES_TABLES}
+            self._timed("network", self._setup_network)
+        except BaseException:
+            self.stop(keep_work_dir=True)
+            raise
+
+    def start(self, plane: ControlPlane) -> None:
+        """Start containerd, the kubelet, kube-proxy, CoreDNS and the device plugin against ``plane``."""
+        if not self._started:
+            self.open_network()
+        self._plane = plane
+        try:
             self._start()
         except BaseException:
             self.stop(keep_work_dir=True)
@@ -244,8 +277,6 @@ class RealNode:
 
     def _start(self) -> None:
         self._deadline = time.monotonic() + self._startup_timeout
-        self._iptables_before = {t: _iptables_rules(t) for t in IPTABLES_TABLES}
-        self._timed("network", self._setup_network)
         self._timed("containerd", self._start_containerd)
         self._timed("images", self._import_images)
         self._timed("kubelet", self._start_kubelet)
@@ -500,7 +531,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
         self._wait(f"node {self.name} Ready", ready, "kubelet")
 
     def _admin(self) -> Any:
-        if not hasattr(self, "_admin_client"):
+        if self._admin_client is None:
             self._admin_client = self.plane.api_client()
         return self._admin_client
 
@@ -629,12 +660,14 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 errors.append(f"{what}: {exc}")
 
         if self._work is not None:
-            step("delete pods", self._delete_pods)
+            if self._plane is not None:
+                step("delete pods", self._delete_pods)
             step("kill containers", self._kill_containers)
             step("stop processes", self._stop_processes)
             step("kube-proxy --cleanup", self._kube_proxy_cleanup)
             step("unmount", self._unmount)
             step("cgroups", self._remove_cgroups)
+        step("device-plugin dir", self._clean_device_plugin_dir)
         step("links", self._remove_links)
         step("iptables", self._restore_iptables)
         step("sysctls", self._restore_sysctls)
@@ -700,7 +733,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             )
 
     def _stop_processes(self) -> None:
-        if hasattr(self, "_admin_client"):
+        if self._admin_client is not None:
             with contextlib.suppress(Exception):
                 self._admin_client.close()
         live = [p for p in self._processes if p.popen.poll() is None]
@@ -750,6 +783,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
                 with contextlib.suppress(OSError):
                     Path(dirpath).rmdir()
 
+    def _clean_device_plugin_dir(self) -> None:
+        """The kubelet's registration socket and checkpoint live at a fixed path outside its root dir."""
+        for name in ("kubelet.sock", "kubelet_internal_checkpoint"):
+            (DEVICE_PLUGIN_DIR / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            DEVICE_PLUGIN_DIR.rmdir()  # only when empty
+
     def _remove_links(self) -> None:
         for link in self._links:
             if _run(["ip", "link", "show", link], check=False).returncode == 0:
@@ -794,10 +834,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         nonlocal stop_requested
         stop_requested = True
 
-    with (
-        node_control_plane(plane_bins) as plane,
-        RealNode(plane, node_bins, gpu_count=args.gpus, images=args.image) as node,
-    ):
+    with node_cluster(plane_bins, node_bins, gpu_count=args.gpus, images=args.image) as (plane, node):
         print(f"# control plane + real node up in {time.monotonic() - started:.1f}s ({node.timings})", flush=True)
         print(f"export KUBECONFIG={plane.kubeconfig}", flush=True)
         print(f"# logs: {plane.log_dir} {node.log_dir}; kubectl: {plane.bin_dir / 'kubectl'}", flush=True)
