@@ -60,8 +60,18 @@ def _placeholder(name: str) -> Callable[[], None]:
     return command
 
 
+def _normalized(args: list[str]) -> list[str]:
+    """A subcommand module may rewrite its own arguments first (`normalize_argv`): curation takes the
+    tutorial's argparse-style list flags, which click cannot parse."""
+    if not args or args[0] not in SUBCOMMANDS:
+        return args
+    module = importlib.import_module(SUBCOMMANDS[args[0]][0])
+    normalize: Callable[[list[str]], list[str]] | None = getattr(module, "normalize_argv", None)
+    return args if normalize is None else [args[0], *normalize(args[1:])]
+
+
 def main(argv: list[str] | None = None) -> None:
-    args = list(sys.argv[1:] if argv is None else argv)
+    args = _normalized(list(sys.argv[1:] if argv is None else argv))
     _register(args)
     app(args=args, prog_name="reasoning")
 

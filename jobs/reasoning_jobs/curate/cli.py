@@ -1,7 +1,9 @@
 """`reasoning curate`: the reference script's flags, or `--config FILE` (the operator's CurationStageConfig).
 
-Flags given on the command line override the config. Imports stay cheap: the pipeline (Ray, NeMo Curator,
-transformers) is imported only when the command runs.
+Flags given on the command line override the config. The NeMo Curator tutorial's command line works as
+published: its list flags take several values after one flag (`--filename-filter "chat" "math_v1.1"`), and its
+`--json-blocksize`, `--global-interleave` and `--generate-statistics` are accepted. Imports stay cheap: the
+pipeline (Ray, NeMo Curator, transformers) is imported only when the command runs.
 """
 
 from __future__ import annotations
@@ -15,6 +17,25 @@ import typer
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "kib": 2**10, "m": 10**6, "mb": 10**6, "mib": 2**20}
 _UNITS |= {"g": 10**9, "gb": 10**9, "gib": 2**30, "t": 10**12, "tb": 10**12, "tib": 2**40}
+
+
+#: The tutorial's argparse `nargs="+"` flags; click takes one value per occurrence.
+LIST_FLAGS = ("--filename-filter", "--remove-columns", "--category-cap")
+
+
+def normalize_argv(args: list[str]) -> list[str]:
+    """`--flag a b c` -> `--flag a --flag b --flag c` for the list flags, so the tutorial's form parses."""
+    out: list[str] = []
+    current, taken = None, 0
+    for arg in args:
+        if arg.startswith("-"):
+            current, taken = (arg, 0) if arg in LIST_FLAGS else (None, 0)
+        elif current is not None:
+            if taken:
+                out.append(current)
+            taken += 1
+        out.append(arg)
+    return out
 
 
 def parse_size(text: str) -> int:
@@ -84,7 +105,9 @@ def main(
         ),
     ] = None,
     n_workers: Annotated[int | None, typer.Option(help="Ray workers (CPU cores) (default: 1).")] = None,
-    device: Annotated[str, typer.Option(help="Only 'cpu': every stage is CPU-bound.")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help="'cpu' or 'gpu' (the tutorial's): every stage here is CPU-bound, so both run on CPU.")
+    ] = "cpu",
     curriculum: Annotated[
         bool | None,
         typer.Option(
@@ -105,14 +128,35 @@ def main(
         float | None, typer.Option(help="Fail when more than this fraction of lines is malformed (default: 0.001).")
     ] = None,
     block_size: Annotated[
-        str | None, typer.Option(help="Bytes of input per task; bounds worker memory (default: 64MiB).")
+        str | None,
+        typer.Option(
+            "--block-size",
+            "--json-blocksize",
+            help="Bytes of input per task; bounds worker memory (default: 64MiB).",
+        ),
     ] = None,
+    json_files_per_partition: Annotated[
+        int | None, typer.Option(help="Not supported: blocks are line-aligned byte ranges (use --json-blocksize).")
+    ] = None,
+    global_interleave: Annotated[
+        bool, typer.Option(help="Accepted for the tutorial: the curriculum always interleaves across the whole output.")
+    ] = False,
+    generate_statistics: Annotated[
+        bool, typer.Option(help="Accepted for the tutorial: per-rule counts are always in summary.json.")
+    ] = False,
 ) -> None:
     """Curate Llama-Nemotron post-training data into a reasoning SFT set with NeMo Curator."""
     from .pipeline import CurationError, CurationOptions, curate
 
-    if device != "cpu":
-        raise typer.BadParameter(f"--device {device!r} is not supported: every curation stage runs on CPU")
+    if device not in ("cpu", "gpu"):
+        raise typer.BadParameter(f"--device {device!r} is not supported: use cpu (or gpu, which runs on CPU too)")
+    if device == "gpu":
+        typer.echo("note: --device gpu: every curation stage here is CPU-bound, so it runs on the CPU", err=True)
+    if json_files_per_partition is not None:
+        raise typer.BadParameter(
+            "is not supported: input is cut into line-aligned byte blocks; use --json-blocksize (e.g. 100mb)",
+            param_hint="--json-files-per-partition",
+        )
     if config is not None:
         from reasoning_operator.api import CurationStageConfig, load_config
 

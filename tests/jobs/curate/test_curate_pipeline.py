@@ -290,10 +290,51 @@ def test_unknown_tokenizer_is_a_clear_error(tmp_path: Path, dataset: tuple[Path,
         load_tokenizer(str(tmp_path / "missing"))
 
 
-def test_gpu_device_is_refused(tmp_path: Path) -> None:
-    proc = run_cli("--input-dir", str(tmp_path), "--output-dir", str(tmp_path), "--device", "gpu")
+def test_unknown_device_is_refused_and_gpu_runs_on_the_cpu(tmp_path: Path) -> None:
+    proc = run_cli("--input-dir", str(tmp_path), "--output-dir", str(tmp_path), "--device", "tpu")
     assert proc.returncode == 2
     assert "not supported" in proc.stderr
+    # The tutorial passes --device gpu: accepted, said, and run on the CPU (here it then fails on the missing data).
+    proc = run_cli("--input-dir", str(tmp_path / "nope"), "--output-dir", str(tmp_path / "out"), "--device", "gpu")
+    assert "--device gpu: every curation stage here is CPU-bound" in proc.stderr
+    assert "does not exist" in proc.stderr and proc.returncode == 1
+
+
+def test_files_per_partition_is_refused_with_the_alternative(tmp_path: Path) -> None:
+    proc = run_cli("--input-dir", str(tmp_path), "--output-dir", str(tmp_path), "--json-files-per-partition", "2")
+    assert proc.returncode == 2
+    assert "--json-files-per-partition" in proc.stderr and "--json-blocksize" in proc.stderr
+
+
+# The NeMo Curator tutorial's columns to remove, in its order.
+TUTORIAL_REMOVED = ["version", "license", "generator", "category", "used_in_training", "system_prompt", "reasoning"]
+
+
+def test_the_tutorials_command_line_as_published(
+    curriculum_run: Path, dataset: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    """The seed's flags verbatim (list flags with several values, --json-blocksize, --input-dir at SFT/), with
+    only what cannot be verbatim here replaced: the paths, the tokenizer (no hub) and --n-workers 8 -> 2 (CI
+    has 2 cores). Same rows as the project's own flag form, less the removed columns."""
+    root, _ = dataset
+    out = tmp_path / "curated-data"
+    proc = run_cli(
+        "--input-dir", str(root / "SFT"),
+        "--filename-filter", "chat", "math_v1.1",
+        "--remove-columns", *TUTORIAL_REMOVED,
+        "--tokenizer", str(offline_tokenizer_path()),
+        "--max-token-count", str(MAX_PROMPT),
+        "--max-completion-token-count", str(MAX_COMPLETION),
+        "--output-dir", str(out),
+        "--used-in-training", "Nano",
+        "--max-error-rate", "0.01",
+        "--json-blocksize", "100mb", "--n-workers", "2", "--device", "cpu",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = read_jsonl(out / "training.jsonl")
+    ours = read_jsonl(curriculum_run / "training.jsonl")
+    assert rows and all(set(row).isdisjoint(TUTORIAL_REMOVED) for row in rows)
+    assert rows == [{k: v for k, v in row.items() if k not in TUTORIAL_REMOVED} for row in ours]
 
 
 @pytest.fixture(scope="module")
