@@ -84,3 +84,16 @@ def test_cache_round_trip_and_miss_on_new_key(tmp_path: Path) -> None:
     assert cache.get("curation", "k2") is None
     cache.forget("curation")
     assert cache.get("curation", "k1") is None
+
+
+def test_set_overrides_reach_the_validated_spec_and_bad_ones_name_the_flag() -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "smollm2-reasoning.yaml"
+    manifest = load_manifest(
+        example, ["training.maxSteps=4", "training.checkpointInterval=4", "evaluation.benchmarks=[gpqa_diamond]"]
+    )
+    assert manifest.spec.training.max_steps == 4 and manifest.spec.evaluation.benchmarks == ["gpqa_diamond"]
+    assert manifest.local_assets == "smollm2"
+    with pytest.raises(ManifestError, match="checkpointInterval must not exceed"):
+        load_manifest(example, ["training.maxSteps=4"])  # the cross-field rule still applies
+    with pytest.raises(ManifestError, match="--set 'training'"):
+        load_manifest(example, ["training"])
