@@ -32,6 +32,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "serve": ("reasoning_jobs.serve.cli", "main", "Serving: Triton with base model + adapter."),
     "evaluate": ("reasoning_jobs.evaluate.cli", "main", "Evaluation job: GPQA/MMLU, reasoning on vs off."),
     "run": ("reasoning_jobs.local.cli", "main", "Run a whole ReasoningRun locally, no cluster, no GPU."),
+    "assets": ("reasoning_jobs.common.assets_cli", "main", "Make a real model's directory (smollm2) once, cached."),
 }
 
 

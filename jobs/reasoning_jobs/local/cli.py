@@ -15,6 +15,10 @@ def main(
         bool, typer.Option("--force", help="Re-run every stage even if its inputs are unchanged.")
     ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", help="Only the status lines, not each stage's output.")] = False,
+    overrides: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override a spec field, e.g. --set training.maxSteps=4 (repeatable)."),
+    ] = None,
 ) -> None:
     """Run curation, training, serving and evaluation locally, each stage as its own process."""
     from rich.console import Console
@@ -27,7 +31,7 @@ def main(
 
     console = Console(highlight=False)
     try:
-        parsed = load_manifest(manifest)
+        parsed = load_manifest(manifest, overrides)
     except ManifestError as err:
         console.print(f"[red]error:[/] {err}")
         raise typer.Exit(code=2) from err

@@ -12,7 +12,7 @@ from pydantic import ValidationError
 from reasoning_operator.api import API_VERSION, KIND, ReasoningRunSpec
 
 #: Asks the local runner to generate the embedded default's dataset, model and benchmarks where the spec's
-#: paths point, when they are missing. Only `quickstart` exists.
+#: paths point, when they are missing: `quickstart` or `smollm2` (local/assets.py).
 LOCAL_ASSETS_ANNOTATION = "reasoning-operator.dev/local-assets"
 
 
@@ -35,7 +35,31 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(f"spec.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in err.errors())
 
 
-def load_manifest(path: str | Path) -> Manifest:
+def apply_overrides(spec: dict[str, Any], overrides: list[str], source: Path) -> dict[str, Any]:
+    """`section.field=value` (the manifest's camelCase names, value parsed as YAML) set into a copy of `spec`:
+    the same manifest runs a few CPU steps or the full recipe (`--set training.maxSteps=4`)."""
+    import copy
+
+    result = copy.deepcopy(spec)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = [p for p in key.strip().split(".") if p]
+        if not sep or not parts:
+            raise ManifestError(f"{source}: --set {item!r}: expected section.field=value, e.g. training.maxSteps=4")
+        node = result
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ManifestError(f"{source}: --set {item!r}: spec.{part} is not a section")
+            node = child
+        try:
+            node[parts[-1]] = yaml.safe_load(raw)
+        except yaml.YAMLError as err:
+            raise ManifestError(f"{source}: --set {item!r}: value is not valid YAML: {err}") from err
+    return result
+
+
+def load_manifest(path: str | Path, overrides: list[str] | None = None) -> Manifest:
     source = Path(path)
     if not source.is_file():
         raise ManifestError(f"{source}: no such manifest file")
@@ -54,7 +78,7 @@ def load_manifest(path: str | Path) -> Manifest:
     if not isinstance(name, str) or not name:
         raise ManifestError(f"{source}: metadata.name is required")
     try:
-        spec = ReasoningRunSpec.model_validate(obj.get("spec") or {})
+        spec = ReasoningRunSpec.model_validate(apply_overrides(obj.get("spec") or {}, overrides or [], source))
     except ValidationError as err:
         raise ManifestError(f"{source}: {_describe(err)}") from err
     annotations = {str(k): str(v) for k, v in (meta.get("annotations") or {}).items()}

@@ -33,7 +33,7 @@ from reasoning_operator.api import (
     timestamp,
 )
 
-from .assets import prepare_quickstart
+from .assets import prepare
 from .cache import StageCache, StageRecord, fingerprint, stage_key
 from .manifest import Manifest
 from .processes import Server, StageFailedError, run_stage
@@ -183,17 +183,17 @@ class LocalRun:
     def _prepare_assets(self) -> None:
         if self.manifest.local_assets is None:
             return
-        if self.manifest.local_assets != "quickstart":
-            raise StageFailedError(
-                "curation", f"unknown local-assets {self.manifest.local_assets!r} (known: quickstart)"
-            )
         data_dir = self.spec.evaluation.data_dir
-        prepare_quickstart(
-            Path(self.spec.dataset.source),
-            Path(self.spec.model.name),
-            Path(data_dir) if data_dir else None,
-            self.console,
-        )
+        try:
+            prepare(
+                self.manifest.local_assets,
+                Path(self.spec.dataset.source),
+                Path(self.spec.model.name),
+                Path(data_dir) if data_dir else None,
+                self.console,
+            )
+        except ValueError as err:
+            raise StageFailedError("curation", str(err)) from err
 
     def run(self) -> ReasoningRunStatus:
         self.root.mkdir(parents=True, exist_ok=True)

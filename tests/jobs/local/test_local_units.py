@@ -139,3 +139,15 @@ def test_the_training_key_follows_config_data_and_base_model(tmp_path: Path) -> 
     assert training_key(config, "curated-2") != key
     other_base = config.model_copy(update={"model": ModelSpec(name="org/other")})
     assert training_key(other_base, "curated-1") != key
+
+def test_set_overrides_reach_the_validated_spec_and_bad_ones_name_the_flag() -> None:
+    example = Path(__file__).resolve().parents[3] / "examples" / "smollm2-reasoning.yaml"
+    manifest = load_manifest(
+        example, ["training.maxSteps=4", "training.checkpointInterval=4", "evaluation.benchmarks=[gpqa_diamond]"]
+    )
+    assert manifest.spec.training.max_steps == 4 and manifest.spec.evaluation.benchmarks == ["gpqa_diamond"]
+    assert manifest.local_assets == "smollm2"
+    with pytest.raises(ManifestError, match="checkpointInterval must not exceed"):
+        load_manifest(example, ["training.maxSteps=4"])  # the cross-field rule still applies
+    with pytest.raises(ManifestError, match="--set 'training'"):
+        load_manifest(example, ["training"])
