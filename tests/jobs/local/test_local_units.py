@@ -140,6 +140,7 @@ def test_the_training_key_follows_config_data_and_base_model(tmp_path: Path) -> 
     other_base = config.model_copy(update={"model": ModelSpec(name="org/other")})
     assert training_key(other_base, "curated-1") != key
 
+
 def test_set_overrides_reach_the_validated_spec_and_bad_ones_name_the_flag() -> None:
     example = Path(__file__).resolve().parents[3] / "examples" / "smollm2-reasoning.yaml"
     manifest = load_manifest(
