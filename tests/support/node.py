@@ -91,6 +91,7 @@ LOCK_PATH = Path("/run/lock/reasoning-node.lock")
 CACHE_ROOT = Path(os.environ.get("REASONING_CACHE", Path.home() / ".cache" / "reasoning-operator"))
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw")
 OWNED_CHAIN_PREFIXES = ("KUBE-", "REASONING-")
+CONTAINERD_ROOT = CACHE_ROOT / "node" / "containerd"
 SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
 
 
@@ -226,18 +227,19 @@ class RealNode:
         """``ctr -n k8s.io images import`` an OCI or docker archive (the pods then use it without a pull)."""
         self.ctr("images", "import", str(archive))
 
-    def has_image(self, image_id: str) -> bool:
-        """Whether containerd already holds the image whose config digest is ``image_id`` (the CRI plugin
-        names every image also by that digest)."""
-        digest = image_id if image_id.startswith("sha256:") else f"sha256:{image_id}"
-        return digest in self.ctr("images", "ls", "-q", timeout=60).stdout.split()
+    def has_image(self, reference: str) -> bool:
+        return reference in self.ctr("images", "ls", "-q", timeout=60).stdout.split()
 
     def import_podman_image(self, reference: str, *, timeout: float = 1800) -> float:
         """Stream ``podman save`` (an uncompressed docker archive: gzip costs minutes on 2 cores) into
-        ``ctr import``, unless this exact image is already in the cached containerd root. Returns seconds."""
+        ``ctr import``, unless this podman image ID was imported under ``reference`` into the cached containerd
+        root before (a record next to it; the archive's config digest need not equal podman's ID). Returns
+        seconds spent."""
         inspect = _run(["podman", "image", "inspect", "--format", "{{.Id}}", reference], timeout=60)
         image_id = inspect.stdout.strip()
-        if self.has_image(image_id):
+        record_path = CONTAINERD_ROOT.parent / "containerd-imports.json"
+        records: dict[str, str] = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        if records.get(reference) == image_id and self.has_image(reference):
             return 0.0
         started = time.monotonic()
         save = subprocess.Popen(["podman", "save", "--format", "docker-archive", reference], stdout=subprocess.PIPE)
@@ -253,11 +255,15 @@ class RealNode:
             )
         finally:
             save.stdout.close()
-            save.wait(timeout=60)
-        if save.returncode != 0 or imported.returncode != 0:
+            try:
+                save.wait(timeout=30)
+            except subprocess.TimeoutExpired:  # ctr stops reading at the archive's end; podman may still write
+                save.kill()
+                save.wait()
+        if imported.returncode != 0 or not self.has_image(reference):
             raise NodeError(f"importing {reference} failed: podman exit {save.returncode}; {imported.stderr}")
-        if not self.has_image(image_id):
-            raise NodeError(f"{reference} imported but containerd has no image {image_id}")
+        records[reference] = image_id
+        record_path.write_text(json.dumps(records, indent=2, sort_keys=True))
         return round(time.monotonic() - started, 1)
 
     def iter_logs(self) -> Iterator[tuple[str, str]]:
@@ -391,7 +397,7 @@ class RealNode:
     def _start_containerd(self) -> None:
         work = self.work_dir
         run_dir, state = work / "run", work / "containerd-state"
-        root = CACHE_ROOT / "node" / "containerd"  # image content survives runs: big images import once
+        root = CONTAINERD_ROOT  # image content survives runs: big images import once
         for d in (run_dir, state, root, work / "cni" / "net.d", work / "cni" / "ipam", work / "opt"):
             d.mkdir(parents=True, exist_ok=True)
         cni = {
@@ -798,7 +804,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             _run([self._bin("kube-proxy"), "--cleanup"], check=False, timeout=60)
 
     def _unmount(self) -> None:
-        prefixes = (str(self.work_dir) + "/", str(CACHE_ROOT / "node" / "containerd") + "/")
+        prefixes = (str(self.work_dir) + "/", str(CONTAINERD_ROOT) + "/")
         mounts: list[str] = []
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
             point = line.split()[4].replace("\\040", " ")

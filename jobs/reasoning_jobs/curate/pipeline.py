@@ -187,7 +187,29 @@ def allocator_env() -> dict[str, str]:
     if "RAY_JEMALLOC_LIB_PATH" in os.environ:  # the operator of the machine chose
         return {"RAY_JEMALLOC_LIB_PATH": os.environ["RAY_JEMALLOC_LIB_PATH"]}
     library = mimalloc_library()
-    return {"RAY_JEMALLOC_LIB_PATH": str(library)} if library else {}
+    if library is None or not preloadable(library):
+        return {}
+    return {"RAY_JEMALLOC_LIB_PATH": str(library)}
+
+
+def preloadable(library: Path) -> bool:
+    """Whether a process starts with ``library`` in LD_PRELOAD. A preload whose own dependencies are missing
+    (the curation image once lacked libatomic.so.1, which mimalloc needs) stops every process Ray starts, so
+    Ray's GCS server never comes up and ray.init times out; this costs one interpreter start (~50 ms)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run(
+        [sys.executable, "-c", ""],
+        env={**os.environ, "LD_PRELOAD": str(library)},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    if proc.returncode != 0 or b"ld.so" in proc.stderr:
+        logger.warning(f"not preloading {library}: {proc.stderr.decode(errors='replace').strip()}")
+        return False
+    return True
 
 
 def _start_ray(n_workers: int) -> None:

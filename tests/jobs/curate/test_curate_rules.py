@@ -11,7 +11,7 @@ import pytest
 
 from reasoning_jobs.curate import records as rules
 from reasoning_jobs.curate.cli import parse_size
-from reasoning_jobs.curate.pipeline import allocator_env, mimalloc_library
+from reasoning_jobs.curate.pipeline import allocator_env, mimalloc_library, preloadable
 from reasoning_jobs.curate.records import RecordError, parse_record
 from reasoning_jobs.curate.sources import SourceError, fsspec_url, plan_blocks, read_block_lines, select_files
 from reasoning_jobs.datasets.nemotron_synthetic import generate
@@ -192,3 +192,17 @@ def test_workers_get_mimalloc_unless_the_user_named_an_allocator(monkeypatch: py
     assert allocator_env() == {"RAY_JEMALLOC_LIB_PATH": str(library)}
     monkeypatch.setenv("RAY_JEMALLOC_LIB_PATH", "/opt/lib/libtcmalloc.so")
     assert allocator_env() == {"RAY_JEMALLOC_LIB_PATH": "/opt/lib/libtcmalloc.so"}
+
+
+def test_a_library_that_cannot_be_preloaded_is_not_chosen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found on the real node: the curation image had mimalloc but not libatomic.so.1, so every Ray process
+    failed to start. A library the loader refuses is skipped (Ray's own jemalloc is used)."""
+    broken = tmp_path / "libmimalloc.so"
+    broken.write_bytes(b"not an ELF file")
+    assert not preloadable(broken)
+    monkeypatch.delenv("RAY_JEMALLOC_LIB_PATH", raising=False)
+    monkeypatch.setattr("reasoning_jobs.curate.pipeline.mimalloc_library", lambda: broken)
+    assert allocator_env() == {}
+    library = mimalloc_library()
+    if library is not None:  # where the wheel and its dependencies are installed (this venv)
+        assert preloadable(library)
