@@ -58,9 +58,27 @@ def move_aside(directory: Path, why: str) -> Path | None:
     return target
 
 
-def claim_output(output_dir: str | Path, stage: str, key: str, upstream: str | None = None) -> Claim:
+#: What each stage writes: a directory holding any of these (or another key's inputs.json) is a stage's output.
+ARTIFACTS = {
+    "curation": ("training.jsonl", "shards", "summary.json"),
+    "training": ("checkpoints", "adapter", "model", "merged", "metrics.jsonl", "summary.json"),
+    "evaluation": ("results.json", "report.md", "summary.json"),
+}
+
+
+def _inside(path: str | Path, directory: Path) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(directory.resolve())
+    except (OSError, ValueError):
+        return False
+
+
+def claim_output(
+    output_dir: str | Path, stage: str, key: str, upstream: str | None = None, inputs: tuple[str, ...] = ()
+) -> Claim:
     """Make `output_dir` hold only artifacts of `key`: kept as is (resume, reuse) when it already carries
-    that key, else moved aside and started empty."""
+    that key, else moved aside and started empty. A directory with none of the stage's artifacts (say, a
+    user's folder given as --output-dir) is only stamped; one holding the stage's own `inputs` is never moved."""
     directory = Path(output_dir)
     marker = directory / INPUTS_FILE
     previous: dict[str, Any] = {}
@@ -74,7 +92,14 @@ def claim_output(output_dir: str | Path, stage: str, key: str, upstream: str | N
         log.info("%s: %s carries this run's inputs key %s: resuming/reusing it", stage, directory, key)
         return Claim(key, str(moved) if moved else None)
     found = previous.get("key") or "none"
-    target = move_aside(directory, f"its artifacts carry inputs key {found}, this {stage} stage's key is {key}")
+    stale = bool(previous) or any((directory / name).exists() for name in ARTIFACTS.get(stage, ()))
+    target = None
+    if stale and any(_inside(path, directory) for path in inputs):
+        log.warning(
+            "%s: %s holds artifacts of inputs key %s but also this stage's input: not moved", stage, directory, found
+        )
+    elif stale:
+        target = move_aside(directory, f"its artifacts carry inputs key {found}, this {stage} stage's key is {key}")
     directory.mkdir(parents=True, exist_ok=True)
     record = {
         "stage": stage,

@@ -388,7 +388,9 @@ def curate(options: CurationOptions) -> CurationResult:
 def _claim_output(options: CurationOptions) -> Claim:
     """Stamp the output directory with these settings' key; another experiment's data there is moved aside."""
     settings = {k: v for k, v in asdict(options).items() if k not in ("output_dir", "storage_options")}
-    return claim_output(options.output_dir, "curation", curation_key(settings, options.source))
+    plain = json.loads(json.dumps(settings, default=str))  # flags may have set paths
+    key = curation_key(plain, str(options.source))
+    return claim_output(options.output_dir, "curation", key, inputs=(str(options.source),))
 
 
 def _merge(

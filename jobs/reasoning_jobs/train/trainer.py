@@ -213,7 +213,9 @@ def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingRe
     # Resume only this run's own checkpoints: another config's (a run recreated under the same name, a
     # shared claim) are moved aside first, so training starts at step 0.
     upstream = training_upstream(config)
-    claim = claim_output(output_dir, "training", training_key(config, upstream), upstream)
+    claim = claim_output(
+        output_dir, "training", training_key(config, upstream), upstream, inputs=(config.data_path, config.model.name)
+    )
     keep_compile_cache(output_dir)
     tokenizer = AutoTokenizer.from_pretrained(config.model.name)
     samples = load_samples(config.data_path, tokenizer, training.max_seq_length, progress=options.progress)

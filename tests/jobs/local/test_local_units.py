@@ -152,3 +152,20 @@ def test_set_overrides_reach_the_validated_spec_and_bad_ones_name_the_flag() -> 
         load_manifest(example, ["training.maxSteps=4"])  # the cross-field rule still applies
     with pytest.raises(ManifestError, match="--set 'training'"):
         load_manifest(example, ["training"])
+
+
+def test_a_folder_that_is_no_stage_output_or_holds_the_input_is_never_moved(tmp_path: Path) -> None:
+    from reasoning_jobs.common.artifacts import claim_output, read_key
+
+    mine = tmp_path / "my-folder"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's file")
+    assert claim_output(mine, "training", "k1").moved_to is None  # nothing of a training run in it
+    assert (mine / "notes.txt").is_file() and read_key(mine) == "k1"
+
+    both = tmp_path / "both"
+    both.mkdir()
+    (both / "training.jsonl").write_text("{}\n")  # the input, and an old run's output beside it
+    (both / "metrics.jsonl").write_text("{}\n")
+    claim = claim_output(both, "training", "k2", inputs=(str(both / "training.jsonl"),))
+    assert claim.moved_to is None and (both / "training.jsonl").is_file()
