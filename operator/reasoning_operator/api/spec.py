@@ -347,7 +347,9 @@ _FULL_NEEDS_PYTRITON = (
 #: Combinations no serving backend can serve, rejected at admission (naming both fields) instead of after training.
 _RUN_RULES: list[JsonValue] = [
     cel(
-        "!(self.training.method == 'full' && self.serving.backend == 'vllm')",
+        # has(): the apiserver also checks the rule against the schema's own default ({}), which has no sections.
+        "!(has(self.training) && has(self.training.method) && self.training.method == 'full'"
+        " && (!has(self.serving) || !has(self.serving.backend) || self.serving.backend == 'vllm'))",
         _FULL_NEEDS_PYTRITON,
         fieldPath=".serving.backend",
     ),
