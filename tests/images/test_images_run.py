@@ -243,4 +243,4 @@ def test_evaluation_in_its_image_against_the_served_model(
     result = _result(run)
     accuracies = result["accuracies"]
     assert {a["model"] for a in accuracies} == {"trained", "base"}, result
-    assert all(a["samples"] == SPEC["evaluation"]["sampleLimit"] for a in accuracies), result
+    assert all(a["n"] == SPEC["evaluation"]["sampleLimit"] for a in accuracies), result
