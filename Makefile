@@ -27,8 +27,8 @@ images:       ## build every image with podman (Debian base + uv lock; IMAGES="o
 images-push:  ## push the images: REGISTRY=my.registry:5000/team retags <name>:<version> there first
 	bash scripts/images/images.sh push --registry "$(REGISTRY)" --tls-verify $(TLS_VERIFY) $(IMAGES)
 
-images-save:  ## write one uncompressed docker archive per image to IMAGES_DIR (ctr -n k8s.io images import)
-	bash scripts/images/images.sh save --dir "$(IMAGES_DIR)" $(IMAGES)
+images-save:  ## one uncompressed docker archive per image in IMAGES_DIR (COMBINED=1: one images.tar) for ctr import
+	bash scripts/images/images.sh save --dir "$(IMAGES_DIR)" $(if $(COMBINED),--combined) $(IMAGES)
 
 node:         ## build (cached) and start the control plane plus one real kubelet node (root)
 	bash scripts/node/up.sh

@@ -13,7 +13,10 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 
 RELEASE=bookworm
-PACKAGES=python3,libpython3.11,ca-certificates   # libpython3.11: PyTriton's Python-backend stub links it
+# libpython3.11: PyTriton's Python-backend stub links it. libatomic1: cmeel-mimalloc's libmimalloc.so (the
+# allocator Ray preloads in curation) links it; without it Ray's GCS server dies at exec and ray.init times out.
+# libquadmath0: torch's bundled libgfortran links it. (Found by ldd over every ELF file in the images.)
+PACKAGES=python3,libpython3.11,ca-certificates,libatomic1,libquadmath0
 UID_GID=65532                                       # core/builders/pod.py RUN_AS_USER
 SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1764547200}  # 2025-12-01: fixed, so two builds give the same tarball
 export SOURCE_DATE_EPOCH
@@ -27,7 +30,7 @@ else
   mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
   security=${DEBIAN_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 fi
-key=$(printf '%s\n' "$RELEASE" "$PACKAGES" "$UID_GID" "$mirror" "$(sed -n '/^# hooks/,$p' "$0")" | sha256sum | cut -c1-12)
+key=$(printf '%s\n' "$RELEASE" "$PACKAGES" "$UID_GID" "$mirror" "$(sed -n '/^# hooks/,/deb $security/p' "$0")" | sha256sum | cut -c1-12)
 dir="$CACHE_ROOT/images/base"
 tarball="$dir/debian-$RELEASE-$key.tar"
 ref="localhost/reasoning-operator/base:$RELEASE-$key"
@@ -49,9 +52,13 @@ if [[ ! -s $tarball || ${BASE_REFRESH:-0} == 1 ]]; then
     "deb $mirror $RELEASE main" "deb $mirror $RELEASE-updates main" "deb $security $RELEASE-security main" \
     || { rm -f "$tarball.tmp"; echo "error: mmdebstrap could not build the base from $mirror (above: the package apt could not fetch)" >&2; exit 4; }
   mv "$tarball.tmp" "$tarball"
-  tar -xOf "$tarball" ./.packages | sort >"$tarball.packages"
+  { echo "# base $key: Debian packages of scripts/images/base.sh's last build"; tar -xOf "$tarball" ./.packages | sort; } \
+    >"$tarball.packages"
   echo "base tarball: $tarball ($(du -m "$tarball" | cut -f1) MB, $(($(date +%s) - start)) s)" >&2
-  [[ ${BASE_REFRESH:-0} == 1 || ! -s $MANIFEST ]] && cp "$tarball.packages" "$MANIFEST"
+  # A new key (the package list or hooks changed) or a refresh rewrites the manifest; then commit it.
+  if [[ ${BASE_REFRESH:-0} == 1 || ! -s $MANIFEST ]] || ! head -1 "$MANIFEST" | grep -q " $key:"; then
+    cp "$tarball.packages" "$MANIFEST"
+  fi
 fi
 if ! diff -u "$MANIFEST" "$tarball.packages" >&2; then
   echo "warning: the base's Debian packages differ from $MANIFEST (a Debian update since it was written;" \

@@ -98,6 +98,10 @@ class PodRun:
                     flags += ["--tmpfs", f"{path}:rw,exec,mode=1777" + (f",size={_bytes(limit)}" if limit else "")]
                 continue
             host = self.volumes[mount["name"]]
+            if "configMap" in volume:  # the kubelet writes ConfigMap keys with defaultMode (0644)
+                host.chmod(0o755)
+                for item in host.iterdir():
+                    item.chmod(int(volume["configMap"].get("defaultMode", 0o644)))
             if fs_group is not None and not mount.get("readOnly"):
                 for item in [host, *host.rglob("*")]:
                     os.chown(item, -1 if os.geteuid() else int(fs_group), int(fs_group))
