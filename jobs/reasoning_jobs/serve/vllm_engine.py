@@ -126,7 +126,7 @@ class VllmChat:
             dtype=o.dtype,
             gpu_memory_utilization=o.gpu_memory_utilization,
             tensor_parallel_size=o.tensor_parallel_size,
-            # One device: the worker runs inside the engine-core process (no third process, one import less).
+            # One device needs no multi-process executor (vLLM's CPU build still starts one worker process).
             distributed_executor_backend="uni" if o.tensor_parallel_size == 1 else None,
             enforce_eager=o.enforce_eager,
             enable_lora=self.has_adapter,
