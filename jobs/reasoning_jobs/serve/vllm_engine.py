@@ -126,6 +126,8 @@ class VllmChat:
             dtype=o.dtype,
             gpu_memory_utilization=o.gpu_memory_utilization,
             tensor_parallel_size=o.tensor_parallel_size,
+            # One device needs no multi-process executor (vLLM's CPU build still starts one worker process).
+            distributed_executor_backend="uni" if o.tensor_parallel_size == 1 else None,
             enforce_eager=o.enforce_eager,
             enable_lora=self.has_adapter,
             max_lora_rank=o.max_lora_rank if self.has_adapter else None,
@@ -214,12 +216,23 @@ class VllmChat:
 
         task = asyncio.run_coroutine_threadsafe(produce(), self._loop)
         finished = False
+        sent: list[str] = []
+        ids: list[int] = []
         try:
             while (item := await queue.get()) is not None:
                 if isinstance(item, BaseException):
                     raise item
+                sent.append(item.text)
+                ids.extend(item.token_ids)
                 yield item
             finished = True
+            # vLLM's incremental detokenizer holds back a trailing incomplete UTF-8 sequence (an answer cut at
+            # max_tokens); send what decoding all the tokens gives, so the text is exactly the tokens' text.
+            content = ids[:-1] if ids and ids[-1] in self.stop_token_ids else ids
+            whole = self.tokenizer.decode(content, skip_special_tokens=True)
+            streamed = "".join(sent)
+            if len(whole) > len(streamed) and whole.startswith(streamed):
+                yield Delta(whole[len(streamed) :], ())
         finally:
             if not finished:
                 task.cancel()

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,8 @@ USERS = ("hi", "What is 17 + 25?", "Name a prime number.")
 LORA_RANK = 16
 SERVED = ("base", "trained", "base_stream", "trained_stream")
 
-pytestmark = pytest.mark.timeout(1500)
+#: A loaded 2-core machine can take 15 minutes to import vLLM twice and start Triton; a quiet one, 2-3.
+pytestmark = pytest.mark.timeout(2400)
 
 
 def vllm_python() -> Path:
@@ -70,8 +72,6 @@ class Reference:
         self.eot = self.tokenizer.convert_tokens_to_ids("<|eot_id|>")
 
     def ids(self, user: str, system: str | None, adapter: bool, max_tokens: int = MAX_TOKENS) -> list[int]:
-        from contextlib import nullcontext
-
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
         encoded = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
@@ -89,9 +89,9 @@ class Reference:
 
 
 def build_tiny(root: Path) -> Tiny:
-    """A random Llama (head size 32, which vLLM's CPU attention supports) whose end-of-turn row of lm_head is
-    scaled until the reference ends some answers early, so "stop at end of turn" is exercised; and a LoRA
-    adapter with B != 0, so the adapter changes the output."""
+    """A random Llama (head size 32, which vLLM's CPU attention supports) and a LoRA adapter with B != 0 (so
+    the adapter changes the output). The end-of-turn row of lm_head is scaled until, on both names and both
+    toggles, no answer is empty and at least one ends before max_tokens: "stop at end of turn" is exercised."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
@@ -114,28 +114,42 @@ def build_tiny(root: Path) -> Tiny:
         eos_token_id=eot,
         pad_token_id=tokenizer.pad_token_id,
     )
-    model: Any = LlamaForCausalLM(config)
-    model.eval()
-    row = model.lm_head.weight.data[eot].clone()
-    for scale in (1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 16.0):
-        model.lm_head.weight.data[eot] = row * scale
-        lengths = []
-        for user in USERS:
-            messages = [{"role": "system", "content": REASONING_ON}, {"role": "user", "content": user}]
-            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-            encoded = tokenizer(text, add_special_tokens=False, return_tensors="pt")
-            with torch.inference_mode():
-                out = model.generate(**encoded, max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=[eot])
-            lengths.append(out.shape[1] - encoded["input_ids"].shape[1])
-        if any(2 < n < MAX_TOKENS for n in lengths):
-            break
-    tiny = Tiny(root / "model", root / "adapter")
-    model.save_pretrained(tiny.model)
-    tokenizer.save_pretrained(tiny.model)
     lora = LoraConfig(
         r=LORA_RANK, lora_alpha=32, target_modules=["q_proj", "v_proj", "o_proj"], init_lora_weights=False
     )
-    get_peft_model(model, lora).save_pretrained(str(tiny.adapter))
+    peft: Any = get_peft_model(LlamaForCausalLM(config), lora)
+    peft.eval()
+    head = peft.get_base_model().lm_head.weight.data
+    row = head[eot].clone()
+    prompts = []
+    for user in USERS:
+        for system in (REASONING_ON, REASONING_OFF):
+            messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
+            text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+            prompts.append(tokenizer(text, add_special_tokens=False, return_tensors="pt"))
+
+    def lengths() -> Iterator[int]:
+        for encoded in prompts:
+            for adapter in (False, True):
+                with nullcontext() if adapter else peft.disable_adapter(), torch.inference_mode():
+                    out = peft.generate(**encoded, max_new_tokens=MAX_TOKENS, do_sample=False, eos_token_id=[eot])
+                yield out.shape[1] - encoded["input_ids"].shape[1]
+
+    for scale in (1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0):
+        head[eot] = row * scale
+        seen = []
+        for n in lengths():
+            seen.append(n)
+            if n < 3:
+                break
+        if min(seen) >= 3 and min(seen) < MAX_TOKENS:
+            break
+    else:
+        raise AssertionError("no end-of-turn scale gives early stops without empty answers")
+    tiny = Tiny(root / "model", root / "adapter")
+    peft.save_pretrained(str(tiny.adapter))
+    peft.unload().save_pretrained(tiny.model)
+    tokenizer.save_pretrained(tiny.model)
     return tiny
 
 
@@ -185,7 +199,7 @@ def post_stream(url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
     return events
 
 
-def wait_ready(server: Server, timeout: float = 900.0) -> None:
+def wait_ready(server: Server, timeout: float = 1500.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         assert server.process.poll() is None, f"reasoning serve exited:\n{server.log_tail()}"
@@ -319,9 +333,12 @@ def test_generate_stream_sends_the_answer_in_pieces(server: Server) -> None:
 
 def test_openai_chat_completions_plain_and_streaming(server: Server, reference: Reference) -> None:
     """The seed's eval payload (max_tokens 20,000) is accepted; the answer ends at the end of the turn."""
-    user = next(u for u in USERS if reference.answer(u, REASONING_ON, adapter=True)[1] < MAX_TOKENS)
-    expected, count = reference.answer(user, REASONING_ON, adapter=True, max_tokens=20_000)
-    messages = [{"role": "system", "content": REASONING_ON}, {"role": "user", "content": user}]
+    cases = [(u, s) for u in USERS for s in (REASONING_ON, REASONING_OFF)]
+    early = [(u, s) for u, s in cases if reference.answer(u, s, adapter=True)[1] < MAX_TOKENS]
+    assert early, "the fixture's adapter ends no answer early"
+    user, system = early[0]
+    expected, count = reference.answer(user, system, adapter=True, max_tokens=20_000)
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": user}]
     body = {"model": "trained", "messages": messages, "max_tokens": 20_000, "temperature": 0}
     completion = post(f"{server.openai}/v1/chat/completions", body)
     choice = completion["choices"][0]
