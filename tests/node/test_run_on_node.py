@@ -170,6 +170,8 @@ def _run_manifest() -> dict[str, Any]:
                 "checkpointInterval": 10,
                 "resources": {"cpu": "1", "memory": "2Gi"},
             },
+            # Full fine-tuning of the tiny model: served by the pytriton backend (admission refuses vllm for it).
+            "serving": {"backend": "pytriton"},
             "storage": {"existingClaim": "inputs"},
             "images": {"pullPolicy": "Never"},
         },
