@@ -157,17 +157,14 @@ class LocalRun:
             f"reasoning {COMMAND[stage]} --config configs/{stage.value}.yaml{aside}",
         )
         started = time.monotonic()
-        try:
-            message = run_stage(
-                stage.value,
-                COMMAND[stage],
-                self._write_config(stage, config),
-                self.root / "logs" / f"{stage.value}.log",
-                self.root / "stages" / f"{stage.value}.termination",
-                echo=self.echo,
-            )
-        except StageFailedError as err:  # a failed stage's status still says where the earlier artifacts went
-            raise StageFailedError(err.stage, f"{err}{aside}") from err
+        message = run_stage(
+            stage.value,
+            COMMAND[stage],
+            self._write_config(stage, config),
+            self.root / "logs" / f"{stage.value}.log",
+            self.root / "stages" / f"{stage.value}.termination",
+            echo=self.echo,
+        )
         try:
             result = model.model_validate(json.loads(message))
         except (json.JSONDecodeError, ValidationError) as err:
