@@ -161,7 +161,14 @@ def evaluate(
             free_rows += [(name, row, mode) for mode in modes for row in rows]
         prompts = [generator.prompt(user, reasoning_system_prompt(mode)) for _q, mode, user in jobs]
         prompts += [generator.prompt(row["question"], reasoning_system_prompt(mode)) for _n, row, mode in free_rows]
-        completions = generator.generate(adapter, prompts, max_tokens, batch)
+        # a batch decodes until its longest answer ends: reasoning-off prompts batched apart finish in a few
+        # dozen steps instead of waiting for thinking answers
+        mode_of = [mode for _q, mode, _u in jobs] + [mode for _n, _r, mode in free_rows]
+        order = sorted(range(len(prompts)), key=lambda i: mode_of[i] == "on")
+        ordered = generator.generate(adapter, [prompts[i] for i in order], max_tokens, batch)
+        completions: list[Completion] = [ordered[0]] * len(prompts) if prompts else []
+        for position, index in enumerate(order):
+            completions[index] = ordered[position]
         for (question, mode, _user), completion in zip(jobs, completions[: len(jobs)], strict=True):
             records.append(to_record(question, model, mode, completion, None))
         cells: dict[tuple[str, str], list[tuple[dict[str, Any], Completion]]] = {}

@@ -156,28 +156,43 @@ def _merge(results: dict[str, Any], more: dict[str, Any]) -> None:
     results.update(more)
 
 
-def _evaluate_all(model: str, prep: Path, trained: dict[str, Any], with_base: bool) -> dict[str, Any]:
+def _evaluate_all(
+    model: str, prep: Path, trained: dict[str, Any], with_base: bool, out: Path, only: list[str] | None = None
+) -> dict[str, Any]:
+    """Every model through the same evaluation, one at a time, each written to `out` as it finishes (a call
+    that runs out of time keeps the models already scored; a later `eval --only` call does the rest)."""
     from direct_eval import Generator, evaluate
 
     generator = Generator(model, {n: t["adapter"] for n, t in trained.items()}, "cuda")
     models: dict[str, str | None] = {"base": None} if with_base else {}
     models.update({n: n for n in trained})
+    if only:
+        models = {n: a for n, a in models.items() if n in only}
     began = time.monotonic()
-    scored = evaluate(
-        generator, models, prep / "eval", ["gpqa_diamond", "gpqa_main"], ["on", "off"], 384,
-        batch=256, freeform=["freeform", "freeform_hard"],
-    )  # fmt: skip
+    merged: dict[str, Any] = {"scores": [], "seconds": {}, "examples": {}}
+    for name, adapter in models.items():
+        scored = evaluate(
+            generator, {name: adapter}, prep / "eval", ["gpqa_diamond", "gpqa_main"], ["on", "off"], 384,
+            batch=400, freeform=["freeform", "freeform_hard"],
+        )  # fmt: skip
+        merged["scores"] += scored["scores"]
+        merged["seconds"].update(scored["seconds"])
+        merged["examples"].update(scored["examples"])
+        (out / f"eval-{name}.json").write_text(json.dumps(scored) + "\n", encoding="utf-8")
+        print(name, scored["seconds"], flush=True)
     return {
         "stages": {"eval_seconds": round(time.monotonic() - began, 1)},
         "training": {n: {k: v for k, v in t.items() if k != "adapter"} for n, t in trained.items()},
-        "eval": scored,
+        "eval": merged,
     }
 
 
 _FOLDER = {"trained-bf16": "bf16", "trained-fp8": "fp8", "anchor": "anchor"}
 
 
-def device(prep: Path, gguf: Path, phase: str, out: Path, state: Path, skip_eval: bool = False) -> None:
+def device(
+    prep: Path, gguf: Path, phase: str, out: Path, state: Path, skip_eval: bool = False, only: list[str] | None = None
+) -> None:
     """On the GPU: convert the model once (kept in `state`), then the sweep or the full comparison."""
     from direct_eval import Generator, evaluate
 
@@ -264,7 +279,7 @@ def device(prep: Path, gguf: Path, phase: str, out: Path, state: Path, skip_eval
             (folder / "all-training.json").write_text(json.dumps(partial) + "\n", encoding="utf-8")
         results["chosen"] = {"from": "examples/smollm2-reasoning.yaml"}
         if not skip_eval:
-            _merge(results, _evaluate_all(model, prep, trained, with_base=True))
+            _merge(results, _evaluate_all(model, prep, trained, with_base=True, out=out))
     elif phase == "eval":  # the adapters an earlier `all --skip-eval` call left on this machine
         done = json.loads((state / "all-training.json").read_text(encoding="utf-8"))
         trained = {
@@ -272,7 +287,7 @@ def device(prep: Path, gguf: Path, phase: str, out: Path, state: Path, skip_eval
             for name, run in done.items()
         }
         results["training"] = done
-        _merge(results, _evaluate_all(model, prep, trained, with_base=True))
+        _merge(results, _evaluate_all(model, prep, trained, with_base=True, out=out, only=only))
     for folder in (out, state):  # state: the full phase reads the sweep's result on the same machine
         (folder / f"{phase}.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     cells = [(c["benchmark"], c["model"], c["mode"], c["accuracy"], c["compliance"]) for c in results["eval"]["scores"]]
@@ -291,13 +306,15 @@ def main(argv: list[str] | None = None) -> None:
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--state", type=Path, default=Path("/root/smollm2-state"))
     d.add_argument("--skip-eval", action="store_true", help="all: train only (evaluate in a later `eval` call)")
+    d.add_argument("--only", default="", help="eval: these models only (comma-separated: base,trained-bf16,...)")
     r = sub.add_parser("report")
     r.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
     if args.what == "prepare":
         prepare(args.out)
     elif args.what == "device":
-        device(args.prep, args.gguf, args.phase, args.out, args.state, args.skip_eval)
+        only = [n for n in args.only.split(",") if n] or None
+        device(args.prep, args.gguf, args.phase, args.out, args.state, args.skip_eval, only)
     else:
         from report import write_report
 

@@ -12,13 +12,18 @@ NAMES = {
     "freeform": "held-out (free-form)",
     "freeform_hard": "harder split (free-form)",
 }
-MODELS = ["base", "trained-bf16", "trained-fp8", "anchor"]
+MODELS = ["base", "shuffle-lr1e-3", "shuffle-lr2e-4", "trained-bf16", "curric-lr2e-4", "trained-fp8", "anchor"]
 LABEL = {
     "base": "base",
-    "trained-bf16": "pipeline, bf16",
-    "trained-fp8": "pipeline, fp8BaseWeights",
+    "shuffle-lr1e-3": "pipeline, shuffled, lr 1e-3 (the example)",
+    "shuffle-lr2e-4": "pipeline, shuffled, lr 2e-4",
+    "trained-bf16": "pipeline, curriculum, lr 1e-3",
+    "curric-lr2e-4": "pipeline, curriculum, lr 2e-4",
+    "trained-fp8": "pipeline, curriculum, lr 1e-3, fp8BaseWeights",
     "anchor": "minimal script",
 }
+#: the pipeline's model that examples/smollm2-reasoning.yaml trains, judged against the issue's targets
+CHOSEN = "shuffle-lr1e-3"
 
 
 def _load(path: Path) -> dict[str, Any] | None:
@@ -59,6 +64,32 @@ def table(scores: list[dict[str, Any]], benchmark: str) -> list[str]:
     return [*lines, ""]
 
 
+def targets(scores: list[dict[str, Any]], benchmark: str) -> list[str]:
+    """The issue's targets on one split, each computed from the cells (met or missed, with the figures)."""
+
+    def acc(model: str, mode: str) -> float:
+        cell = _cell(scores, benchmark, model, mode)
+        return 100 * cell["accuracy"] if cell else float("nan")
+
+    def comp(model: str, mode: str) -> float:
+        cell = _cell(scores, benchmark, model, mode)
+        return 100 * cell["compliance"] if cell else float("nan")
+
+    gain = acc(CHOSEN, "on") - acc("base", "on")
+    gap = acc(CHOSEN, "on") - acc(CHOSEN, "off")
+    least = min(comp(CHOSEN, "on"), comp(CHOSEN, "off"))
+    versus = acc(CHOSEN, "on") - acc("anchor", "on")
+    rows = [
+        ("trained on − base on ≥ 50 points", f"{gain:+.1f}", gain >= 50),
+        ("trained on − trained off ≥ 30 points", f"{gap:+.1f}", gap >= 30),
+        ("compliance ≥ 95% in both modes", f"{least:.1f}% (lower of the two)", least >= 95),
+        ("trained on ≥ minimal script on", f"{versus:+.1f}", versus >= 0),
+    ]
+    lines = [f"Targets on `{benchmark}` for `{CHOSEN}`:", "", "| target | figure | met |", "|---|---:|---|"]
+    lines += [f"| {name} | {figure} | {'yes' if ok else '**no**'} |" for name, figure, ok in rows]
+    return [*lines, ""]
+
+
 def plot(scores: list[dict[str, Any]], target: Path) -> None:
     import matplotlib
 
@@ -66,19 +97,19 @@ def plot(scores: list[dict[str, Any]], target: Path) -> None:
     import matplotlib.pyplot as plt
 
     benchmarks = [b for b in NAMES if any(s["benchmark"] == b for s in scores)]
-    fig, axes = plt.subplots(1, len(benchmarks), figsize=(4.2 * len(benchmarks), 4), sharey=True)
-    axes = [axes] if len(benchmarks) == 1 else list(axes)
+    fig, axes = plt.subplots(2, 2, figsize=(14, 8), sharey=True)
+    axes = [ax for row in axes for ax in row][: len(benchmarks)]
     for ax, benchmark in zip(axes, benchmarks, strict=True):
         models = [m for m in MODELS if _cell(scores, benchmark, m, "on")]
         for offset, mode in ((-0.2, "on"), (0.2, "off")):
             cells = [_cell(scores, benchmark, m, mode) for m in models]
             values = [100 * c["accuracy"] if c else 0 for c in cells]
             errors = [
-                [100 * (c["accuracy"] - c["ci_low"]) if c else 0 for c in cells],
-                [100 * (c["ci_high"] - c["accuracy"]) if c else 0 for c in cells],
+                [max(0.0, 100 * (c["accuracy"] - c["ci_low"])) if c else 0 for c in cells],
+                [max(0.0, 100 * (c["ci_high"] - c["accuracy"])) if c else 0 for c in cells],
             ]
             ax.bar([i + offset for i in range(len(models))], values, 0.4, yerr=errors, capsize=3, label=mode)
-        ax.set_xticks(range(len(models)), [LABEL[m].replace(", ", "\n") for m in models], fontsize=8)
+        ax.set_xticks(range(len(models)), [LABEL[m].replace(", ", "\n") for m in models], fontsize=6)
         ax.set_title(NAMES[benchmark], fontsize=10)
         ax.axhline(25 if "MC" in NAMES[benchmark] else 0, color="grey", lw=0.8, ls="--")
     axes[0].set_ylabel("accuracy (%), 95% Wilson")
@@ -112,7 +143,7 @@ def plot_training(training: dict[str, Any], sweep_curves: dict[str, list[float]]
     left.set_yscale("log")
     left.set_xlabel("optimizer step")
     left.set_ylabel("training loss (10-step mean)")
-    left.set_title("600 steps: pipeline bf16 / fp8 (64 samples/step), script (32)", fontsize=9)
+    left.set_title("600 steps: pipeline runs (64 samples/step), script (32)", fontsize=9)
     left.legend(fontsize=8)
     for name, losses in sweep_curves.items():
         right.plot(range(1, len(losses) + 1), _smooth(losses), label=name)
@@ -130,18 +161,23 @@ def write_report(results: Path, out: Path) -> None:
     full = _load(results / "eval.json") or _load(results / "all.json")  # all: trained and evaluated in one call
     sweep = _load(results / "sweep.json")
     training = _load(results / "all-training.json")
+    more = _load(results / "variants-training.json")
+    if training is not None and more is not None:
+        training = {**more, **training}
     curation = _load(results / "curation.json")
     lines = ["# Outcome benchmark: SmolLM2-135M-Instruct (raw numbers; README.md reads them)", ""]
     lines += ["Generated by `python bench/outcome/outcome.py report` from `results/`.", ""]
+    variants = _load(results / "variants.json")
     if full is not None:
-        scores = full["eval"]["scores"]
+        scores = full["eval"]["scores"] + (variants["eval"]["scores"] if variants else [])
+        lines += targets(scores, "gpqa_diamond") + targets(scores, "freeform")
         for benchmark in NAMES:
             if any(s["benchmark"] == benchmark for s in scores):
                 lines += table(scores, benchmark)
         plot(scores, out / "outcome.png")
         lines += ["![outcome](outcome.png)", ""]
     if training is not None:
-        lines += ["## Training (600 steps each, the three runs at once on one H200)", ""]
+        lines += ["## Training (600 steps each; three runs at a time on one H200, so seconds include sharing)", ""]
         lines += ["| run | steps × samples | in-job seconds | process seconds | tokens/s | final loss |"]
         lines += ["|---|---|---:|---:|---:|---:|"]
         for name, run in training.items():
