@@ -21,8 +21,8 @@ def main(
     from reasoning_jobs.common.results import report_result
 
     from .benchmarks import BenchmarkError
-    from .client import ServerUnreachableError
     from .report import evaluation_result, write_chart, write_html, write_markdown, write_results_json
+    from .retrying import ServerUnreachableError
     from .runner import evaluate
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")

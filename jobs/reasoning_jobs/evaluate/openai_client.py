@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from tenacity import RetryError, stop_after_attempt, stop_after_delay
 
-from .client import (
+from .retrying import (
     TRANSIENT_STATUSES,
     Completion,
     RequestError,

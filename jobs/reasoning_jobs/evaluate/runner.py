@@ -11,11 +11,12 @@ from typing import Any
 from reasoning_operator.api import EvaluationStageConfig
 
 from .benchmarks import Question, load_benchmark
-from .client import RequestError, make_client
 from .contract import reasoning_system_prompt
 from .extraction import extract_answer
 from .prompts import format_question
+from .retrying import RequestError
 from .statistics import CellScore, complies, score_cell, thinking_tokens
+from .transport import make_client
 
 
 @dataclass

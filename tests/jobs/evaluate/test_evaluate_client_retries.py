@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 
 from reasoning_jobs.evaluate import contract as evaluate_contract
-from reasoning_jobs.evaluate.client import RequestError, ServerUnreachableError, TritonChatClient, host_port
+from reasoning_jobs.evaluate.client import TritonChatClient
+from reasoning_jobs.evaluate.retrying import RequestError, ServerUnreachableError, host_port
 from reasoning_jobs.serve import contract as serve_contract
 
 
