@@ -112,13 +112,15 @@ def stages_in_process(root: Path, out: Path) -> float:
     from nemo_curator.tasks import EmptyTask
 
     from reasoning_jobs.curate.language import cached_lang_id_filter
-    from reasoning_jobs.curate.pipeline import CurationOptions, _build_pipeline
+    from reasoning_jobs.curate.pipeline import _build_pipeline
     from reasoning_jobs.curate.sources import plan_blocks
     from reasoning_jobs.curate.tokenization import WorkerTokenizer, cached_tokenizer
+    from reasoning_operator.api import CurationSpec, CurationStageConfig, DatasetSpec
 
-    options = CurationOptions(
-        source=str(root), output_dir=out, filename_filters=FILTERS, tokenizer=str(offline_tokenizer_path()),
-        max_token_count=MAX_PROMPT, max_completion_token_count=MAX_COMPLETION, block_size=BLOCK_SIZE,
+    options = CurationStageConfig(
+        dataset=DatasetSpec(source=str(root), filename_filters=FILTERS), output_dir=str(out),
+        curation=CurationSpec(max_token_count=MAX_PROMPT, max_completion_token_count=MAX_COMPLETION),
+        tokenizer=str(offline_tokenizer_path()), block_size=BLOCK_SIZE,
     )  # fmt: skip
     for directory in (out / "shards", out / ".keys"):
         directory.mkdir(parents=True, exist_ok=True)

@@ -80,9 +80,10 @@ def main() -> None:
 
     from reasoning_jobs.common.assets import offline_tokenizer_path
     from reasoning_jobs.curate.language import bundled_lid_model_path
-    from reasoning_jobs.curate.pipeline import CurationOptions, _build_pipeline
+    from reasoning_jobs.curate.pipeline import _build_pipeline
     from reasoning_jobs.curate.sources import plan_blocks, select_files
     from reasoning_jobs.curate.tokenization import WorkerTokenizer, cached_tokenizer, end_of_turn
+    from reasoning_operator.api import CurationSpec, CurationStageConfig, DatasetSpec
 
     tokenizer = cached_tokenizer(str(offline_tokenizer_path()))
     eot = end_of_turn(tokenizer)
@@ -94,10 +95,10 @@ def main() -> None:
             out = Path(tmp) / f"out-{size}"
             for directory in (out / "shards", out / ".keys"):
                 directory.mkdir(parents=True, exist_ok=True)
-            options = CurationOptions(
-                source=str(args.data), output_dir=out, filename_filters=FILTERS,
-                tokenizer=str(offline_tokenizer_path()), max_token_count=4096, max_completion_token_count=8192,
-                block_size=size * 2**20,
+            options = CurationStageConfig(
+                dataset=DatasetSpec(source=str(args.data), filename_filters=FILTERS), output_dir=str(out),
+                curation=CurationSpec(max_token_count=4096, max_completion_token_count=8192),
+                tokenizer=str(offline_tokenizer_path()), block_size=size * 2**20,
             )  # fmt: skip
             blocks = plan_blocks(files, options.block_size)
             full = max(blocks, key=lambda b: b.end - b.start)

@@ -78,10 +78,11 @@ def main(
     ] = None,
     output_dir: Annotated[Path | None, typer.Option(help="Gets training.jsonl, shards/ and summary.json.")] = None,
     filename_filter: Annotated[
-        list[str] | None, typer.Option(help="Substring of file names to select (repeatable or comma-separated).")
+        list[str] | None,
+        typer.Option(help="File name substrings to select (repeatable or comma-separated; default: math_v1.1, chat)."),
     ] = None,
     used_in_training: Annotated[
-        str | None, typer.Option(help="Keep samples used to train this model (e.g. Nano); 'all' keeps every sample.")
+        str | None, typer.Option(help="Keep samples used to train this model (default: Nano); 'all' keeps every one.")
     ] = None,
     tokenizer: Annotated[
         str | None, typer.Option(help="Hub id or local directory (default: meta-llama/Llama-3.1-8B-Instruct).")
@@ -104,7 +105,7 @@ def main(
             "tokenizers: Hugging Face tokenizers only (default: auto)."
         ),
     ] = None,
-    n_workers: Annotated[int | None, typer.Option(help="Ray workers (CPU cores) (default: 1).")] = None,
+    n_workers: Annotated[int | None, typer.Option(help="Ray workers (CPU cores) (default: 8, the spec's).")] = None,
     device: Annotated[
         str, typer.Option(help="'cpu' or 'gpu' (the tutorial's): every stage here is CPU-bound, so both run on CPU.")
     ] = "cpu",
@@ -146,7 +147,7 @@ def main(
     ] = False,
 ) -> None:
     """Curate Llama-Nemotron post-training data into a reasoning SFT set with NeMo Curator."""
-    from .pipeline import CurationError, CurationOptions, curate
+    from .pipeline import CurationError, curate
 
     if device not in ("cpu", "gpu"):
         raise typer.BadParameter(f"--device {device!r} is not supported: use cpu (or gpu, which runs on CPU too)")
@@ -157,47 +158,96 @@ def main(
             "is not supported: input is cut into line-aligned byte blocks; use --json-blocksize (e.g. 100mb)",
             param_hint="--json-files-per-partition",
         )
-    if config is not None:
-        from reasoning_operator.api import CurationStageConfig, load_config
-
-        try:
-            options = CurationOptions.from_stage_config(load_config(CurationStageConfig, config))
-        except (OSError, ValueError) as error:
-            raise typer.BadParameter(f"{config}: {error}", param_hint="--config") from None
-    else:
-        if input_dir is None or output_dir is None:
-            raise typer.BadParameter("--input-dir and --output-dir are required without --config")
-        options = CurationOptions(source=input_dir, output_dir=output_dir)
-
-    overrides: dict[str, Any] = {
-        "source": input_dir,
-        "output_dir": output_dir,
-        "filename_filters": _split(filename_filter),
-        "used_in_training": used_in_training,
-        "tokenizer": tokenizer,
-        "lang_id_model_path": str(lang_id_model_path) if lang_id_model_path else None,
-        "lang": lang,
-        "lang_threshold": lang_threshold,
-        "max_token_count": max_token_count,
-        "max_completion_token_count": max_completion_token_count,
-        "token_counter": token_counter,
-        "n_workers": n_workers,
-        "curriculum": curriculum,
-        "remove_columns": _split(remove_columns),
-        "category_caps": _caps(category_cap),
-        "on_off_ratio": on_off_ratio,
-        "max_error_rate": max_error_rate,
-        "block_size": parse_size(block_size) if block_size else None,
+    keep_all = used_in_training is not None and used_in_training.lower() in ("all", "any", "")
+    flags: dict[tuple[str, ...], Any] = {
+        ("dataset", "source"): _absolute(input_dir),
+        ("output_dir",): str(output_dir) if output_dir else None,
+        ("dataset", "filename_filters"): _split(filename_filter),
+        ("dataset", "used_in_training"): None if keep_all else used_in_training,
+        ("tokenizer",): tokenizer,
+        ("language_model_path",): str(lang_id_model_path) if lang_id_model_path else None,
+        ("curation", "language"): lang,
+        ("curation", "language_threshold"): lang_threshold,
+        ("curation", "max_token_count"): max_token_count,
+        ("curation", "max_completion_token_count"): max_completion_token_count,
+        ("curation", "token_counter"): token_counter,
+        ("curation", "workers"): n_workers,
+        ("curation", "curriculum"): curriculum,
+        ("curation", "remove_columns"): _split(remove_columns),
+        ("curation", "category_caps"): _caps(category_cap),
+        ("curation", "on_off_ratio"): on_off_ratio,
+        ("curation", "max_error_rate"): max_error_rate,
+        ("block_size",): parse_size(block_size) if block_size else None,
     }
-    for name, value in overrides.items():
-        if value is not None:
-            setattr(options, name, value)
-    if options.used_in_training is not None and options.used_in_training.lower() in ("all", "any", ""):
-        options.used_in_training = None
-
+    given = {path: value for path, value in flags.items() if value is not None}
+    if keep_all:
+        given[("dataset", "used_in_training")] = None
+    stage = build_config(config, given)
     try:
-        result = curate(options)
+        result = curate(stage)
     except CurationError as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(code=1) from None
     typer.echo(result.model_dump_json(by_alias=True, indent=2))
+
+
+#: the flag that sets each field of the stage config (for errors that name what the user typed)
+FLAG_OF = {
+    ("dataset", "source"): "--input-dir",
+    ("output_dir",): "--output-dir",
+    ("dataset", "filename_filters"): "--filename-filter",
+    ("dataset", "used_in_training"): "--used-in-training",
+    ("tokenizer",): "--tokenizer",
+    ("language_model_path",): "--lang-id-model-path",
+    ("curation", "language"): "--lang",
+    ("curation", "language_threshold"): "--lang-threshold",
+    ("curation", "max_token_count"): "--max-token-count",
+    ("curation", "max_completion_token_count"): "--max-completion-token-count",
+    ("curation", "token_counter"): "--token-counter",
+    ("curation", "workers"): "--n-workers",
+    ("curation", "curriculum"): "--curriculum",
+    ("curation", "remove_columns"): "--remove-columns",
+    ("curation", "category_caps"): "--category-cap",
+    ("curation", "on_off_ratio"): "--on-off-ratio",
+    ("curation", "max_error_rate"): "--max-error-rate",
+    ("block_size",): "--json-blocksize",
+}
+
+
+def _absolute(source: str | None) -> str | None:
+    """A local dataset path as given on the command line, made absolute (the stage model wants one)."""
+    if source is None or "://" in source:
+        return source
+    return str(Path(source).expanduser().resolve())
+
+
+def build_config(config: Path | None, flags: dict[tuple[str, ...], Any]) -> Any:
+    """The flags laid over the stage config (`--config`, else the spec's defaults), validated once."""
+    from pydantic import ValidationError
+
+    from reasoning_operator.api import CurationStageConfig, load_config
+
+    if config is not None:
+        try:
+            data = load_config(CurationStageConfig, config).model_dump()
+        except (OSError, ValueError) as error:
+            raise typer.BadParameter(f"{config}: {error}", param_hint="--config") from None
+    else:
+        for required in (("dataset", "source"), ("output_dir",)):
+            if required not in flags:
+                raise typer.BadParameter("--input-dir and --output-dir are required without --config")
+        data = {"dataset": {}, "curation": {}}
+    for path, value in flags.items():
+        target = data
+        for part in path[:-1]:
+            target = target.setdefault(part, {})
+        target[path[-1]] = value
+    try:
+        return CurationStageConfig.model_validate(data)
+    except ValidationError as error:
+        problems = []
+        for item in error.errors():
+            location = tuple(str(part) for part in item["loc"])
+            flag = next((f for p, f in FLAG_OF.items() if location[: len(p)] == p and p in flags), None)
+            problems.append(f"{flag or '.'.join(location)}: {item['msg']}")
+        raise typer.BadParameter("; ".join(problems)) from None

@@ -10,23 +10,19 @@ import shutil
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
 from loguru import logger
 
 from reasoning_jobs.common.artifacts import Claim, claim_output, curation_key
 from reasoning_jobs.common.results import report_result
-from reasoning_operator.api import CurationResult, CurationStageConfig, TokenCounter
+from reasoning_operator.api import CurationResult, CurationStageConfig
 
 from . import records as rules
 from .sources import Block, plan_blocks, select_files
 from .tokenization import WorkerTokenizer
 
-DEFAULT_TOKENIZER = "meta-llama/Llama-3.1-8B-Instruct"
-TOKEN_COUNTERS: tuple[str, ...] = get_args(TokenCounter)
-DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024
 #: malformed lines named in summary.json (all are counted); kept short for the 4 KiB termination message
 MAX_REPORTED_ERRORS = 5
 MAX_ERROR_CHARS = 200
@@ -46,70 +42,16 @@ class CurationError(RuntimeError):
     """The job cannot produce a training set; the message says why."""
 
 
-@dataclass
-class CurationOptions:
-    """Everything one run needs, resolved from the stage config and the CLI flags."""
-
-    source: str
-    output_dir: Path
-    filename_filters: list[str] = field(default_factory=list)
-    used_in_training: str | None = "Nano"
-    tokenizer: str = DEFAULT_TOKENIZER
-    lang_id_model_path: str | None = None
-    lang: str = "en"
-    lang_threshold: float = 0.5
-    max_token_count: int = 8192
-    max_completion_token_count: int = 16384
-    token_counter: str = "auto"
-    n_workers: int = 1
-    curriculum: bool = True
-    remove_columns: list[str] = field(default_factory=list)
-    category_caps: dict[str, int] = field(default_factory=dict)
-    on_off_ratio: float | None = None
-    max_error_rate: float = 0.001
-    block_size: int = DEFAULT_BLOCK_SIZE
-    storage_options: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_stage_config(cls, config: CurationStageConfig) -> CurationOptions:
-        c = config.curation
-        return cls(
-            source=config.dataset.source,
-            output_dir=Path(config.output_dir),
-            filename_filters=list(config.dataset.filename_filters),
-            used_in_training=config.dataset.used_in_training,
-            tokenizer=config.tokenizer,
-            lang=c.language,
-            lang_threshold=c.language_threshold,
-            max_token_count=c.max_token_count,
-            max_completion_token_count=c.max_completion_token_count,
-            token_counter=c.token_counter,
-            n_workers=c.workers,
-            curriculum=c.curriculum,
-            remove_columns=list(c.remove_columns),
-            category_caps=dict(c.category_caps),
-            on_off_ratio=c.on_off_ratio,
-            max_error_rate=c.max_error_rate,
-        )
-
-
-def _check_options(options: CurationOptions) -> None:
+def _check_config(config: CurationStageConfig) -> None:
+    """What the stage model cannot know: the record schema's removable columns."""
     removable = set(rules.PASSTHROUGH_FIELDS) | {"reasoning", "category", "used_in_training"}
-    unknown = sorted(set(options.remove_columns) - removable)
+    unknown = sorted(set(config.curation.remove_columns) - removable)
     if unknown:
         raise CurationError(f"--remove-columns: cannot remove {unknown}; removable columns are {sorted(removable)}")
-    if options.n_workers < 1:
-        raise CurationError("--n-workers must be >= 1")
-    if options.block_size < 1024:
-        raise CurationError("--block-size must be at least 1 KiB")
-    if options.token_counter not in TOKEN_COUNTERS:
-        raise CurationError(
-            f"--token-counter must be one of {', '.join(TOKEN_COUNTERS)}, not {options.token_counter!r}"
-        )
 
 
 def _build_pipeline(
-    options: CurationOptions,
+    config: CurationStageConfig,
     blocks: list[Block],
     model_path: str,
     eot: tuple[str, str],
@@ -129,7 +71,7 @@ def _build_pipeline(
         UsedInTrainingFilter,
     )
 
-    out = options.output_dir
+    out = Path(config.output_dir)
     return Pipeline(
         name="reasoning-curation",
         description="Llama-Nemotron post-training data -> reasoning SFT set",
@@ -137,23 +79,27 @@ def _build_pipeline(
             BlockPartitionStage(blocks=blocks),
             StageChain(
                 steps=(
-                    ReadBlockStage(storage_options=options.storage_options),
-                    UsedInTrainingFilter(model=options.used_in_training),
+                    ReadBlockStage(),
+                    UsedInTrainingFilter(model=config.keeps_used_in_training()),
                     ThinkTagFilter(),
                     BoxedAnswerFilter(),
-                    LanguageFilter(model_path=model_path, lang=options.lang, min_score=options.lang_threshold),
+                    LanguageFilter(
+                        model_path=model_path,
+                        lang=config.curation.language,
+                        min_score=config.curation.language_threshold,
+                    ),
                     ChatTemplateStage(
-                        tokenizer=worker_tokenizer or WorkerTokenizer(name=options.tokenizer),
+                        tokenizer=worker_tokenizer or WorkerTokenizer(name=config.tokenizer),
                         completion_prefix=eot[0],
                         completion_suffix=eot[1],
-                        max_prompt_tokens=options.max_token_count,
-                        max_completion_tokens=options.max_completion_token_count,
+                        max_prompt_tokens=config.curation.max_token_count,
+                        max_completion_tokens=config.curation.max_completion_token_count,
                     ),
                     ShardWriterStage(
                         shard_dir=str(out / "shards"),
                         keys_dir=str(out / ".keys"),
-                        curriculum=options.curriculum,
-                        remove_columns=tuple(options.remove_columns),
+                        curriculum=config.curation.curriculum,
+                        remove_columns=tuple(config.curation.remove_columns),
                     ),
                 )
             ),
@@ -261,7 +207,7 @@ def _load_tokenizer_and_stages(name: str) -> Any:
     return load_tokenizer(name)
 
 
-def _warm_workers(options: CurationOptions, worker_tokenizer: WorkerTokenizer, model_path: str) -> list[Any]:
+def _warm_workers(config: CurationStageConfig, worker_tokenizer: WorkerTokenizer, model_path: str) -> list[Any]:
     """Start every worker's one-time work (imports, tokenizer tools, fastText model: ~1.5-2 s a worker) as soon as
     the tokenizer is known, so that it runs while the driver plans the pipeline and NeMo Curator sets its stages up,
     not in each worker's first block. Ray runs the pipeline's tasks in the same worker processes (same job and
@@ -271,8 +217,8 @@ def _warm_workers(options: CurationOptions, worker_tokenizer: WorkerTokenizer, m
     from .stages import warm_worker
 
     warm = ray.remote(num_cpus=1)(warm_worker)
-    args = (worker_tokenizer, model_path, options.lang_threshold, options.lang)
-    return [warm.remote(*args) for _ in range(options.n_workers)]
+    args = (worker_tokenizer, model_path, config.curation.language_threshold, config.curation.language)
+    return [warm.remote(*args) for _ in range(config.curation.workers)]
 
 
 def _run_on_ray(pipeline: Any) -> list[Any]:
@@ -330,29 +276,29 @@ def _token_counter(metas: list[dict[str, Any]]) -> str | None:
     return "+".join(sorted(names))
 
 
-def curate(options: CurationOptions) -> CurationResult:
+def curate(config: CurationStageConfig) -> CurationResult:
     """Run the whole job and report its result (summary.json + termination message)."""
     from .language import bundled_lid_model_path
     from .tokenization import end_of_turn
 
     started = time.monotonic()
-    _check_options(options)
-    model_path = options.lang_id_model_path or str(bundled_lid_model_path())
+    _check_config(config)
+    model_path = config.language_model_path or str(bundled_lid_model_path())
     if not Path(model_path).is_file():
         raise CurationError(f"language-ID model {model_path} does not exist")
     try:
-        files = select_files(options.source, options.filename_filters, options.storage_options)
+        files = select_files(config.dataset.source, list(config.dataset.filename_filters))
     except ValueError as error:
         raise CurationError(str(error)) from None
-    claim = _claim_output(options)
+    claim = _claim_output(config)
     # The tokenizer loads (imports transformers: ~1 s) and the pipeline's modules import (~1.5 s) in a thread while
     # Ray starts (~5 s, mostly waiting on its processes). A tokenizer error stops the cluster again.
     import ray  # before the thread's imports, which import it too (Ray's modules import each other)
 
     with ThreadPoolExecutor(max_workers=1) as pool:
-        loading = pool.submit(_load_tokenizer_and_stages, options.tokenizer)
+        loading = pool.submit(_load_tokenizer_and_stages, config.tokenizer)
         try:
-            _start_ray(options.n_workers)
+            _start_ray(config.curation.workers)
         finally:
             failure = loading.exception()
         if failure is not None:
@@ -363,16 +309,16 @@ def curate(options: CurationOptions) -> CurationResult:
         tokenizer = loading.result()
     try:
         eot = end_of_turn(tokenizer)
-        worker_tokenizer = WorkerTokenizer.from_tokenizer(tokenizer, options.tokenizer, options.token_counter)
-        warming = _warm_workers(options, worker_tokenizer, model_path)
+        worker_tokenizer = WorkerTokenizer.from_tokenizer(tokenizer, config.tokenizer, config.curation.token_counter)
+        warming = _warm_workers(config, worker_tokenizer, model_path)
         logger.info(f"token counts: {worker_tokenizer.counter_choice()}")
-        blocks = plan_blocks(files, options.block_size)
+        blocks = plan_blocks(files, config.block_size)
         logger.info(f"curating {len(files)} files ({sum(f.size for f in files) / 1e6:.1f} MB) in {len(blocks)} blocks")
-        out = options.output_dir
+        out = Path(config.output_dir)
         for stale in (out / "shards", out / ".keys"):
             shutil.rmtree(stale, ignore_errors=True)
             stale.mkdir(parents=True)
-        pipeline = _build_pipeline(options, blocks, model_path, eot, worker_tokenizer)
+        pipeline = _build_pipeline(config, blocks, model_path, eot, worker_tokenizer)
         # The pipeline's first tasks need the CPUs the warm-up holds anyway; waiting here surfaces its errors.
         warmed = set(ray.get(warming))
     except BaseException:
@@ -382,19 +328,21 @@ def curate(options: CurationOptions) -> CurationResult:
     tasks = _run_on_ray(pipeline)  # NeMo Curator's executor shuts Ray down when the pipeline ends
     in_warmed = sum(task._metadata["curate"].get("pid") in warmed for task in tasks)
     logger.info(f"{in_warmed} of {len(tasks)} blocks ran in the {len(warmed)} warmed worker processes")
-    return _merge(options, blocks, tasks, (started, prepared, time.monotonic()), claim)
+    return _merge(config, blocks, tasks, (started, prepared, time.monotonic()), claim)
 
 
-def _claim_output(options: CurationOptions) -> Claim:
+def _claim_output(config: CurationStageConfig) -> Claim:
     """Stamp the output directory with these settings' key; another experiment's data there is moved aside."""
-    settings = {k: v for k, v in asdict(options).items() if k not in ("output_dir", "storage_options")}
-    plain = json.loads(json.dumps(settings, default=str))  # flags may have set paths
-    key = curation_key(plain, str(options.source))
-    return claim_output(options.output_dir, "curation", key, inputs=(str(options.source),))
+    # what decides the data: not where it is written, the pod's resources or the credentials' Secret
+    settings = config.model_dump(
+        mode="json", exclude={"output_dir": True, "curation": {"resources"}, "dataset": {"credentials_secret"}}
+    )
+    key = curation_key(settings, str(config.dataset.source))
+    return claim_output(Path(config.output_dir), "curation", key, inputs=(str(config.dataset.source),))
 
 
 def _merge(
-    options: CurationOptions,
+    config: CurationStageConfig,
     blocks: list[Block],
     tasks: list[Any],
     times: tuple[float, float, float],
@@ -405,7 +353,7 @@ def _merge(
     from .curriculum import Shard, percentiles, select, write_training_file
 
     started, prepared, ran = times
-    out = options.output_dir
+    out = Path(config.output_dir)
     metas = [task._metadata["curate"] for task in tasks]
     stage_seconds: dict[str, float] = {}
     for task in tasks:
@@ -441,13 +389,13 @@ def _merge(
         stale_artifacts=claim.moved_to,
     )
     error_rate = malformed / read if read else 0.0
-    if error_rate > options.max_error_rate:
+    if error_rate > config.curation.max_error_rate:
         shutil.rmtree(out / ".keys", ignore_errors=True)
         report_result(result, out)
         shown = "; ".join(errors[:3])
         raise CurationError(
             f"{malformed} of {read} lines are malformed ({error_rate:.2%} > max error rate "
-            f"{options.max_error_rate:.2%}): {shown}"
+            f"{config.curation.max_error_rate:.2%}): {shown}"
         )
     for message in errors[:MAX_REPORTED_ERRORS]:
         logger.warning(f"skipped malformed line {message}")
@@ -455,12 +403,12 @@ def _merge(
     shards = [
         Shard(order=i, path=Path(m["shard"]), keys_path=Path(m["keys"]), rows=m["written"]) for i, m in enumerate(metas)
     ]
-    masks, quota_dropped = select(shards, options.category_caps, options.on_off_ratio)
+    masks, quota_dropped = select(shards, config.curation.category_caps, config.curation.on_off_ratio)
     for rule, count in quota_dropped.items():
         dropped[rule] += count
     written = int(sum(int(mask.sum()) for mask in masks))
     target = out / "training.jsonl"
-    tokens = write_training_file(shards, masks, target, options.curriculum, written)
+    tokens = write_training_file(shards, masks, target, config.curation.curriculum, written)
     on = int(sum(int((shard.keys()["on"] & mask).sum()) for shard, mask in zip(shards, masks, strict=True)))
     shutil.rmtree(out / ".keys", ignore_errors=True)
 

