@@ -67,7 +67,7 @@ def main(
         bool | None, typer.Option("--gradient-checkpointing/--no-gradient-checkpointing")
     ] = None,
     precision: Annotated[str | None, typer.Option(help="bf16 | fp16 | fp32")] = None,
-    backend: Annotated[str | None, typer.Option(help="transformers | nemo-automodel")] = None,
+    backend: Annotated[str | None, typer.Option(help="transformers (the only one)")] = None,
     merge_weights: Annotated[bool | None, typer.Option("--merge-weights/--no-merge-weights")] = None,
     fp8_base_weights: Annotated[
         bool | None,

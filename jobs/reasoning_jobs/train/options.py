@@ -19,13 +19,6 @@ AttentionChoice = Literal["auto", "sdpa", "varlen", "eager"]
 #: Test/chaos hook: hard-exit right after this optimizer step (simulates a preempted pod).
 STOP_AFTER_STEP_ENV = "REASONING_TRAIN_STOP_AFTER_STEP"
 
-NEMO_AUTOMODEL_UNSUPPORTED = (
-    "spec.training.backend 'nemo-automodel' is not runnable in this build: nemo_automodel 0.7.0 pins "
-    "transformers==5.18.0 and needs GPU-only packages (megatron-fsdp, torchao, flashoptim, quack-kernels -> "
-    "nvidia-cutlass-dsl) that this image does not carry, and the path has not been verified on a GPU. "
-    "Use backend 'transformers' (transformers + PEFT), which reads the same config."
-)
-
 
 class TrainingConfigError(ValueError):
     """The run cannot start; raised before the model is loaded."""
@@ -55,8 +48,6 @@ def resolve_device(config: TrainingStageConfig, options: RunOptions) -> Resolved
     import torch
 
     training = config.training
-    if training.backend == "nemo-automodel":
-        raise TrainingConfigError(NEMO_AUTOMODEL_UNSUPPORTED)
     has_cuda = torch.cuda.is_available()
     if options.device == "cuda" and not has_cuda:
         raise TrainingConfigError("--device cuda was requested but no CUDA GPU is visible (check the pod's GPU)")
@@ -95,12 +86,7 @@ def resolve_device(config: TrainingStageConfig, options: RunOptions) -> Resolved
 
 def validate_config(config: TrainingStageConfig) -> None:
     """Everything that can be checked without reading the dataset's content or loading the model."""
-    training = config.training
-    if training.global_batch_size % training.micro_batch_size:
-        raise TrainingConfigError(
-            f"spec.training.globalBatchSize ({training.global_batch_size}) must be a multiple of "
-            f"spec.training.microBatchSize ({training.micro_batch_size})"
-        )
+    # the cross-field rules (batch divisibility, ...) held when the config was built: api/spec.py states them once
     data = Path(config.data_path)
     if not data.is_file():
         raise TrainingConfigError(f"dataPath {data} does not exist (expected the curated training.jsonl)")

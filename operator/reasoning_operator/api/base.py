@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, JsonValue
@@ -34,10 +36,31 @@ class ApiModel(BaseModel):
 IMMUTABLE = "is immutable once the run exists: create a new ReasoningRun to change it"
 
 
-def section_config(path: str, immutable: bool = False, rules: list[JsonValue] | None = None) -> ConfigDict:
+@dataclass(frozen=True)
+class Rule:
+    """A cross-field rule stated once: the CEL the apiserver checks at admission, and the same predicate in Python
+    for configs that never pass an apiserver (local runs, job configs, flags laid over them)."""
+
+    cel: str
+    holds: Callable[[Any], bool]
+    message: str
+    field_path: str | None = None
+
+    def entry(self) -> dict[str, JsonValue]:
+        return cel(self.cel, self.message, **({"fieldPath": self.field_path} if self.field_path else {}))
+
+
+def check_rules(model: Any, rules: Sequence[Rule]) -> None:
+    """Raise the first broken rule's message (a model_validator's ValueError names the field)."""
+    for rule in rules:
+        if not rule.holds(model):
+            raise ValueError(rule.message)
+
+
+def section_config(path: str, immutable: bool = False, rules: Sequence[Rule] = ()) -> ConfigDict:
     """Config of a spec section: the ApiModel one plus its CEL rules (immutability first, if asked)."""
     validations: list[JsonValue] = [cel("self == oldSelf", f"{path} {IMMUTABLE}")] if immutable else []
-    validations += rules or []
+    validations += [rule.entry() for rule in rules]
     return ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": validations})
 
 

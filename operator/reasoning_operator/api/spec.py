@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import ConfigDict, Field, JsonValue, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
-from .base import ApiModel, cel, section_config
+from .base import ApiModel, Rule, check_rules, section_config
 from .validation import (
     MAX_ITEMS,
     MAX_TEXT,
@@ -155,21 +155,24 @@ class LoraSpec(ApiModel):
     )
 
 
-_TRAINING_RULES: list[JsonValue] = [
-    cel(
+_TRAINING_RULES = [
+    Rule(
         "self.globalBatchSize % self.microBatchSize == 0",
+        lambda t: t.global_batch_size % t.micro_batch_size == 0,
         "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize",
-        fieldPath=".globalBatchSize",
+        ".globalBatchSize",
     ),
-    cel(
+    Rule(
         "self.checkpointInterval <= self.maxSteps",
+        lambda t: t.checkpoint_interval <= t.max_steps,
         "spec.training.checkpointInterval must not exceed spec.training.maxSteps",
-        fieldPath=".checkpointInterval",
+        ".checkpointInterval",
     ),
-    cel(
+    Rule(
         "!self.fp8BaseWeights || self.method == 'lora'",
+        lambda t: not t.fp8_base_weights or t.method == "lora",
         "spec.training.fp8BaseWeights needs method lora (full fine-tuning trains the base weights)",
-        fieldPath=".fp8BaseWeights",
+        ".fp8BaseWeights",
     ),
 ]
 
@@ -177,8 +180,9 @@ _TRAINING_RULES: list[JsonValue] = [
 class TrainingSpec(ApiModel):
     model_config = section_config("spec.training", immutable=True, rules=_TRAINING_RULES)
 
-    backend: Literal["transformers", "nemo-automodel"] = Field(
-        default="transformers", description="Training library; both read the same config."
+    backend: Literal["transformers"] = Field(
+        default="transformers",
+        description="Training library: transformers + PEFT (NeMo AutoModel cannot be installed beside it: README).",
     )
     method: Literal["lora", "full"] = "lora"
     lora: LoraSpec = Field(default_factory=LoraSpec, description="LoRA settings; ignored when method is full.")
@@ -223,18 +227,7 @@ class TrainingSpec(ApiModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> TrainingSpec:
-        """The CEL rules again, for configs that never pass an apiserver (local runs, job configs)."""
-        if self.global_batch_size % self.micro_batch_size:
-            raise ValueError(
-                "spec.training.globalBatchSize must be a multiple of spec.training.microBatchSize "
-                f"({self.global_batch_size} % {self.micro_batch_size} != 0)"
-            )
-        if self.checkpoint_interval > self.max_steps:
-            raise ValueError("spec.training.checkpointInterval must not exceed spec.training.maxSteps")
-        if self.fp8_base_weights and self.method != "lora":
-            raise ValueError(
-                "spec.training.fp8BaseWeights needs method lora (full fine-tuning trains the base weights)"
-            )
+        check_rules(self, _TRAINING_RULES)
         return self
 
     backoff_limit: int = Field(default=3, ge=0, le=100, description="Pod retries; each resumes from a checkpoint.")
@@ -345,19 +338,22 @@ _FULL_NEEDS_PYTRITON = (
     "spec.serving.backend pytriton"
 )
 #: Combinations no serving backend can serve, rejected at admission (naming both fields) instead of after training.
-_RUN_RULES: list[JsonValue] = [
-    cel(
+_RUN_RULES = [
+    Rule(
         # has(): the apiserver also checks the rule against the schema's own default ({}), which has no sections.
         "!(has(self.training) && has(self.training.method) && self.training.method == 'full'"
         " && (!has(self.serving) || !has(self.serving.backend) || self.serving.backend == 'vllm'))",
+        lambda spec: not (spec.training.method == "full" and spec.serving.backend == "vllm"),
         _FULL_NEEDS_PYTRITON,
-        fieldPath=".serving.backend",
+        ".serving.backend",
     ),
 ]
 
 
 class ReasoningRunSpec(ApiModel):
-    model_config = ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": _RUN_RULES})
+    model_config = ConfigDict(
+        **ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": [r.entry() for r in _RUN_RULES]}
+    )
 
     dataset: DatasetSpec = Field(default_factory=DatasetSpec)
     curation: CurationSpec = Field(default_factory=CurationSpec)
@@ -380,9 +376,7 @@ class ReasoningRunSpec(ApiModel):
 
     @model_validator(mode="after")
     def _servable(self) -> ReasoningRunSpec:
-        """The CEL rule again, for manifests that never pass an apiserver (local runs)."""
-        if self.training.method == "full" and self.serving.backend == "vllm":
-            raise ValueError(_FULL_NEEDS_PYTRITON)
+        check_rules(self, _RUN_RULES)
         return self
 
     def tokenizer(self) -> str:
