@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole gate, exactly what CI runs: environment, control-plane binaries, lint, format, types,
-# import contracts, generated files up to date, the container images (make images), then every test.
+# import contracts, the lock, generated files up to date, the container images (make images), then every test.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -11,6 +11,7 @@ bash scripts/controlplane/build.sh >/dev/null
 bash scripts/node/deps.sh                     # the real node's Debian packages (containerd, runc, CNI, ...)
 bash scripts/node/build.sh >/dev/null         # kubelet, kube-proxy, CoreDNS, pause (cached)
 export PATH="$PWD/.venv/bin:$PATH"
+echo "== lock";        uv lock --check    # uv.lock matches pyproject.toml (what the images install)
 echo "== ruff";        ruff check . && ruff format --check .
 echo "== mypy";        mypy
 echo "== imports";     lint-imports

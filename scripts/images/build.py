@@ -50,12 +50,13 @@ class Image:
         return REPO / "images" / self.name / "Dockerfile"
 
 
-#: THE table: image -> project extras. A new serving backend's extra is one more entry in serving's tuple.
+#: THE table: image -> project extras. Serving carries both backends: `pytriton` (serve) and the default `vllm`
+#: (serve-vllm: vLLM's CUDA wheel inside PyTriton's Triton), both on the torch layer's torch (the lock's one torch).
 IMAGES: tuple[Image, ...] = (
     Image("operator", ("operator",), torch=False),
     Image("curation", ("curate",), torch=True),
     Image("training", ("train", "train-gpu"), torch=True),
-    Image("serving", ("serve",), torch=True),
+    Image("serving", ("serve", "serve-vllm"), torch=True),
     Image("evaluation", ("evaluate",), torch=False),
 )
 BY_NAME = {image.name: image for image in IMAGES}

