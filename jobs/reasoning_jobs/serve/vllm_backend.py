@@ -44,6 +44,12 @@ MAX_BATCH = 128
 INSTANCES = 2
 #: GiB of KV cache on a CPU (vLLM's default is a quarter of the machine's memory).
 CPU_KV_CACHE_GIB = "2"
+#: LoRA slots on a CPU: one for the adapter and one that stays empty. vLLM's CPU LoRA ops (torch_ops/lora_ops.py,
+#: 0.32) gather `weights[token_lora_indices]`, and a base-model token's index is -1: with one slot, -1 is the
+#: adapter's slot, so a base request batched next to an adapter request got the adapter's weights (found by
+#: test_concurrent_requests_all_answer_like_one_at_a_time; upstream fix not released: vllm-project/vllm#48421).
+#: With two slots, -1 is the empty, all-zero one. vLLM's GPU kernels skip -1, so a GPU keeps one slot.
+CPU_LORA_SLOTS = 2
 
 
 def engine_options(config: ServingStageConfig) -> EngineOptions:
@@ -58,6 +64,7 @@ def engine_options(config: ServingStageConfig) -> EngineOptions:
         adapter_name=config.adapter_model_name,
         max_model_len=serving.max_model_len,
         max_lora_rank=adapter_rank(config.adapter_path),
+        max_loras=CPU_LORA_SLOTS if cpu else 1,
         dtype="float32" if cpu else "bfloat16",
         gpu_memory_utilization=serving.gpu_memory_utilization,
         tensor_parallel_size=max(serving.gpus, 1),

