@@ -108,6 +108,10 @@ def test_serving_deployment_probes_and_service(make_run: Any) -> None:
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     assert {p["port"] for p in svc["spec"]["ports"]} == {8000, 8001, 8002, 9000}
     assert dep["metadata"]["name"] == svc["metadata"]["name"] == run.child_name(Stage.SERVING)
+    # The serving timeout is the Deployment's own progress deadline: past it, ProgressDeadlineExceeded fails the run.
+    assert dep["spec"]["progressDeadlineSeconds"] == 1800
+    quick = _run(make_run, serving={"readyTimeoutSeconds": 45})
+    assert builders.build_serving_deployment(quick)["spec"]["progressDeadlineSeconds"] == 45
 
 
 def _pod_specs(run: Run) -> list[dict[str, Any]]:
