@@ -584,7 +584,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             # back from), and the default disk eviction thresholds would evict pods on a full CI disk.
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            # Absolute floors, not 1 % (2.5 GB of a 250 GB disk): a shared CI disk dips that low while a big image
+            # is imported, and the DiskPressure taint then kept every pod off the node for the default 5 min.
+            "evictionHard": {"memory.available": "50Mi", "nodefs.available": "256Mi", "imagefs.available": "256Mi"},
+            "evictionPressureTransitionPeriod": "5s",
             "serializeImagePulls": False,
             "nodeStatusUpdateFrequency": "2s",
             "syncFrequency": "10s",
