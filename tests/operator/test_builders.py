@@ -6,7 +6,13 @@ from typing import Any
 
 import yaml
 
-from reasoning_operator.api import CurationStageConfig, EvaluationStageConfig, Stage, TrainingStageConfig
+from reasoning_operator.api import (
+    CurationStageConfig,
+    EvaluationStageConfig,
+    ServingStageConfig,
+    Stage,
+    TrainingStageConfig,
+)
 from reasoning_operator.core import builders
 from reasoning_operator.core.run import Run
 
@@ -142,3 +148,13 @@ def test_every_pod_satisfies_restricted_pod_security(make_run: Any) -> None:
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             scratch = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"])
             assert "emptyDir" in scratch
+
+
+def test_the_serving_config_leaves_out_the_operators_ready_timeout(make_run: Any) -> None:
+    """Only the operator reads serving.readyTimeoutSeconds; a serving image one API version older rejects
+    unknown fields, so the serving stage's config does not carry it (the other serving fields it does)."""
+    run = _run(make_run, serving={"readyTimeoutSeconds": 45, "backend": "pytriton", "gpus": 0})
+    data = builders.build_config_map(run, builders.serving_url(run))["data"]
+    serving = yaml.safe_load(data["serving.yaml"])["serving"]
+    assert "readyTimeoutSeconds" not in serving and serving["backend"] == "pytriton" and serving["gpus"] == 0
+    assert ServingStageConfig.model_validate(yaml.safe_load(data["serving.yaml"])).serving.ready_timeout_seconds == 1800
