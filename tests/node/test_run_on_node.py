@@ -1,44 +1,59 @@
-"""A ReasoningRun's first stage on the real node, the way a user runs it: the chart's operator as a pod (its
-ServiceAccount and RBAC, in a namespace enforcing the restricted Pod Security Standard), inputs seeded onto a
-PVC by a Job from the curation image, and the curation Job running NeMo Curator in its real container.
+"""A whole ReasoningRun on the real node, the way a user runs it on a cluster (README "Run on a real cluster",
+with the same files): the chart's operator as a pod (its ServiceAccount and RBAC, in a namespace enforcing the
+restricted Pod Security Standard), inputs seeded onto a PVC by a Job from the curation image
+(``examples/real-cluster/inputs.yaml``), ``kubectl apply`` of ``examples/real-cluster/reasoningrun.yaml`` and
+``kubectl wait --for=condition=Succeeded``. Every stage runs its real container: NeMo Curator with fastText,
+training of the tiny model on the CPU (the device plugin's GPU is no CUDA device), PyTriton serving behind
+its readiness probe, evaluation through the Service's DNS name. The results are compared with ``reasoning
+run`` on the same file, and the operator's metrics are scraped over the cluster network.
 
-Needs the project's images in podman (``make images``): ``ghcr.io/reasoning-operator/{operator,curation}``;
-they are streamed into the node's containerd once (cached). Skipped, saying so, when they are not built.
+Needs the project's images in podman (``make images``); they are streamed into the node's containerd once
+(cached, superseded versions pruned). Skipped, saying so, when they are not built.
 
-Found here first: the curation image had mimalloc (cmeel-mimalloc) but not libatomic.so.1, so the preloaded
-allocator stopped every process Ray starts and ray.init timed out waiting for the GCS port file. The job now
-checks that the library preloads (``pipeline.preloadable``) and the base image lists libatomic1.
+Seams found here first: the curation image lacked libatomic.so.1 (mimalloc's preload stopped every Ray
+process; now checked by ``pipeline.preloadable`` and in the base image's package list).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
+import os
+import re
 import shutil
 import subprocess
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client as k8s
 from tests.chart.chart_tools import CHART, helm
-from tests.support.controlplane import ControlPlane
+from tests.node.conftest import RESTRICTED, busybox_pod, run_to_completion
+from tests.support.controlplane import REPO_ROOT, ControlPlane
 from tests.support.fake_kubelet import wait_until
 from tests.support.node import GPU_TAINT, NODE_NAME, RealNode
 
 from reasoning_operator.api import GROUP, PLURAL, VERSION
-from reasoning_operator.core.builders.pod import RUN_AS_USER, SCRATCH_DIR, container_security, pod_security
+from reasoning_operator.core.builders.pod import RUN_AS_USER
 
-pytestmark = pytest.mark.node
+# The first test's setup streams five images into containerd when they changed (minutes each, cold).
+pytestmark = [pytest.mark.node, pytest.mark.timeout(3600)]
 
-OPERATOR_IMAGE = "ghcr.io/reasoning-operator/operator:0.1.0"
-CURATION_IMAGE = "ghcr.io/reasoning-operator/curation:0.1.0"
-SEED = (
-    "from pathlib import Path; from rich.console import Console; "
-    "from reasoning_jobs.local.assets import prepare_quickstart; "
-    "prepare_quickstart(Path('/workspace/datasets/quickstart'), Path('/workspace/models/tiny-llama'), "
-    "Path('/workspace/benchmarks/quickstart'), Console())"
-)
+EXAMPLES = REPO_ROOT / "examples" / "real-cluster"
+INPUTS = EXAMPLES / "inputs.yaml"
+RUN_FILE = EXAMPLES / "reasoningrun.yaml"
+IMAGES = {
+    name: f"ghcr.io/reasoning-operator/{name}:0.1.0"
+    for name in ("operator", "curation", "training", "serving", "evaluation")
+}
+STAGE_PHASES = ["Curating", "Training", "Serving", "Evaluating", "Succeeded"]
+RUN_TIMEOUT = 900
 
 
 def _podman_has(image: str) -> bool:
@@ -49,27 +64,60 @@ def _podman_has(image: str) -> bool:
 
 @pytest.fixture(scope="module")
 def images(node_plane: tuple[ControlPlane, RealNode]) -> dict[str, float]:
-    missing = [i for i in (OPERATOR_IMAGE, CURATION_IMAGE) if not _podman_has(i)]
+    missing = [i for i in IMAGES.values() if not _podman_has(i)]
     if missing:
         pytest.skip(f"the project's images are not built here (make images): {missing}")
     node = node_plane[1]
-    return {image: node.import_podman_image(image) for image in (OPERATOR_IMAGE, CURATION_IMAGE)}
+    return {image: node.import_podman_image(image) for image in IMAGES.values()}
 
 
-@contextlib.contextmanager
-def _untainted(core: Any) -> Iterator[None]:
-    """The one real node is also the GPU node; CPU stages (and the operator) do not tolerate its GPU taint,
-    so it is lifted while a run's CPU stages use the node and put back afterwards."""
-    core.patch_node(NODE_NAME, {"spec": {"taints": []}})
-    try:
-        yield
-    finally:
-        core.patch_node(NODE_NAME, {"spec": {"taints": [GPU_TAINT]}})
+@dataclass
+class Cluster:
+    """One namespace with the chart installed and the inputs seeded, shared by the module's runs."""
+
+    plane: ControlPlane
+    node: RealNode
+    namespace: str
+    api: Any
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def core(self) -> Any:
+        return k8s.CoreV1Api(self.api)
+
+    @property
+    def batch(self) -> Any:
+        return k8s.BatchV1Api(self.api)
+
+    @property
+    def custom(self) -> Any:
+        return k8s.CustomObjectsApi(self.api)
+
+    def kubectl(self, *args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess[str]:
+        cmd = [str(self.plane.bin_dir / "kubectl"), "--kubeconfig", str(self.plane.kubeconfig), "-n", self.namespace]
+        proc = subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout, check=False)
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr}{proc.stdout}")
+        return proc
+
+    def run(self, name: str) -> dict[str, Any]:
+        return dict(self.custom.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name))
+
+    def pod_logs(self, contains: str = "", tail: int = 30) -> dict[str, str]:
+        logs = {}
+        for pod in self.core.list_namespaced_pod(self.namespace).items:
+            if contains in pod.metadata.name:
+                with contextlib.suppress(k8s.ApiException):
+                    logs[pod.metadata.name] = self.core.read_namespaced_pod_log(
+                        pod.metadata.name, self.namespace, tail_lines=tail
+                    )
+        return logs
 
 
-def _volume(core: Any, node: RealNode, namespace: str) -> str:
-    """A hostPath PV on the node bound to the claim ``inputs`` (no provisioner here). hostPath ignores fsGroup,
-    so the directory is given to the images' user, as a provisioner's volume would be writable for it."""
+def _volume(core: Any, node: RealNode, namespace: str) -> None:
+    """A hostPath PV on the node pre-bound to the claim ``inputs`` that inputs.yaml creates (no provisioner
+    here). hostPath ignores fsGroup, so the directory is given to the images' user, as a provisioner's volume
+    would be writable for it."""
     path = node.work_dir / "volumes" / namespace
     path.mkdir(parents=True)
     shutil.chown(path, RUN_AS_USER, RUN_AS_USER)
@@ -87,151 +135,341 @@ def _volume(core: Any, node: RealNode, namespace: str) -> str:
             },
         }
     )
-    core.create_namespaced_persistent_volume_claim(
-        namespace,
-        {
-            "metadata": {"name": "inputs"},
-            "spec": {
-                "accessModes": ["ReadWriteOnce"],
-                "storageClassName": "",
-                "volumeName": f"pv-{namespace}",
-                "resources": {"requests": {"storage": "5Gi"}},
-            },
-        },
-    )
-    return str(path)
 
 
-def _seed(batch: Any, core: Any, namespace: str) -> None:
-    """Seed the claim the way a user could: a Job from the curation image writes the Llama-Nemotron-layout
-    dataset, the tiny model (with its offline tokenizer) and the small eval set."""
-    batch.create_namespaced_job(
-        namespace,
-        {
-            "metadata": {"name": "seed-inputs"},
-            "spec": {
-                "backoffLimit": 0,
-                "template": {
-                    "spec": {
-                        "restartPolicy": "Never",
-                        "securityContext": pod_security(),
-                        "containers": [
-                            {
-                                "name": "seed",
-                                "image": CURATION_IMAGE,
-                                "imagePullPolicy": "Never",
-                                "command": ["python", "-c", SEED],
-                                "securityContext": container_security(),
-                                "resources": {"requests": {"cpu": "500m", "memory": "1Gi"}},
-                                "volumeMounts": [
-                                    {"name": "workspace", "mountPath": "/workspace"},
-                                    {"name": "scratch", "mountPath": SCRATCH_DIR},
-                                ],
-                            }
-                        ],
-                        "volumes": [
-                            {"name": "workspace", "persistentVolumeClaim": {"claimName": "inputs"}},
-                            {"name": "scratch", "emptyDir": {}},
-                        ],
-                    }
-                },
-            },
-        },
-    )
+@pytest.fixture(scope="module")
+def cluster(node_plane: tuple[ControlPlane, RealNode], images: dict[str, float]) -> Iterator[Cluster]:
+    """The README's steps up to the run: namespace (restricted PSS), inputs seeded, ``helm install``.
 
-    def finished() -> bool:
-        status = batch.read_namespaced_job_status("seed-inputs", namespace).status
-        if status.failed:
-            pods = core.list_namespaced_pod(namespace, label_selector="job-name=seed-inputs").items
-            logs = [core.read_namespaced_pod_log(p.metadata.name, namespace) for p in pods]
-            raise AssertionError(f"seeding failed: {logs}")
-        return bool(status.succeeded)
-
-    wait_until(finished, timeout=300, interval=1, what="the seeding Job")
-
-
-def _run_manifest() -> dict[str, Any]:
-    return {
-        "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "ReasoningRun",
-        "metadata": {"name": "on-node"},
-        "spec": {
-            "dataset": {"source": "/workspace/datasets/quickstart"},
-            "curation": {
-                "maxTokenCount": 1024,
-                "maxCompletionTokenCount": 1024,
-                "workers": 1,
-                "resources": {"cpu": "1", "memory": "3Gi"},
-            },
-            "model": {"name": "/workspace/models/tiny-llama"},
-            "training": {
-                "method": "full",
-                "maxSteps": 20,
-                "checkpointInterval": 10,
-                "resources": {"cpu": "1", "memory": "2Gi"},
-            },
-            # Full fine-tuning of the tiny model: served by the pytriton backend (admission refuses vllm for it).
-            "serving": {"backend": "pytriton"},
-            "storage": {"existingClaim": "inputs"},
-            "images": {"pullPolicy": "Never"},
-        },
-    }
-
-
-def test_curation_runs_in_its_real_container_on_the_node(
-    node_plane: tuple[ControlPlane, RealNode], namespace: str, images: dict[str, float], core: Any
-) -> None:
+    The one real node is also the GPU node; CPU stages (and the operator) do not tolerate its GPU taint, so it
+    is lifted for the module and put back afterwards."""
     plane, node = node_plane
-    with plane.api_client() as api, _untainted(core):
-        batch, custom = k8s.BatchV1Api(api), k8s.CustomObjectsApi(api)
-        _volume(core, node, namespace)
-        started = time.monotonic()
-        _seed(batch, core, namespace)
-        seeded = time.monotonic() - started
-
+    namespace = f"n-run-{os.urandom(3).hex()}"
+    with plane.api_client() as api:
+        c = Cluster(plane, node, namespace, api, {f"import {k}": v for k, v in images.items()})
+        labels = {f"pod-security.kubernetes.io/{mode}": RESTRICTED for mode in ("enforce", "warn", "audit")}
+        c.core.create_namespace({"metadata": {"name": namespace, "labels": {"reasoning.dev/test": "true", **labels}}})
+        c.core.patch_node(NODE_NAME, {"spec": {"taints": []}})
         kube = ["--kubeconfig", str(plane.kubeconfig), "--namespace", namespace]
-        values = ["--set", "image.pullPolicy=Never", "--set", "watch.allNamespaces=false"]
-        helm("install", "ro", str(CHART), *kube, *values, "--wait", "--timeout", "120s", timeout=180)
         try:
-            pods = core.list_namespaced_pod(namespace, label_selector="app.kubernetes.io/name=reasoning-operator")
-            (op_pod,) = pods.items
-            assert op_pod.spec.node_name == NODE_NAME and op_pod.status.phase == "Running"
-
-            custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, _run_manifest())
-            last: dict[str, Any] = {}
-
-            def curated() -> bool:
-                nonlocal last
-                last = custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "on-node")
-                status = last.get("status") or {}
-                if status.get("phase") == "Failed":
-                    logs = {
-                        p.metadata.name: core.read_namespaced_pod_log(p.metadata.name, namespace, tail_lines=30)
-                        for p in core.list_namespaced_pod(namespace).items
-                        if "curation" in p.metadata.name
-                    }
-                    raise AssertionError(f"run failed: {status.get('conditions')}\ncuration pods' logs: {logs}")
-                return bool(status.get("curation"))
-
-            try:
-                wait_until(curated, timeout=600, interval=2, what="curation results in the run's status")
-            except Exception as exc:
-                op_log = core.read_namespaced_pod_log(op_pod.metadata.name, namespace, tail_lines=40)
-                raise AssertionError(f"{exc}; status {last.get('status')}\noperator log:\n{op_log}") from exc
-            status = last["status"]
-            result = status["curation"]
-            assert result["samplesRead"] > 0 and 0 < result["samplesWritten"] <= result["samplesRead"], result
-            assert status["phase"] in ("Training", "Serving", "Evaluating", "Succeeded"), status
-            jobs = batch.list_namespaced_job(namespace, label_selector=None).items
-            curation_jobs = [j for j in jobs if j.metadata.name != "seed-inputs" and "curation" in j.metadata.name]
-            assert len(curation_jobs) == 1 and curation_jobs[0].status.succeeded == 1
-            (cur_pod,) = core.list_namespaced_pod(
-                namespace, label_selector=f"job-name={curation_jobs[0].metadata.name}"
-            ).items
-            assert cur_pod.spec.node_name == NODE_NAME
-            assert cur_pod.spec.containers[0].image == CURATION_IMAGE  # the reference the operator writes
-            print(f"\nimport {images} s; seeding {seeded:.0f} s; curation {result}")
+            wait_until(
+                lambda: any(
+                    sa.metadata.name == "default" for sa in c.core.list_namespaced_service_account(namespace).items
+                ),
+                timeout=30,
+                what="the default ServiceAccount",
+            )
+            _volume(c.core, node, namespace)
+            started = time.monotonic()
+            c.kubectl("apply", "-f", str(INPUTS))
+            seeded = c.kubectl(
+                "wait", "--for=condition=Complete", "job/seed-inputs", "--timeout=300s", check=False, timeout=320
+            )
+            assert seeded.returncode == 0, f"seeding failed: {seeded.stderr} {c.pod_logs('seed-inputs')}"
+            c.timings["seed"] = round(time.monotonic() - started, 1)
+            started = time.monotonic()
+            values = ["--set", "image.pullPolicy=Never", "--set", "watch.allNamespaces=false"]
+            helm("install", "ro", str(CHART), *kube, *values, "--wait", "--timeout", "120s", timeout=180)
+            c.timings["helm install"] = round(time.monotonic() - started, 1)
+            yield c
         finally:
             helm("uninstall", "ro", *kube, "--wait", "--timeout", "60s", check=False, timeout=90)
+            c.core.delete_namespace(namespace, propagation_policy="Background")
             with contextlib.suppress(k8s.ApiException):
-                core.delete_persistent_volume(f"pv-{namespace}")
+                c.core.delete_persistent_volume(f"pv-{namespace}")
+            c.core.patch_node(NODE_NAME, {"spec": {"taints": [GPU_TAINT]}})
+            print(f"\n[node run] timings (s): {c.timings}")
+
+
+@dataclass
+class Watched:
+    phases: list[str]
+    progress: list[dict[str, Any]]
+    status: dict[str, Any]
+
+
+def _watch(
+    c: Cluster, name: str, until: set[str], timeout: float, on_poll: Callable[[dict[str, Any]], None] | None = None
+) -> Watched:
+    """Poll the run every second, recording each phase it shows and the training progress lines."""
+    phases: list[str] = []
+    progress: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+
+    def done() -> bool:
+        nonlocal last
+        last = c.run(name).get("status") or {}
+        if on_poll is not None:
+            on_poll(last)
+        phase = last.get("phase")
+        if phase and (not phases or phases[-1] != phase):
+            phases.append(phase)
+        if last.get("trainingProgress") and (not progress or progress[-1] != last["trainingProgress"]):
+            progress.append(last["trainingProgress"])
+        return phase in until
+
+    try:
+        wait_until(done, timeout=timeout, interval=1, what=f"run {name} to reach {until}")
+    except Exception as exc:
+        op = c.pod_logs("reasoning-operator", tail=40)
+        raise AssertionError(f"{exc}; phases {phases}; status {last}\noperator: {op}\npods: {c.pod_logs()}") from exc
+    return Watched(phases, progress, last)
+
+
+RESULTS: dict[str, Any] = {}
+
+
+class Faults:
+    """The two faults injected into the run while it goes (one run, to keep the tier short): the operator pod
+    is deleted once the run is Training (its Deployment starts another, which must continue without creating a
+    second Job for any stage), and the training pod is deleted once its first checkpoint is complete on the
+    volume (the Job's next pod must resume from it, and the result must still equal an uninterrupted run's)."""
+
+    def __init__(self, c: Cluster) -> None:
+        self.c = c
+        self.operator_deleted: str | None = None
+        self.training_deleted: str | None = None
+        self.checkpoint: Path | None = None
+
+    def _operator_pod(self) -> Any:
+        pods = self.c.core.list_namespaced_pod(
+            self.c.namespace, label_selector="app.kubernetes.io/name=reasoning-operator"
+        ).items
+        return next((p for p in pods if p.metadata.deletion_timestamp is None), None)
+
+    def __call__(self, status: dict[str, Any]) -> None:
+        c = self.c
+        if self.operator_deleted is None and status.get("phase") == "Training":
+            pod = self._operator_pod()
+            assert pod is not None
+            c.core.delete_namespaced_pod(pod.metadata.name, c.namespace)
+            self.operator_deleted = pod.metadata.name
+        if self.training_deleted is None and status.get("phase") == "Training":
+            volume = c.node.work_dir / "volumes" / c.namespace
+            done = sorted(volume.glob("**/checkpoints/step-*/state.json"))
+            if not done:
+                return
+            pods = c.core.list_namespaced_pod(c.namespace, label_selector="reasoning-operator.dev/stage=training").items
+            running = [p for p in pods if p.status.phase == "Running" and p.metadata.deletion_timestamp is None]
+            if running:
+                self.checkpoint = done[-1].parent
+                c.core.delete_namespaced_pod(running[0].metadata.name, c.namespace)
+                self.training_deleted = running[0].metadata.name
+
+
+def test_a_reasoning_run_succeeds_on_the_real_node(cluster: Cluster) -> None:
+    c = cluster
+    faults = Faults(c)
+    started = time.monotonic()
+    c.kubectl("apply", "-f", str(RUN_FILE))
+    wait = subprocess.Popen(
+        [
+            str(c.plane.bin_dir / "kubectl"),
+            "--kubeconfig",
+            str(c.plane.kubeconfig),
+            "-n",
+            c.namespace,
+            "wait",
+            "--for=condition=Succeeded",
+            "rr/tiny",
+            f"--timeout={RUN_TIMEOUT}s",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        watched = _watch(c, "tiny", {"Succeeded", "Failed"}, RUN_TIMEOUT, faults)
+        out, _ = wait.communicate(timeout=60)
+    finally:
+        if wait.poll() is None:
+            wait.kill()
+            wait.wait()
+    c.timings["run"] = round(time.monotonic() - started, 1)
+    status = watched.status
+    assert status["phase"] == "Succeeded", f"{status}\n{c.pod_logs()}"
+    assert wait.returncode == 0, out  # kubectl wait --for=condition=Succeeded returned
+    # Pending is often over before the first poll; every stage's phase is seen, in order.
+    seen = [p for p in watched.phases if p != "Pending"]
+    assert seen == STAGE_PHASES, watched.phases
+
+    curation = status["curation"]
+    assert 0 < curation["samplesWritten"] < curation["samplesRead"], curation
+    assert curation["dropped"] and curation["reasoningOn"] > 0 and curation["reasoningOff"] > 0, curation
+    training = status["training"]
+    steps = yaml.safe_load(RUN_FILE.read_text())["spec"]["training"]["maxSteps"]
+    assert training["steps"] == steps and math.isfinite(training["finalLoss"]), training
+    assert training["adapterPath"].startswith("/workspace/"), training
+    # Live progress came from the real training pod's log while it ran.
+    assert any(0 < p["step"] <= steps and p["maxSteps"] == steps for p in watched.progress), watched.progress
+    accuracies = status["evaluation"]["accuracies"]
+    assert {(a["benchmark"], a["mode"], a["model"]) for a in accuracies} == {
+        (b, m, model) for b in ("gpqa_diamond", "mmlu") for m in ("on", "off") for model in ("trained", "base")
+    }, accuracies
+    assert all(0.0 <= a["accuracy"] <= 1.0 for a in accuracies), accuracies
+    assert any(a.get("compliance") is not None for a in accuracies), accuracies
+    conditions = {cond["type"]: cond["status"] for cond in status["conditions"]}
+    for kind in ("DataCurated", "ModelTrained", "Evaluated", "Succeeded"):
+        assert conditions.get(kind) == "True", status["conditions"]
+    # ServingReady was True while evaluation ran; the Deployment is removed after it (keepServing: false).
+    assert "ServingReady" in conditions, status["conditions"]
+    reasons = {
+        e.reason for e in c.core.list_namespaced_event(c.namespace).items if e.involved_object.kind == "ReasoningRun"
+    }
+    assert {"CurationSucceeded", "TrainingSucceeded", "EvaluationSucceeded"} <= reasons, reasons
+
+    # Each stage ran once, on the real node, from the image reference the operator wrote.
+    jobs = [j for j in c.batch.list_namespaced_job(c.namespace).items if j.metadata.name != "seed-inputs"]
+    by_stage = {j.metadata.labels["reasoning-operator.dev/stage"]: j for j in jobs}
+    assert sorted(by_stage) == ["curation", "evaluation", "training"] and len(jobs) == 3, [
+        j.metadata.name for j in jobs
+    ]
+    for stage, job in by_stage.items():
+        pods = c.core.list_namespaced_pod(c.namespace, label_selector=f"job-name={job.metadata.name}").items
+        assert pods and all(p.spec.node_name == NODE_NAME for p in pods), [p.spec for p in pods]
+        assert {p.spec.containers[0].image for p in pods} == {IMAGES[stage]}
+    # The operator pod deleted mid-run: a new one (another name) finished the run; no stage got a second Job.
+    assert faults.operator_deleted is not None
+    (operator,) = c.core.list_namespaced_pod(
+        c.namespace, label_selector="app.kubernetes.io/name=reasoning-operator"
+    ).items
+    assert operator.metadata.name != faults.operator_deleted and operator.status.phase == "Running"
+    # The training pod deleted after its first checkpoint: the Job's next pod resumed from that checkpoint.
+    assert faults.training_deleted is not None and faults.checkpoint is not None, watched.progress
+    step = int(faults.checkpoint.name.removeprefix("step-"))
+    pods = c.core.list_namespaced_pod(c.namespace, label_selector="reasoning-operator.dev/stage=training").items
+    (resumed,) = [p for p in pods if p.metadata.name != faults.training_deleted]
+    log = c.core.read_namespaced_pod_log(resumed.metadata.name, c.namespace)
+    # At least that checkpoint: the pod may write another one before it stops (PID 1 without a SIGTERM handler
+    # ignores SIGTERM, so the kubelet kills it after the grace period).
+    resumed_at = re.search(r"resumed from \S+/checkpoints/step-(\d+) at step (\d+)", log)
+    assert resumed_at is not None and int(resumed_at[2]) >= step, log[-3000:]
+    step = int(resumed_at[2])
+    assert by_stage["training"].status.failed == 1 and by_stage["training"].status.succeeded == 1, by_stage
+    assert any(p["step"] > step for p in watched.progress), watched.progress
+    RESULTS["status"] = status
+    RESULTS["resumed_at"] = step
+    print(
+        f"\n[node run] resumed at step {step}; phases {watched.phases}; curation {curation}; "
+        f"training {training}; accuracies {accuracies}"
+    )
+
+
+def _metric(text: str, name: str, labels: dict[str, str]) -> float | None:
+    want = [f'{k}="{v}"' for k, v in labels.items()]
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(w in line for w in want):
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def test_operator_metrics_are_scraped_over_the_cluster_network(cluster: Cluster) -> None:
+    """A pod fetches /metrics from the chart's metrics Service by its DNS name (CoreDNS, then kube-proxy's
+    ClusterIP rules, then the operator pod on the CNI bridge)."""
+    c = cluster
+    if "status" not in RESULTS:
+        pytest.skip("the run did not succeed")
+    (svc,) = c.core.list_namespaced_service(
+        c.namespace, label_selector="app.kubernetes.io/name=reasoning-operator"
+    ).items
+    port = svc.spec.ports[0].port
+    url = f"http://{svc.metadata.name}.{c.namespace}.svc.cluster.local:{port}/metrics"
+    pod, log = run_to_completion(c.core, c.namespace, busybox_pod("scrape", f"wget -q -O- {url}"), timeout=60)
+    assert pod.status.phase == "Succeeded", log
+    status = RESULTS["status"]
+    ident = {"namespace": c.namespace, "run": "tiny"}
+    assert _metric(log, "reasoning_curated_samples", ident) == status["curation"]["samplesWritten"], log[:2000]
+    for acc in status["evaluation"]["accuracies"]:
+        labels = {**ident, "benchmark": acc["benchmark"], "mode": acc["mode"], "model": acc["model"]}
+        assert _metric(log, "reasoning_eval_accuracy", labels) == pytest.approx(acc["accuracy"]), (labels, log[:2000])
+
+
+def test_results_equal_the_local_runner(cluster: Cluster, tmp_path: Path) -> None:
+    """``reasoning run`` on the same file (its annotation makes the local runner generate the same inputs the
+    seeding Job wrote) gives the same curation counts, training summary and accuracies."""
+    if "status" not in RESULTS:
+        pytest.skip("the run did not succeed")
+    started = time.monotonic()
+    reasoning = Path(sys.executable).parent / "reasoning"
+    proc = subprocess.run(
+        [str(reasoning), "run", str(RUN_FILE), "--run-dir", str(tmp_path / "run"), "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    cluster.timings["local run"] = round(time.monotonic() - started, 1)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    local = yaml.safe_load((tmp_path / "run" / "status.yaml").read_text())
+    local = local.get("status", local)
+    node = RESULTS["status"]
+    print(f"\n[local run] {json.dumps({k: local.get(k) for k in ('curation', 'training', 'evaluation')})[:3000]}")
+    keys = ("samplesRead", "samplesWritten", "dropped", "reasoningOn", "reasoningOff", "malformedLines")
+    assert {k: local["curation"].get(k) for k in keys} == {k: node["curation"].get(k) for k in keys}
+    assert local["training"]["steps"] == node["training"]["steps"]
+    assert local["training"]["tokensSeen"] == node["training"]["tokensSeen"]
+    assert local["training"]["finalLoss"] == pytest.approx(node["training"]["finalLoss"], rel=1e-3)
+    pick = ("benchmark", "mode", "model", "accuracy", "n", "compliance")
+    assert sorted(tuple(a.get(k) for k in pick) for a in local["evaluation"]["accuracies"]) == sorted(
+        tuple(a.get(k) for k in pick) for a in node["evaluation"]["accuracies"]
+    )
+
+
+def _variant(name: str, overrides: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """reasoningrun.yaml under another name with some spec sections changed."""
+    manifest = yaml.safe_load(RUN_FILE.read_text())
+    manifest["metadata"] = {"name": name}
+    for section, values in overrides.items():
+        manifest["spec"].setdefault(section, {}).update(values)
+    return dict(manifest)
+
+
+def test_failures_on_the_node_end_the_run_with_their_reason(cluster: Cluster) -> None:
+    """Two runs at once, each failing at a different stage on the real node:
+
+    * ``oom``: curation with a memory limit its container exceeds. The kernel kills it, the kubelet says
+      OOMKilled, and the run ends Failed with reason OOMKilled, naming the pod and the stage.
+    * ``unready``: serving from an image that cannot start the server (the evaluation image has no Triton),
+      so its pod never passes the readiness probe; past ``serving.readyTimeoutSeconds`` the Deployment reports
+      ProgressDeadlineExceeded and the run ends Failed (ServingFailed) instead of waiting forever."""
+    c = cluster
+    started = time.monotonic()
+    oom = _variant("oom", {"curation": {"resources": {"cpu": "500m", "memory": "160Mi"}}})
+    unready = _variant(
+        "unready",
+        {
+            "training": {"maxSteps": 2, "checkpointInterval": 1},
+            "serving": {"readyTimeoutSeconds": 30},
+            "images": {"serving": IMAGES["evaluation"]},
+        },
+    )
+    for manifest in (oom, unready):
+        c.custom.create_namespaced_custom_object(GROUP, VERSION, c.namespace, PLURAL, manifest)
+
+    failed = _watch(c, "oom", {"Succeeded", "Failed"}, 300).status
+    assert failed["phase"] == "Failed", failed
+    condition = next(cond for cond in failed["conditions"] if cond["type"] == "Failed")
+    assert condition["status"] == "True" and condition["reason"] == "OOMKilled", condition
+    pods = c.core.list_namespaced_pod(c.namespace, label_selector="reasoning-operator.dev/stage=curation").items
+    killed = [
+        p.metadata.name
+        for p in pods
+        if p.metadata.name.startswith("oom-")
+        and any(
+            (cs.state.terminated and cs.state.terminated.reason == "OOMKilled")
+            for cs in p.status.container_statuses or []
+        )
+    ]
+    assert killed, [p.status.container_statuses for p in pods]
+    assert any(f"curation pod {name} was OOMKilled" in condition["message"] for name in killed), condition
+    c.timings["oom run"] = round(time.monotonic() - started, 1)
+
+    watched = _watch(c, "unready", {"Succeeded", "Failed"}, 600)
+    stuck = watched.status
+    assert stuck["phase"] == "Failed" and watched.phases[-2:] == ["Serving", "Failed"], (watched.phases, stuck)
+    serving = stuck["stages"]["serving"]
+    assert serving["phase"] == "Failed", stuck["stages"]
+    # The Deployment controller's own words: 'ReplicaSet "…" has timed out progressing.'
+    assert "has timed out progressing" in (stuck.get("failureReason") or ""), stuck
+    assert stuck["training"]["steps"] == 2  # it got that far: the failure is serving's
+    c.timings["unready run"] = round(time.monotonic() - started, 1)

@@ -6,7 +6,13 @@ from typing import Any
 
 import yaml
 
-from reasoning_operator.api import CurationStageConfig, EvaluationStageConfig, Stage, TrainingStageConfig
+from reasoning_operator.api import (
+    CurationStageConfig,
+    EvaluationStageConfig,
+    ServingStageConfig,
+    Stage,
+    TrainingStageConfig,
+)
 from reasoning_operator.core import builders
 from reasoning_operator.core.run import Run
 
@@ -108,6 +114,10 @@ def test_serving_deployment_probes_and_service(make_run: Any) -> None:
     assert svc["spec"]["selector"].items() <= dep["spec"]["template"]["metadata"]["labels"].items()
     assert {p["port"] for p in svc["spec"]["ports"]} == {8000, 8001, 8002, 9000}
     assert dep["metadata"]["name"] == svc["metadata"]["name"] == run.child_name(Stage.SERVING)
+    # The serving timeout is the Deployment's own progress deadline: past it, ProgressDeadlineExceeded fails the run.
+    assert dep["spec"]["progressDeadlineSeconds"] == 1800
+    quick = _run(make_run, serving={"readyTimeoutSeconds": 45})
+    assert builders.build_serving_deployment(quick)["spec"]["progressDeadlineSeconds"] == 45
 
 
 def _pod_specs(run: Run) -> list[dict[str, Any]]:
@@ -138,3 +148,13 @@ def test_every_pod_satisfies_restricted_pod_security(make_run: Any) -> None:
             mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
             scratch = next(v for v in pod["volumes"] if v["name"] == mounts["/tmp"])
             assert "emptyDir" in scratch
+
+
+def test_the_serving_config_leaves_out_the_operators_ready_timeout(make_run: Any) -> None:
+    """Only the operator reads serving.readyTimeoutSeconds; a serving image one API version older rejects
+    unknown fields, so the serving stage's config does not carry it (the other serving fields it does)."""
+    run = _run(make_run, serving={"readyTimeoutSeconds": 45, "backend": "pytriton", "gpus": 0})
+    data = builders.build_config_map(run, builders.serving_url(run))["data"]
+    serving = yaml.safe_load(data["serving.yaml"])["serving"]
+    assert "readyTimeoutSeconds" not in serving and serving["backend"] == "pytriton" and serving["gpus"] == 0
+    assert ServingStageConfig.model_validate(yaml.safe_load(data["serving.yaml"])).serving.ready_timeout_seconds == 1800

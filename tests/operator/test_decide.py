@@ -175,6 +175,31 @@ def test_failed_curation_fails_the_run(make_run: Any) -> None:
     assert not [o for o in plan.create if o["kind"] == "Job"]
 
 
+def test_an_oom_killed_stage_fails_the_run_with_reason_oomkilled_naming_pod_and_stage(make_run: Any) -> None:
+    _, obj = step(make_run())
+    killed = pod("c-2", "curation", "Failed")
+    killed["status"]["containerStatuses"] = [
+        {"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}, "lastState": {}}
+    ]
+    errored = pod("c-1", "curation", "Failed", "ray.init failed")
+    plan, _ = step(obj, jobs=[job("demo-curation", "curation", "failed")], pods=[errored, killed])
+    assert plan.status.phase == Phase.FAILED
+    conditions = {c.type: (c.status, c.reason) for c in plan.status.conditions}
+    assert conditions["Failed"] == ("True", "OOMKilled") and conditions["DataCurated"] == ("False", "OOMKilled")
+    message = plan.status.failure_reason or ""
+    assert message.startswith("curation pod c-2 was OOMKilled") and "spec.curation.resources.memory" in message
+    assert "demo-curation" in message  # the Job's own failure is still there
+
+
+def test_a_pod_that_failed_otherwise_keeps_the_jobs_reason(make_run: Any) -> None:
+    _, obj = step(make_run())
+    errored = pod("c-1", "curation", "Failed", "bad input")
+    errored["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "Error"
+    plan, _ = step(obj, jobs=[job("demo-curation", "curation", "failed")], pods=[errored])
+    conditions = {c.type: (c.status, c.reason) for c in plan.status.conditions}
+    assert conditions["Failed"] == ("True", "StageFailed") and conditions["DataCurated"][1] == "BackoffLimitExceeded"
+
+
 def test_missing_result_is_a_failure_not_a_silent_success(make_run: Any) -> None:
     _, obj = step(make_run())
     plan, _ = step(

@@ -92,6 +92,7 @@ CACHE_ROOT = Path(os.environ.get("REASONING_CACHE", Path.home() / ".cache" / "re
 IPTABLES_TABLES = ("filter", "nat", "mangle", "raw")
 OWNED_CHAIN_PREFIXES = ("KUBE-", "REASONING-")
 CONTAINERD_ROOT = CACHE_ROOT / "node" / "containerd"
+IMPORT_RECORDS = CONTAINERD_ROOT.parent / "containerd-imports.json"
 SYSCTLS = {"net/ipv4/ip_forward": "1", "net/bridge/bridge-nf-call-iptables": "1"}
 
 
@@ -223,12 +224,40 @@ class RealNode:
     def ctr(self, *args: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return _run(["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", *args], timeout=timeout)
 
-    def import_image(self, archive: Path) -> None:
-        """``ctr -n k8s.io images import`` an OCI or docker archive (the pods then use it without a pull)."""
-        self.ctr("images", "import", str(archive))
+    def import_image(self, archive: Path) -> list[str]:
+        """``ctr -n k8s.io images import`` an OCI or docker archive (the pods then use it without a pull);
+        returns the references it imported (ctr prints ``unpacking REF (sha256:…)...done`` for each)."""
+        out = self.ctr("images", "import", str(archive)).stdout
+        return [line.split()[1] for line in out.splitlines() if line.startswith("unpacking ") and len(line.split()) > 1]
 
     def has_image(self, reference: str) -> bool:
         return reference in self.ctr("images", "ls", "-q", timeout=60).stdout.split()
+
+    def image_digests(self) -> dict[str, str]:
+        """Every image reference in the node's containerd (named, and the CRI's ``sha256:<config>`` ids) with
+        its manifest digest."""
+        lines = self.ctr("images", "ls", timeout=60).stdout.splitlines()[1:]
+        return {words[0]: words[2] for words in (line.split() for line in lines) if len(words) > 2}
+
+    def prune_images(self, keep: Sequence[str] = ()) -> list[str]:
+        """Remove every image that is not the pause or busybox image, one recorded as imported, or in ``keep``,
+        and every reference (the CRI's id refs too) to a manifest no kept name points at: a re-import under
+        the same tag leaves the superseded image's id ref behind, and its layers and unpacked snapshots with
+        it (the cache root survives runs, so it grew by one image version per rebuild). ``--sync`` waits for
+        containerd's garbage collector to delete the content. Returns the references removed."""
+        keep_names = {PAUSE_IMAGE, BUSYBOX_IMAGE, *self._import_records(), *keep}
+        digests = self.image_digests()
+        kept = {digests[name] for name in keep_names if name in digests}
+        stale = sorted(ref for ref, digest in digests.items() if ref not in keep_names and digest not in kept)
+        if stale:
+            self.ctr("images", "rm", "--sync", *stale, timeout=600)
+        return stale
+
+    @staticmethod
+    def _import_records() -> dict[str, str]:
+        """reference -> podman image ID of what :meth:`import_podman_image` put into the cached root."""
+        path = IMPORT_RECORDS
+        return dict(json.loads(path.read_text())) if path.is_file() else {}
 
     def import_podman_image(self, reference: str, *, timeout: float = 1800) -> float:
         """Stream ``podman save`` (an uncompressed docker archive: gzip costs minutes on 2 cores) into
@@ -237,11 +266,13 @@ class RealNode:
         seconds spent."""
         inspect = _run(["podman", "image", "inspect", "--format", "{{.Id}}", reference], timeout=60)
         image_id = inspect.stdout.strip()
-        record_path = CONTAINERD_ROOT.parent / "containerd-imports.json"
-        records: dict[str, str] = json.loads(record_path.read_text()) if record_path.is_file() else {}
+        records = self._import_records()
         if records.get(reference) == image_id and self.has_image(reference):
             return 0.0
         started = time.monotonic()
+        if self.has_image(reference):  # superseded: free its layers before the new version lands beside them
+            self.ctr("images", "rm", "--sync", reference, timeout=600)
+            self.prune_images()
         save = subprocess.Popen(["podman", "save", "--format", "docker-archive", reference], stdout=subprocess.PIPE)
         assert save.stdout is not None
         try:
@@ -263,8 +294,26 @@ class RealNode:
         if imported.returncode != 0 or not self.has_image(reference):
             raise NodeError(f"importing {reference} failed: podman exit {save.returncode}; {imported.stderr}")
         records[reference] = image_id
-        record_path.write_text(json.dumps(records, indent=2, sort_keys=True))
+        IMPORT_RECORDS.write_text(json.dumps(records, indent=2, sort_keys=True))
+        self.discard_unpacked_layers(reference)
+        self.prune_images()
         return round(time.monotonic() - started, 1)
+
+    def discard_unpacked_layers(self, reference: str) -> int:
+        """Delete the layer blobs of an unpacked image, keeping its manifest, config and snapshots: containers
+        start from the snapshots, so the blobs only doubled the cache (the torch layer is 5.7 GB twice). This
+        is the state the CRI's ``discard_unpacked_layers`` leaves after a pull. Returns bytes freed."""
+        digest = self.image_digests()[reference]
+        manifest = json.loads(self.ctr("content", "get", digest, timeout=60).stdout)
+        freed = 0
+        for layer in manifest.get("layers") or []:
+            done = _run(
+                ["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io", "content", "rm", layer["digest"]],
+                check=False,
+                timeout=120,
+            )
+            freed += int(layer.get("size") or 0) if done.returncode == 0 else 0
+        return freed
 
     def iter_logs(self) -> Iterator[tuple[str, str]]:
         for proc in self._processes:
@@ -481,8 +530,13 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             static_binary_image(BUSYBOX_IMAGE, busybox_bin, install_as="/bin/busybox", applets=applets),
             images / "busybox.tar",
         )
-        for archive in (pause, busybox, *self._extra_images):
-            self.import_image(archive)
+        imported = [ref for archive in (pause, busybox, *self._extra_images) for ref in self.import_image(archive)]
+        # Images a killed run or a diagnosis left in the cached root, and versions re-imports superseded.
+        self.prune_images(keep=imported)
+        present = self.image_digests()
+        for reference in self._import_records():
+            if reference in present:
+                self.discard_unpacked_layers(reference)
 
     # --------------------------------------------------------------------------- kubelet
 
@@ -530,7 +584,10 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
             # back from), and the default disk eviction thresholds would evict pods on a full CI disk.
             "imageGCHighThresholdPercent": 100,
             "imageGCLowThresholdPercent": 99,
-            "evictionHard": {"memory.available": "50Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+            # Absolute floors, not 1 % (2.5 GB of a 250 GB disk): a shared CI disk dips that low while a big image
+            # is imported, and the DiskPressure taint then kept every pod off the node for the default 5 min.
+            "evictionHard": {"memory.available": "50Mi", "nodefs.available": "256Mi", "imagefs.available": "256Mi"},
+            "evictionPressureTransitionPeriod": "5s",
             "serializeImagePulls": False,
             "nodeStatusUpdateFrequency": "2s",
             "syncFrequency": "10s",

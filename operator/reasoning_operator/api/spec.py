@@ -244,6 +244,16 @@ class ServingSpec(ApiModel):
     max_model_len: int = Field(default=32768, ge=256, le=1_048_576)
     gpu_memory_utilization: float = Field(default=0.9, gt=0.0, le=1.0)
     gpus: int = Field(default=1, ge=0, le=8)
+    ready_timeout_seconds: int = Field(
+        default=1800,
+        ge=30,
+        le=86_400,
+        description=(
+            "How long the Triton Deployment may go without a ready pod (its progressDeadlineSeconds) before the "
+            "run fails with ServingFailed: a server that never passes its readiness probe (a broken adapter "
+            "path, a model that does not load) ends the run instead of leaving it waiting."
+        ),
+    )
     resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="64Gi"))
 
 

@@ -4,7 +4,7 @@ run's ConfigMap, and read by the job CLI with `--config FILE`. Also what the loc
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from pydantic import Field
 
@@ -61,6 +61,13 @@ class ServingStageConfig(ApiModel):
     grpc_port: int = Field(default=8001, ge=1, le=65535)
     metrics_port: int = Field(default=8002, ge=1, le=65535)
     openai_port: int = Field(default=9000, ge=1, le=65535)
+
+    def to_wire(self) -> dict[str, Any]:
+        """Without ``serving.readyTimeoutSeconds``: only the operator reads it (the Deployment's progress
+        deadline), and a serving image one API version older rejects unknown fields (found on the real node)."""
+        wire = super().to_wire()
+        wire["serving"].pop("readyTimeoutSeconds", None)
+        return wire
 
 
 class EvaluationStageConfig(ApiModel):

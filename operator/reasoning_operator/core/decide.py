@@ -32,7 +32,7 @@ from reasoning_operator.api import (
 
 from . import builders
 from .observe import JobObs, Observed, PodObs
-from .rejection import CHILD_REJECTED, STAGE_CONDITION, TRANSIENT, pod_creation_refused
+from .rejection import CHILD_REJECTED, OOM_KILLED, STAGE_CONDITION, TRANSIENT, pod_creation_refused
 from .run import Run
 
 STAGE_ORDER = [Stage.CURATION, Stage.TRAINING, Stage.SERVING, Stage.EVALUATION]
@@ -121,6 +121,13 @@ def _job_outcome(stage: Stage, job: JobObs | None, pods: list[PodObs]) -> StageO
         message = f"Job {job.name} failed: {job.failure_reason or 'Failed'}: {job.failure_message or ''}".strip()
         if detail:
             message += f"; last pod said: {detail[-500:]}"
+        oom = next((p for p in reversed(pods) if p.terminated_reason == OOM_KILLED), None)
+        if oom is not None:
+            message = (
+                f"{stage.value} pod {oom.name} was OOMKilled: its container exceeded the memory limit "
+                f"(spec.{stage.value}.resources.memory); {message}"
+            )
+            return StageOutcome(StagePhase.FAILED, OOM_KILLED, message[:2000])
         return StageOutcome(StagePhase.FAILED, job.failure_reason or "JobFailed", message)
     if job.complete:
         result = _result(stage, pods)
@@ -247,7 +254,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
                 stage_status.completion_time = job.completion_time or stage_status.completion_time
         _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage))
         if outcome.phase == StagePhase.FAILED:
-            failed_reason = CHILD_REJECTED if outcome.reason == CHILD_REJECTED else "StageFailed"
+            failed_reason = outcome.reason if outcome.reason in (CHILD_REJECTED, OOM_KILLED) else "StageFailed"
             status.failure_reason = outcome.message
         if outcome.phase != StagePhase.SUCCEEDED:
             current, current_outcome = stage, outcome

@@ -39,6 +39,8 @@ class PodObs:
     unschedulable: str | None = None
     termination_message: str | None = None
     waiting_reason: str | None = None
+    #: Why the kubelet says the container ended (``OOMKilled``, ``Error``, ``Completed``), newest run first.
+    terminated_reason: str | None = None
 
 
 @dataclass(frozen=True)
@@ -113,12 +115,17 @@ def pod_obs(pod: dict[str, Any]) -> PodObs:
             unschedulable = cond.get("message") or cond.get("reason") or "Unschedulable"
     message = None
     waiting = None
+    terminated = None
     for cs in status.get("containerStatuses") or []:
         state = cs.get("state") or {}
         if "terminated" in state and state["terminated"].get("message"):
             message = state["terminated"]["message"]
         if "waiting" in state:
             waiting = state["waiting"].get("reason")
+        # A restarted container's previous end is in lastState; the current one wins when both are there.
+        for ended in ((cs.get("lastState") or {}).get("terminated"), state.get("terminated")):
+            if ended and ended.get("reason"):
+                terminated = ended["reason"]
     return PodObs(
         name=pod["metadata"]["name"],
         phase=status.get("phase") or "Pending",
@@ -126,6 +133,7 @@ def pod_obs(pod: dict[str, Any]) -> PodObs:
         unschedulable=unschedulable,
         termination_message=message,
         waiting_reason=waiting,
+        terminated_reason=terminated,
     )
 
 

@@ -23,6 +23,9 @@ from reasoning_operator.api import (
 )
 
 CHILD_REJECTED = "ChildRejected"
+#: The kubelet's reason for a container the kernel killed at its memory limit; a stage that failed so says it
+#: in the run's Failed condition (the fix is the stage's resources.memory, not a retry).
+OOM_KILLED = "OOMKilled"
 TRANSIENT = "TransientApiError"
 #: HTTP statuses that mean "this object will never be accepted as it is".
 REFUSED = frozenset({400, 403, 413, 422})

@@ -96,7 +96,8 @@ def build_serving_deployment(run: Run) -> dict[str, Any]:
                 "matchLabels": {k: labels[k] for k in ("app.kubernetes.io/instance", "reasoning-operator.dev/stage")}
             },
             "strategy": {"type": "Recreate"},  # one GPU each: a rolling update would need a spare GPU
-            "progressDeadlineSeconds": 1800,
+            # Past it the Deployment reports ProgressDeadlineExceeded and the run fails (ServingFailed).
+            "progressDeadlineSeconds": spec.serving.ready_timeout_seconds,
             "template": {"metadata": {"labels": labels, "annotations": scrape_annotations()}, "spec": pod},
         },
     }
