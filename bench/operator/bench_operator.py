@@ -196,13 +196,21 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
             stderr=subprocess.STDOUT,
             env=env,
         )
-        time.sleep(5)  # started and watching (nothing to reconcile yet)
         api = plane.api_client()
+        custom = k8s.CustomObjectsApi(api)
+        # Warm up: the operator has started (imports, caches, watches) once it made a canary run's Job.
+        custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, _manifest("warmup"))
+        batch = k8s.BatchV1Api(api)
+        warm_deadline = time.monotonic() + 180
+        while not batch.list_namespaced_job(NAMESPACE).items:
+            if op.poll() is not None or time.monotonic() > warm_deadline:
+                raise RuntimeError(f"the operator did not start: see {log_path}")
+            time.sleep(0.5)
+        time.sleep(2)
         jobs, phases = Watcher(api, "jobs"), Watcher(api, "runs")
         for w in (jobs, phases):
             w.start()
             w.ready.wait(30)
-        custom = k8s.CustomObjectsApi(plane.api_client())
         created: dict[str, float] = {}
         names = [f"run-{i:04d}" for i in range(runs)]
 
@@ -210,6 +218,28 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
             custom.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL, _manifest(name))
             created[name] = time.monotonic()
 
+        spy = None
+        if os.environ.get("BENCH_PYSPY"):  # a flame graph of the operator through the burst
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "-p",
+                    str(op.pid),
+                    "-d",
+                    "60",
+                    "-r",
+                    "50",
+                    "-f",
+                    "speedscope",
+                    "-o",
+                    os.environ["BENCH_PYSPY"] + f"-{src.name}-{runs}.json",
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        cpu_start, _ = _proc_stat(op.pid)
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(16) as pool:
             list(pool.map(create, names))
@@ -220,6 +250,9 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
                 raise RuntimeError(f"the operator exited ({op.returncode}): see {log_path}")
             time.sleep(0.5)
         t_all_curating = (max(phases.first.values()) - t0) if len(phases.first) == runs else None
+        cpu_burst = _proc_stat(op.pid)[0] - cpu_start
+        if spy is not None:
+            spy.wait()
         latencies = [jobs.first[n] - created[n] for n in names if n in jobs.first]
         # Settle: nothing changed on Jobs or runs for `settle` seconds, then measure idle CPU.
         settle_deadline = time.monotonic() + 600
@@ -237,7 +270,7 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
         time.sleep(2)
         data = json.loads(stats_path.read_text())
         now = data["now"]
-        gaps = {k: max(v[2], now - v[1]) for k, v in data["runs"].items()}
+        gaps = {k: max(v[2], now - v[1]) for k, v in data["runs"].items() if not k.endswith("/warmup")}
         worst = max(gaps.values()) if gaps else None
         alive = op.poll() is None
         return {
@@ -251,6 +284,7 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
             "max_reconcile_gap_s": round(worst, 1) if worst is not None else None,
             "runs_over_2x_resync": sum(1 for g in gaps.values() if g > 2 * resync),
             "reconciled_runs": len(gaps),
+            "burst_cpu_s": round(cpu_burst, 1),
             "peak_rss_mb": round(hwm / 2**20),
             "idle_cpu_pct": round(100 * idle_share, 1),
             "load_avg_during_idle": [round(x, 1) for x in load0],

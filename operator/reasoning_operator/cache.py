@@ -194,6 +194,20 @@ class Informer(threading.Thread):
             response.release_conn()
         return version
 
+    def put(self, obj: dict[str, Any]) -> None:
+        """Our own write's answer, until the watch brings it: the next reconcile then knows the object exists
+        (no second create answered 409, no second apply). Never replaces a newer version."""
+        obj = trim({"kind": self.spec.kind, **obj}, self.spec.keep_spec)
+        meta = obj["metadata"]
+        key, run = (meta["namespace"], meta["name"]), self._run_key(obj)
+        with self.lock:
+            cached = self.objects.get(key)
+            if cached is not None and not _older(cached, obj):
+                return
+            self.objects[key] = obj
+            if run is not None:
+                self.by_run[run].add(key[1])
+
     def _apply(self, kind: str | None, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
@@ -217,6 +231,14 @@ class Informer(threading.Thread):
         meta = obj.get("metadata") or {}
         run = (meta.get("labels") or {}).get(RUN_LABEL)
         return (meta["namespace"], run) if run else None
+
+
+def _older(cached: dict[str, Any], new: dict[str, Any]) -> bool:
+    """etcd's resourceVersions are increasing integers (opaque to clients in principle: unknown → newer)."""
+    try:
+        return int(cached["metadata"]["resourceVersion"]) < int(new["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return True
 
 
 class _ExpiredError(Exception):
@@ -288,6 +310,10 @@ class ChildCache:
 
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         return self._informer(kind, namespace).get(namespace, name)
+
+    def put(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind in self.informers:
+            self._informer(kind, obj["metadata"]["namespace"]).put(obj)
 
     def fingerprint(self, namespace: str, run: str) -> tuple[tuple[str, str, str], ...]:
         """(kind, name, resourceVersion) of every cached child of the run: equal means nothing changed."""

@@ -31,7 +31,7 @@ from . import metrics
 from .cache import ChildCache
 from .kube import Kube, load_config
 from .reconcile import Memo, note_transient_failure, reconcile
-from .workqueue import RESYNC, WorkQueue
+from .workqueue import EVENT, NEW, RESYNC, WorkQueue
 
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = float(os.environ.get("REASONING_RESYNC_SECONDS", "10"))
@@ -154,8 +154,10 @@ async def run_event(namespace: str | None, name: str | None, type: str | None, b
         metrics.forget(namespace, name)
         return
     version = str(body.get("metadata", {}).get("resourceVersion") or "")
-    _Shell.seen[key] = (version, str((body.get("status") or {}).get("phase") or ""))
-    _Shell.queue.add(key)
+    phase = str((body.get("status") or {}).get("phase") or "")
+    first = key not in _Shell.seen and not phase
+    _Shell.seen[key] = (version, phase)
+    _Shell.queue.add(key, NEW if first else EVENT)
 
 
 def _resync_all() -> int:

@@ -210,8 +210,8 @@ class Kube:
         Security, quota, an invalid image) shows; the Job's own status says nothing about it."""
         events: list[dict[str, Any]] = []
         for job in jobs:
-            if not awaits_pod(job):
-                continue
+            if not awaits_pod(job) or _age_seconds(job) < FAILED_CREATE_AFTER:
+                continue  # a Job just created has not failed to create a pod yet: the next pass looks
             selector = f"involvedObject.kind=Job,involvedObject.name={job['metadata']['name']},reason=FailedCreate"
             try:
                 found = self._resource("Event").get(namespace=namespace, field_selector=selector)
@@ -240,11 +240,13 @@ class Kube:
         elif self._get(obj["kind"], meta["namespace"], meta["name"]) is not None:
             return False
         try:
-            self._resource(obj["kind"]).create(body=obj, namespace=meta["namespace"])
+            created = self._resource(obj["kind"]).create(body=obj, namespace=meta["namespace"])
         except ApiException as err:
             if err.status == 409:  # a concurrent reconcile won the race: same deterministic name, no duplicate
                 return False
             raise
+        if self.cache is not None:
+            self.cache.put(obj["kind"], created.to_dict())
         return True
 
     def apply(self, obj: dict[str, Any]) -> bool:
@@ -254,9 +256,11 @@ class Kube:
             cached = self.cache.get(obj["kind"], meta["namespace"], meta["name"])
             if cached is not None and contains({k: v for k, v in obj.items() if k != "kind"}, cached):
                 return False
-        self._resource(obj["kind"]).server_side_apply(
+        applied = self._resource(obj["kind"]).server_side_apply(
             body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER, force_conflicts=True
         )
+        if self.cache is not None:
+            self.cache.put(obj["kind"], applied.to_dict())
         return True
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
@@ -324,6 +328,18 @@ class Kube:
             for event in plan.events:
                 self.post_event(run, event)
         return changed
+
+
+#: How old a podless Job must be before its FailedCreate events are worth a request.
+FAILED_CREATE_AFTER = 3.0
+
+
+def _age_seconds(obj: dict[str, Any]) -> float:
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        return float("inf")
 
 
 def awaits_pod(job: dict[str, Any]) -> bool:

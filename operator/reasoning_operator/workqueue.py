@@ -14,13 +14,13 @@ from collections.abc import Hashable
 from typing import Generic, TypeVar
 
 K = TypeVar("K", bound=Hashable)
-EVENT, RESYNC = 0, 1
+NEW, EVENT, RESYNC = 0, 1, 2
 
 
 class WorkQueue(Generic[K]):
     def __init__(self) -> None:
         self._cond = threading.Condition()
-        self._queues: tuple[deque[K], deque[K]] = (deque(), deque())
+        self._queues: tuple[deque[K], ...] = (deque(), deque(), deque())
         self._queued: dict[K, int] = {}  # key -> the priority it waits at
         self._processing: set[K] = set()
         self._dirty: dict[K, int] = {}  # added while processing: queue again when done
@@ -71,8 +71,8 @@ class WorkQueue(Generic[K]):
 
     def _add_locked(self, key: K) -> None:
         if key in self._processing:
-            self._dirty[key] = EVENT
-        elif self._queued.get(key) != EVENT:
+            self._dirty[key] = min(EVENT, self._dirty.get(key, EVENT))
+        elif self._queued.get(key, RESYNC + 1) > EVENT:
             self._queued[key] = EVENT
             self._queues[EVENT].append(key)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from reasoning_operator.workqueue import RESYNC, WorkQueue
+from reasoning_operator.workqueue import NEW, RESYNC, WorkQueue
 
 
 def test_a_burst_of_events_on_one_run_is_one_entry() -> None:
@@ -76,3 +76,11 @@ def test_workers_never_hold_the_same_key_at_once() -> None:
         w.join()
     assert overlaps == []
     assert processed >= 5
+
+
+def test_a_new_run_goes_before_events_on_older_ones() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("old-1")
+    queue.add("old-2")
+    queue.add("fresh", NEW)
+    assert [queue.get(0), queue.get(0), queue.get(0)] == ["fresh", "old-1", "old-2"]
