@@ -156,6 +156,8 @@ class Watcher(threading.Thread):
                     if self.stop:
                         break
             except Exception as err:  # a dropped watch: resume from the last version
+                if self.stop:
+                    return
                 print(f"watch {self.kind}: {err}", file=sys.stderr)
                 time.sleep(0.5)
 
@@ -169,6 +171,7 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
     plane = ControlPlane(build_binaries(build=False))
     plane.start()
     op: subprocess.Popen[bytes] | None = None
+    watchers: list[Watcher] = []
     try:
         _setup(plane, src)
         stats_path = workdir / f"stats-{src.name}-{runs}.json"
@@ -208,6 +211,7 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
             time.sleep(0.5)
         time.sleep(2)
         jobs, phases = Watcher(api, "jobs"), Watcher(api, "runs")
+        watchers += [jobs, phases]
         for w in (jobs, phases):
             w.start()
             w.ready.wait(30)
@@ -292,6 +296,8 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
             "log": str(log_path),
         }
     finally:
+        for w in watchers:
+            w.stop = True
         if op is not None and op.poll() is None:
             op.terminate()
             try:

@@ -161,11 +161,14 @@ async def run_event(namespace: str | None, name: str | None, type: str | None, b
 
 
 def _resync_all() -> int:
-    """Queue every run that is not finished, behind the events (finished runs wait for their children's)."""
+    """Queue every run that is not finished, behind the events (finished runs wait for their children's).
+    A run still waiting from the previous pass moves up to the events' priority, so that a steady stream
+    of events cannot hold any run back for more than about two passes."""
     queued = 0
     for key, (_, phase) in list(_Shell.seen.items()):
         if phase not in TERMINAL:
-            _Shell.queue.add(key, RESYNC)
+            waiting = _Shell.queue.waiting_at(key)
+            _Shell.queue.add(key, EVENT if waiting == RESYNC else RESYNC)
             queued += 1
     metrics.QUEUE_DEPTH.set(len(_Shell.queue))
     return queued

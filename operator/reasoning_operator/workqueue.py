@@ -40,6 +40,11 @@ class WorkQueue(Generic[K]):
             self._queues[priority].append(key)
             self._cond.notify()
 
+    def waiting_at(self, key: K) -> int | None:
+        """The priority a key waits at, None when it is not waiting."""
+        with self._cond:
+            return self._queued.get(key)
+
     def add_after(self, key: K, delay: float) -> None:
         with self._cond:
             heapq.heappush(self._later, (time.monotonic() + delay, next(self._seq), key))

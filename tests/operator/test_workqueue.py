@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from reasoning_operator.workqueue import NEW, RESYNC, WorkQueue
+from reasoning_operator.workqueue import EVENT, NEW, RESYNC, WorkQueue
 
 
 def test_a_burst_of_events_on_one_run_is_one_entry() -> None:
@@ -84,3 +84,13 @@ def test_a_new_run_goes_before_events_on_older_ones() -> None:
     queue.add("old-2")
     queue.add("fresh", NEW)
     assert [queue.get(0), queue.get(0), queue.get(0)] == ["fresh", "old-1", "old-2"]
+
+
+def test_a_resync_entry_can_be_promoted_and_says_where_it_waits() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    queue.add("waiting", RESYNC)
+    queue.add("busy")
+    assert queue.waiting_at("waiting") == RESYNC and queue.waiting_at("absent") is None
+    queue.add("waiting", EVENT)  # the next pass found it still waiting
+    assert queue.waiting_at("waiting") == EVENT
+    assert [queue.get(0), queue.get(0), queue.get(0)] == ["busy", "waiting", None]

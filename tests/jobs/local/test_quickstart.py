@@ -96,11 +96,6 @@ def test_rerun_reuses_every_stage(quickstart: Path) -> None:
     assert reasons["ServingReady"] == "NotNeeded"
 
 
-@pytest.mark.xfail(
-    reason="known bug (issue 24): after --force, a training stage that then fails does not say in its status that "
-    "the earlier artifacts were moved aside; the move itself happens (train.stale-* exists)",
-    strict=False,
-)
 def test_force_starts_training_fresh_and_keeps_the_previous_run(quickstart: Path) -> None:
     """Last in this module: it leaves the quickstart failed. `--force` re-runs every stage from scratch: the
     training job must start at step 0, not resume the finished run's last periodic checkpoint (issue 24)."""
