@@ -52,9 +52,9 @@ class OperatorSettings(Values):
     resync_seconds: float = Field(default=10, gt=0, description="--resync-seconds")
     log_format: Literal["plain", "json"] = Field(default="json", description="--log-format")
     verbose: bool = False
-    workers: int = Field(default=8, ge=1, le=256, description="kopf's handler threads (REASONING_WORKERS).")
+    workers: int = Field(default=8, ge=1, le=256, description="Concurrent reconciles (REASONING_WORKERS).")
     metrics_port: Port = Field(default=8080, description="--metrics-port")
-    health_port: Port = Field(default=8081, description="--health-port: kopf's /healthz, used by both probes.")
+    health_port: Port = Field(default=8081, description="--health-port: /healthz (liveness) and /readyz (readiness).")
 
 
 class RunDefaults(Values):

@@ -1,65 +1,97 @@
-"""The kopf shell: every handler only finds the run, and calls `reconcile` (fetch -> core -> apply).
+"""The kopf shell: kopf watches the runs; the children come from watch-fed caches (cache.py); every event
+only queues the run it concerns, and a pool of workers reconciles queued runs (fetch -> core -> apply),
+one run never twice at once (workqueue.py).
 
-Level-triggered: watch events on runs and their children make it prompt, and one operator-wide resync loop
-makes it certain (and reads training progress, which changes without any watch event). Handlers return
-nothing (kopf would store return values in status) and kopf keeps no state of its own on our objects: no
-on.create/on.update (no progress or diff-base annotations) and no per-object timers (kopf would add a
-finalizer, and a run could not be deleted while the operator is down)."""
+Level-triggered: events make it prompt, and one operator-wide resync pass every resyncSeconds queues every
+run that is not finished, so each is checked at least that often (and training progress, which changes
+without any watch event, is read). A finished run gets no periodic work: only its children's events wake
+it. A check whose inputs are unchanged is a memo hit (reconcile.Memo). Handlers return nothing (kopf would
+store return values in status) and kopf keeps no state of its own on our objects: no on.create/on.update
+(no progress or diff-base annotations) and no per-object timers (kopf would add a finalizer, and a run
+could not be deleted while the operator is down)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import logging
 import os
 import threading
-from collections import defaultdict
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 import kopf
+from aiohttp import web
 
 from reasoning_operator.api import GROUP, PLURAL, VERSION
 
 from . import metrics
-from .core.run import MANAGED_BY, RUN_LABEL
+from .cache import ChildCache
 from .kube import Kube, load_config
-from .reconcile import note_transient_failure, reconcile
+from .reconcile import Memo, note_transient_failure, reconcile
+from .workqueue import EVENT, NEW, RESYNC, WorkQueue
 
 log = logging.getLogger(__name__)
 RESYNC_SECONDS = float(os.environ.get("REASONING_RESYNC_SECONDS", "10"))
-CHILD_FILTER: Mapping[str, Any] = {
-    "app.kubernetes.io/managed-by": MANAGED_BY,
-    RUN_LABEL: kopf.PRESENT,
-}
+WORKERS = int(os.environ.get("REASONING_WORKERS", "8"))
+RETRY_SECONDS = 5.0
+TERMINAL = ("Succeeded", "Failed")
+Key = tuple[str, str]
 
 
 class _Shell:
-    """The API client and per-run locks: plumbing, not state (everything is re-read from the cluster)."""
+    """The API client, caches, queue and workers: plumbing, not state (everything is re-read from the
+    cluster, and rebuilt from it after a restart)."""
 
     kube: Kube | None = None
-    locks: ClassVar[defaultdict[tuple[str, str], threading.Lock]] = defaultdict(threading.Lock)
-    guard: ClassVar[threading.Lock] = threading.Lock()
+    cache: ChildCache | None = None
+    queue: WorkQueue[Key] = WorkQueue()
+    memo = Memo()
+    #: resourceVersion and phase of each run as its last watch event showed it.
+    seen: ClassVar[dict[Key, tuple[str, str]]] = {}
     #: Failed reconciles in a row per run, only to know when to raise the Stalled condition.
-    failures: ClassVar[defaultdict[tuple[str, str], int]] = defaultdict(int)
+    failures: ClassVar[dict[Key, int]] = {}
+    workers: ClassVar[list[threading.Thread]] = []
 
 
 def _reconcile(namespace: str | None, name: str | None) -> None:
+    """One check of one run: a memo hit when nothing it depends on changed, else a full reconcile."""
     if not namespace or not name or _Shell.kube is None:
         return
-    with _Shell.guard:
-        lock = _Shell.locks[(namespace, name)]
-    with lock:
+    key = (namespace, name)
+    version = _Shell.seen.get(key, ("", ""))[0] or None
+    cache = _Shell.cache
+    if cache is not None and _Shell.memo.unchanged(key, version, cache.fingerprint(*key), datetime.now(UTC)):
+        metrics.RECONCILES.labels("unchanged").inc()
+        return
+    try:
+        reconcile(_Shell.kube, namespace, name, memo=_Shell.memo)
+    except Exception as err:
+        metrics.RECONCILES.labels("error").inc()
+        metrics.RECONCILE_ERRORS.labels(namespace, name, type(err).__name__).inc()
+        log.exception("reconcile of %s/%s failed", namespace, name)
+        _Shell.failures[key] = _Shell.failures.get(key, 0) + 1
+        note_transient_failure(_Shell.kube, namespace, name, err, _Shell.failures[key])
+        _Shell.queue.add_after(key, RETRY_SECONDS)
+        return
+    metrics.RECONCILES.labels("full").inc()
+    _Shell.failures.pop(key, None)
+
+
+def _work() -> None:
+    queue = _Shell.queue
+    while (key := queue.get()) is not None:
         try:
-            reconcile(_Shell.kube, namespace, name)
-        except Exception as err:
-            metrics.RECONCILE_ERRORS.labels(namespace, name, type(err).__name__).inc()
-            log.exception("reconcile of %s/%s failed", namespace, name)
-            _Shell.failures[(namespace, name)] += 1
-            note_transient_failure(_Shell.kube, namespace, name, err, _Shell.failures[(namespace, name)])
-            raise kopf.TemporaryError(f"reconcile failed: {err}", delay=5) from err
-        _Shell.failures.pop((namespace, name), None)
+            _reconcile(*key)
+        finally:
+            queue.done(key)
+            metrics.QUEUE_DEPTH.set(len(queue))
+
+
+def _child_changed(namespace: str, run: str) -> None:
+    _Shell.queue.add((namespace, run))
 
 
 class ForeverBackoffs:
@@ -73,67 +105,121 @@ class ForeverBackoffs:
         yield from itertools.repeat(30.0)
 
 
+def _namespaces() -> list[str] | None:
+    return [n for n in os.environ.get("REASONING_NAMESPACES", "").split(",") if n] or None
+
+
 @kopf.on.startup()
-def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # our own Events, one per stage transition
     settings.scanning.disabled = True  # no CRD/namespace scans: least-privilege RBAC, and no start-up delay
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
     settings.networking.request_timeout = 60
     settings.networking.error_backoffs = ForeverBackoffs()  # wait out apiserver outages, never exit on them
-    settings.execution.max_workers = int(os.environ.get("REASONING_WORKERS", "8"))
-    _Shell.kube = Kube(load_config(os.environ.get("KUBECONFIG")))
+    kubeconfig = os.environ.get("KUBECONFIG")
+    # Reconciles and watches get their own connection pools: a long watch never holds a reconcile's slot.
+    _Shell.cache = ChildCache(load_config(kubeconfig, pool_size=4), _namespaces(), _child_changed)
+    _Shell.kube = Kube(load_config(kubeconfig, pool_size=WORKERS + 4), _Shell.cache)
+    _Shell.cache.start()
     port = int(os.environ.get("REASONING_METRICS_PORT", "0"))
     if port:
         metrics.serve(port, addr=os.environ.get("REASONING_METRICS_ADDR", "0.0.0.0"))
+    # The workers start once every cache has its first list: before, a run would look as if it had no child.
+    memo.starter = asyncio.get_running_loop().create_task(asyncio.to_thread(_start_workers))
+    memo.resync = asyncio.get_running_loop().create_task(_resync_loop())
+    health_port = int(os.environ.get("REASONING_HEALTH_PORT", "0"))
+    if health_port:
+        memo.health = await _serve_health(health_port, os.environ.get("REASONING_HEALTH_ADDR", "0.0.0.0"))
+
+
+def _start_workers() -> None:
+    if _Shell.cache is not None:
+        _Shell.cache.wait_synced()
+    for i in range(WORKERS):
+        worker = threading.Thread(target=_work, name=f"reconcile-{i}", daemon=True)
+        worker.start()
+        _Shell.workers.append(worker)
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-def run_event(namespace: str | None, name: str | None, type: str | None, **_: Any) -> None:
+async def run_event(namespace: str | None, name: str | None, type: str | None, body: kopf.Body, **_: Any) -> None:
+    if not namespace or not name:
+        return
+    key = (namespace, name)
     if type == "DELETED":
-        if namespace and name:
-            metrics.forget(namespace, name)
+        _Shell.seen.pop(key, None)
+        _Shell.memo.forget(key)
+        _Shell.failures.pop(key, None)
+        metrics.forget(namespace, name)
         return
-    _reconcile(namespace, name)
+    version = str(body.get("metadata", {}).get("resourceVersion") or "")
+    phase = str((body.get("status") or {}).get("phase") or "")
+    first = key not in _Shell.seen and not phase
+    _Shell.seen[key] = (version, phase)
+    _Shell.queue.add(key, NEW if first else EVENT)
 
 
-def _resync_all() -> None:
-    if _Shell.kube is None:
-        return
-    namespaces = [n for n in os.environ.get("REASONING_NAMESPACES", "").split(",") if n]
-    for namespace, name in _Shell.kube.list_runs(namespaces or None):
-        with contextlib.suppress(kopf.TemporaryError):  # counted and logged in _reconcile; next pass retries
-            _reconcile(namespace, name)
+def _resync_all() -> int:
+    """Queue every run that is not finished, behind the events (finished runs wait for their children's).
+    A run still waiting from the previous pass moves up to the events' priority, so that a steady stream
+    of events cannot hold any run back for more than about two passes."""
+    queued = 0
+    for key, (_, phase) in list(_Shell.seen.items()):
+        if phase not in TERMINAL:
+            waiting = _Shell.queue.waiting_at(key)
+            _Shell.queue.add(key, EVENT if waiting == RESYNC else RESYNC)
+            queued += 1
+    metrics.QUEUE_DEPTH.set(len(_Shell.queue))
+    return queued
 
 
 async def _resync_loop() -> None:
     while True:
         await asyncio.sleep(RESYNC_SECONDS)
         try:
-            await asyncio.to_thread(_resync_all)
+            _resync_all()
         except Exception:
             log.exception("resync pass failed")
 
 
-@kopf.on.startup()
-async def start_resync(memo: kopf.Memo, **_: Any) -> None:
-    memo.resync = asyncio.get_running_loop().create_task(_resync_loop())
+async def _serve_health(port: int, addr: str) -> web.AppRunner:
+    """/healthz (liveness): the event loop answers and every worker and cache thread runs; it stays 200
+    while the apiserver is away, so the kubelet does not restart an operator that only waits.
+    /readyz (readiness): the caches are synced and the apiserver answered the last time it was asked."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        workers = sum(t.is_alive() for t in _Shell.workers)
+        caches = _Shell.cache is not None and _Shell.cache.alive()
+        ok = caches and (workers == WORKERS or not _Shell.workers)
+        return web.json_response({"workers": workers, "caches": caches}, status=200 if ok else 500)
+
+    async def readyz(_: web.Request) -> web.Response:
+        cache = _Shell.cache
+        if cache is None or not cache.synced:
+            return web.json_response({"ready": False, "reason": "caches not synced"}, status=503)
+        health = cache.health
+        body: dict[str, Any] = {"ready": health.reachable, "queued": len(_Shell.queue)}
+        if not health.reachable:
+            body["reason"] = f"apiserver unreachable for {time.monotonic() - health.since:.0f} s: {health.last_error}"
+        return web.json_response(body, status=200 if health.reachable else 503)
+
+    app = web.Application()
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    await web.TCPSite(runner, addr, port).start()
+    return runner
 
 
 @kopf.on.cleanup()
-async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("resync")
-    if task is not None:
-        task.cancel()
-
-
-def _owner_event(namespace: str | None, labels: Mapping[str, str], **_: Any) -> None:
-    _reconcile(namespace, labels.get(RUN_LABEL))
-
-
-for _group, _version, _plural in (
-    ("batch", "v1", "jobs"),
-    ("apps", "v1", "deployments"),
-    ("", "v1", "pods"),
-):
-    kopf.on.event(_group, _version, _plural, labels=CHILD_FILTER, id=f"child-{_plural}")(_owner_event)
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for name in ("resync", "starter"):
+        task = memo.get(name)
+        if task is not None:
+            task.cancel()
+    if memo.get("health") is not None:
+        await memo.health.cleanup()
+    _Shell.queue.close()
+    if _Shell.cache is not None:
+        _Shell.cache.stop()

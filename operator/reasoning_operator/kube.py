@@ -1,6 +1,6 @@
-"""The only module that talks to the apiserver: list a run's children, apply the plan, patch status,
-post events. One field manager, server-side apply for what we own, create-if-absent for immutable
-children (Jobs, PVCs)."""
+"""The only module that writes to the apiserver: read a run and its children (from the watch-fed caches of
+cache.py when given, else by listing), apply the plan, patch status, post events. One field manager,
+server-side apply for what we own, create-if-absent for immutable children (Jobs, PVCs)."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from urllib3.exceptions import HTTPError
 
 from reasoning_operator.api import GROUP, KIND, PLURAL, VERSION
 
+from .cache import ChildCache
 from .core.decide import CREATE, Event, Plan
 from .core.rejection import ApiFailure, ChildRejection, parse_failure, stage_of
 from .core.run import RUN_LABEL, Run
@@ -74,17 +75,32 @@ def with_retries(what: str, call: Callable[[], Any], delays: tuple[float, ...] =
     raise AssertionError("unreachable")
 
 
-def load_config(kubeconfig: str | None = None) -> client.ApiClient:
-    """In-cluster config inside a pod, else the given or default kubeconfig."""
-    if kubeconfig is None:
-        try:
-            config.load_incluster_config()  # type: ignore[no-untyped-call]
-            return client.ApiClient()
-        except config.ConfigException:
-            pass
+def load_config(kubeconfig: str | None = None, pool_size: int = 16) -> client.ApiClient:
+    """In-cluster config inside a pod, else the given or default kubeconfig. `pool_size` connections, so
+    that concurrent reconciles do not queue for one (the client's default is 5 per core)."""
     configuration = client.Configuration()
-    config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    try:
+        if kubeconfig is not None:
+            raise config.ConfigException("a kubeconfig was given")
+        config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
+    except config.ConfigException:
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)  # type: ignore[no-untyped-call]
+    configuration.connection_pool_maxsize = pool_size
     return client.ApiClient(configuration)
+
+
+def contains(desired: Any, actual: Any) -> bool:
+    """Whether every field of `desired` has that value in `actual` (which may hold more: the apiserver's
+    defaults): an applied object that still contains what we apply needs no new apply."""
+    if isinstance(desired, dict):
+        return isinstance(actual, dict) and all(k in actual and contains(v, actual[k]) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(actual, list) and len(desired) == len(actual) and all(map(contains, desired, actual))
+    return bool(desired == actual)
+
+
+def _owned_by(obj: dict[str, Any], uids: set[str]) -> bool:
+    return any(ref.get("uid") in uids for ref in (obj.get("metadata") or {}).get("ownerReferences") or [])
 
 
 @dataclass
@@ -99,8 +115,12 @@ class Children:
 
 
 class Kube:
-    def __init__(self, api: client.ApiClient) -> None:
+    """`cache`: watch-fed children (children() then reads memory, and a write that would change nothing is
+    skipped); without one, every read goes to the apiserver."""
+
+    def __init__(self, api: client.ApiClient, cache: ChildCache | None = None) -> None:
         self.api = api
+        self.cache = cache
         self.dynamic = DynamicClient(api)  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -144,6 +164,8 @@ class Kube:
         return [item.to_dict() for item in result.items]
 
     def children(self, run: Run) -> Children:
+        if self.cache is not None:
+            return self._cached_children(run)
         ns, name = run.ref.namespace, run.ref.name
         serving = f"{name}-serving"
         jobs = self._list("Job", ns, name)
@@ -157,14 +179,39 @@ class Kube:
             job_events=self._failed_creates(ns, jobs),
         )
 
+    def _cached_children(self, run: Run) -> Children:
+        """Only this run's own children (same owner uid): a deleted namesake's Jobs, which the garbage
+        collector has not removed yet, must not count as this run's."""
+        cache, ns, name = cast(ChildCache, self.cache), run.ref.namespace, run.ref.name
+        mine = {run.ref.uid}
+        jobs = [j for j in cache.of_run("Job", ns, name) if _owned_by(j, mine)]
+        job_uids = {j["metadata"].get("uid") for j in jobs} - {None}
+        # Stage pods belong to this run's Jobs; serving pods to a ReplicaSet of its Deployment (by label).
+        pods = [p for p in cache.of_run("Pod", ns, name) if _owned_by(p, job_uids) or _is_serving(p)]
+        serving = f"{name}-serving"
+        deployment = cache.get("Deployment", ns, serving)
+        if deployment is not None and not _owned_by(deployment, mine):
+            deployment = None
+        service = cache.get("Service", ns, serving)
+        config_map = cache.get("ConfigMap", ns, run.config_map_name)
+        claim = None if run.spec.storage.existing_claim else cache.get("PersistentVolumeClaim", ns, run.claim_name)
+        return Children(
+            claim=claim,
+            config_map=config_map if config_map is not None and _owned_by(config_map, mine) else None,
+            jobs=jobs,
+            pods=pods,
+            deployment=deployment,
+            service=service if service is not None and _owned_by(service, mine) else None,
+            job_events=self._failed_creates(ns, jobs),
+        )
+
     def _failed_creates(self, namespace: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """FailedCreate events of Jobs that have no active pod: how a pod refused by the apiserver (Pod
         Security, quota, an invalid image) shows; the Job's own status says nothing about it."""
         events: list[dict[str, Any]] = []
         for job in jobs:
-            status = job.get("status") or {}
-            if status.get("active") or status.get("succeeded") or status.get("conditions"):
-                continue
+            if not awaits_pod(job) or _age_seconds(job) < FAILED_CREATE_AFTER:
+                continue  # a Job just created has not failed to create a pod yet: the next pass looks
             selector = f"involvedObject.kind=Job,involvedObject.name={job['metadata']['name']},reason=FailedCreate"
             try:
                 found = self._resource("Event").get(namespace=namespace, field_selector=selector)
@@ -186,21 +233,35 @@ class Kube:
     # -- writes ------------------------------------------------------------------------------------
     def create_if_absent(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
-        if self._get(obj["kind"], meta["namespace"], meta["name"]) is not None:
+        if self.cache is not None:
+            # The cache may lag our own last create: then the apiserver says 409, and nothing is duplicated.
+            if self.cache.get(obj["kind"], meta["namespace"], meta["name"]) is not None:
+                return False
+        elif self._get(obj["kind"], meta["namespace"], meta["name"]) is not None:
             return False
         try:
-            self._resource(obj["kind"]).create(body=obj, namespace=meta["namespace"])
+            created = self._resource(obj["kind"]).create(body=obj, namespace=meta["namespace"])
         except ApiException as err:
             if err.status == 409:  # a concurrent reconcile won the race: same deterministic name, no duplicate
                 return False
             raise
+        if self.cache is not None:
+            self.cache.put(obj["kind"], created.to_dict())
         return True
 
-    def apply(self, obj: dict[str, Any]) -> None:
+    def apply(self, obj: dict[str, Any]) -> bool:
+        """Server-side apply, unless the cached object already holds every applied field (then no write)."""
         meta = obj["metadata"]
-        self._resource(obj["kind"]).server_side_apply(
+        if self.cache is not None:
+            cached = self.cache.get(obj["kind"], meta["namespace"], meta["name"])
+            if cached is not None and contains({k: v for k, v in obj.items() if k != "kind"}, cached):
+                return False
+        applied = self._resource(obj["kind"]).server_side_apply(
             body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER, force_conflicts=True
         )
+        if self.cache is not None:
+            self.cache.put(obj["kind"], applied.to_dict())
+        return True
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFoundError):
@@ -237,21 +298,23 @@ class Kube:
         except ApiException as err:  # events are best effort; never fail a reconcile on them
             log.warning("could not post event %s for %s: %s", event.reason, run.ref.name, err)
 
-    def execute_children(self, plan: Plan) -> ChildRejection | None:
+    def execute_children(self, plan: Plan) -> tuple[ChildRejection | None, bool]:
         """Create/apply the plan's children in its (dependency) order and stop at the first one the apiserver
-        refuses: what depends on it is not created. Transient failures are retried, then raise."""
+        refuses: what depends on it is not created. Transient failures are retried, then raise. Returns the
+        refusal, if any, and whether anything was written."""
+        wrote = False
         for op, obj in plan.ops:
             what = f"{op} {obj['kind']} {obj['metadata']['name']}"
             try:
                 call = functools.partial(self.create_if_absent if op == CREATE else self.apply, obj)
-                with_retries(what, call)
+                wrote = bool(with_retries(what, call)) or wrote
             except ApiException as err:
                 failure = failure_of(err)
                 if not failure.refused:
                     raise
                 log.warning("%s refused: %s", what, failure.describe())
-                return ChildRejection(obj["kind"], obj["metadata"]["name"], stage_of(obj), failure)
-        return None
+                return ChildRejection(obj["kind"], obj["metadata"]["name"], stage_of(obj), failure), True
+        return None, wrote
 
     def execute(self, run: Run, plan: Plan, old_status: dict[str, Any]) -> bool:
         """Apply a plan (children, deletions, then status and events); returns whether status changed.
@@ -265,6 +328,28 @@ class Kube:
             for event in plan.events:
                 self.post_event(run, event)
         return changed
+
+
+#: How old a podless Job must be before its FailedCreate events are worth a request.
+FAILED_CREATE_AFTER = 3.0
+
+
+def _age_seconds(obj: dict[str, Any]) -> float:
+    created = (obj.get("metadata") or {}).get("creationTimestamp")
+    try:
+        return (datetime.now(UTC) - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds()
+    except ValueError:
+        return float("inf")
+
+
+def awaits_pod(job: dict[str, Any]) -> bool:
+    """A Job with no pod and no outcome yet: only its FailedCreate events (not cached) can say why."""
+    status = job.get("status") or {}
+    return not (status.get("active") or status.get("succeeded") or status.get("conditions"))
+
+
+def _is_serving(pod: dict[str, Any]) -> bool:
+    return bool(((pod.get("metadata") or {}).get("labels") or {}).get("reasoning-operator.dev/stage") == "serving")
 
 
 def _strip(value: Any) -> Any:

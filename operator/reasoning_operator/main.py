@@ -14,7 +14,9 @@ def main(
     all_namespaces: bool = typer.Option(False, "--all-namespaces", "-A", help="Watch every namespace."),
     kubeconfig: str | None = typer.Option(None, "--kubeconfig", envvar="KUBECONFIG", help="Kubeconfig file."),
     metrics_port: int = typer.Option(8080, help="Prometheus metrics port (0 disables)."),
-    health_port: int = typer.Option(8081, help="Liveness endpoint port for the kubelet probe."),
+    health_port: int = typer.Option(
+        8081, help="Port of /healthz (liveness) and /readyz (readiness: not ready while the apiserver is away)."
+    ),
     resync_seconds: float = typer.Option(10.0, help="Full reconcile of every run at least this often."),
     log_format: str = typer.Option("plain", help="plain or json."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
@@ -26,6 +28,7 @@ def main(
         os.environ["KUBECONFIG"] = kubeconfig
     os.environ["REASONING_METRICS_PORT"] = str(metrics_port)
     os.environ["REASONING_RESYNC_SECONDS"] = str(resync_seconds)
+    os.environ["REASONING_HEALTH_PORT"] = str(health_port)
     os.environ["REASONING_NAMESPACES"] = "" if all_namespaces else ",".join(namespace)
     from .logs import configure_logging
 
@@ -35,13 +38,11 @@ def main(
 
     from . import handlers  # noqa: F401 - registers the handlers
 
-    liveness = f"http://0.0.0.0:{health_port}/healthz" if health_port else None
     asyncio.run(
         kopf.operator(
             clusterwide=all_namespaces,
             namespaces=[] if all_namespaces else namespace,
             standalone=True,
-            liveness_endpoint=liveness,
         )
     )
     logging.getLogger(__name__).info("operator stopped")

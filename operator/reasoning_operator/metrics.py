@@ -41,6 +41,13 @@ CURATED_SAMPLES = Gauge(
 RECONCILE_ERRORS = Counter(
     "reasoning_reconcile_errors", "Reconciles that raised.", ["namespace", "run", "error"], registry=REGISTRY
 )
+RECONCILES = Counter(
+    "reasoning_reconciles",
+    "Checks of a run: full (fetch, decide, apply), unchanged (same inputs as the last quiet one), error.",
+    ["result"],
+    registry=REGISTRY,
+)
+QUEUE_DEPTH = Gauge("reasoning_queue_depth", "Runs waiting for a worker.", registry=REGISTRY)
 RECONCILE_SECONDS = Histogram("reasoning_reconcile_duration_seconds", "Time spent in one reconcile.", registry=REGISTRY)
 
 

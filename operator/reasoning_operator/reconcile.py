@@ -1,8 +1,15 @@
-"""One reconcile of one run: fetch, call the pure core, apply. Used by the kopf handlers and the tests."""
+"""One reconcile of one run: fetch, call the pure core, apply. Used by the kopf handlers and the tests.
+
+`Memo` remembers, per run, the inputs of the last reconcile that changed nothing: the run's and its cached
+children's resourceVersions, and until when time alone changes nothing. decide() is pure, so a check with
+the same inputs gives the same (empty) plan, and the periodic pass skips it: an idle operator costs nothing
+per waiting run. Anything read outside the caches (a training log, FailedCreate events) is never memoised."""
 
 from __future__ import annotations
 
 import logging
+import threading
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,15 +23,55 @@ from .core.invalid import invalid_spec_status
 from .core.observe import observe
 from .core.rejection import CHILD_REJECTED, rejected_status, transient_status
 from .core.run import Run
-from .kube import Kube, TransientApiError, failure_of
+from .kube import Kube, TransientApiError, awaits_pod, failure_of
 
 log = logging.getLogger(__name__)
 
 
-def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None) -> Plan | None:
+@dataclass(frozen=True)
+class Inputs:
+    run_version: str
+    children: tuple[tuple[str, str, str], ...]
+    until: datetime | None  # None: no deadline ahead
+
+
+class Memo:
+    """Inputs of each run's last reconcile that changed nothing (a cache of a pure function's answer)."""
+
+    def __init__(self) -> None:
+        self._inputs: dict[tuple[str, str], Inputs] = {}
+        self._lock = threading.Lock()
+
+    def unchanged(self, key: tuple[str, str], run_version: str | None, children: Any, now: datetime) -> bool:
+        with self._lock:
+            last = self._inputs.get(key)
+        return (
+            last is not None
+            and run_version == last.run_version
+            and children == last.children
+            and (last.until is None or now < last.until)
+        )
+
+    def record(self, key: tuple[str, str], inputs: Inputs | None) -> None:
+        with self._lock:
+            if inputs is None:
+                self._inputs.pop(key, None)
+            else:
+                self._inputs[key] = inputs
+
+    def forget(self, key: tuple[str, str]) -> None:
+        self.record(key, None)
+
+
+def reconcile(
+    kube: Kube, namespace: str, name: str, now: datetime | None = None, memo: Memo | None = None
+) -> Plan | None:
+    children_before = kube.cache.fingerprint(namespace, name) if kube.cache is not None else None
     obj = kube.get_run(namespace, name)
     if obj is None or obj["metadata"].get("deletionTimestamp"):
         metrics.forget(namespace, name)
+        if memo is not None:
+            memo.forget((namespace, name))
         return None
     moment = now or datetime.now(UTC)
     old_status: dict[str, Any] = obj.get("status") or {}
@@ -46,6 +93,7 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
         running = [p for p in training_pods if (p.get("status") or {}).get("phase") == "Running"]
         if running:
             log_tail = kube.log_tail(namespace, running[-1]["metadata"]["name"])
+        uncached = bool(running or any(map(awaits_pod, children.jobs)) or kube.cache is None)
         observed = observe(
             claim=children.claim,
             config_map=children.config_map,
@@ -57,15 +105,20 @@ def reconcile(kube: Kube, namespace: str, name: str, now: datetime | None = None
             job_events=children.job_events,
         )
         plan = decide(run, observed, moment)
-        rejection = kube.execute_children(plan)
+        rejection, wrote = kube.execute_children(plan)
         if rejection is not None:
             # Refused again on every retry: fail once, name the child, stop asking (a failed run plans nothing).
             plan.status = rejected_status(plan.status, rejection, moment, run.ref.generation)
             plan.events = [Event("Warning", CHILD_REJECTED, rejection.message())]
             plan.ops, plan.delete = [], []
-        if kube.execute(run, plan, old_status):
+        changed = kube.execute(run, plan, old_status)
+        if changed:
             log.info("%s/%s: phase %s (%s)", namespace, name, plan.status.phase, plan.status.progress)
     metrics.observe_status(namespace, name, plan.status)
+    if memo is not None:
+        still = not (changed or wrote or plan.delete or uncached or rejection is not None)
+        version = str(obj["metadata"].get("resourceVersion"))
+        memo.record((namespace, name), Inputs(version, children_before or (), plan.recheck_at) if still else None)
     return plan
 
 

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ class Operator:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
         self.metrics_port = free_port()
+        self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -49,7 +52,7 @@ class Operator:
                 "--metrics-port",
                 str(self.metrics_port),
                 "--health-port",
-                "0",
+                str(self.health_port),
                 "--resync-seconds",
                 "2",
             ],
@@ -70,6 +73,16 @@ class Operator:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 self.kill()
+
+    def probe(self, path: str) -> int:
+        """HTTP status of the operator's /healthz or /readyz (0 when it does not answer)."""
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}{path}", timeout=5) as response:
+                return int(response.status)
+        except urllib.error.HTTPError as err:
+            return int(err.code)
+        except OSError:
+            return 0
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

@@ -158,3 +158,23 @@ def test_the_serving_config_leaves_out_the_operators_ready_timeout(make_run: Any
     serving = yaml.safe_load(data["serving.yaml"])["serving"]
     assert "readyTimeoutSeconds" not in serving and serving["backend"] == "pytriton" and serving["gpus"] == 0
     assert ServingStageConfig.model_validate(yaml.safe_load(data["serving.yaml"])).serving.ready_timeout_seconds == 1800
+
+
+def test_the_config_map_text_is_what_yaml_safe_dump_writes_and_the_jobs_read_back(make_run: Any) -> None:
+    """The builder renders with libyaml's emitter (and memoises): the text must stay PyYAML's own, byte for
+    byte, and a second build must not hand out shared, mutable data."""
+    from reasoning_operator.api import stage_configs
+
+    run = Run.from_object(make_run(spec={"training": {"maxSteps": 700}}))
+    first = builders.build_config_map(run, "http://server:8000")
+    configs = stage_configs(run.spec, run.run_dir, "http://server:8000")
+    for stage in Stage:
+        expected = yaml.safe_dump(getattr(configs, stage.value).to_wire(), sort_keys=False)
+        assert first["data"][f"{stage.value}.yaml"] == expected
+    first["data"].clear()
+    assert builders.build_config_map(run, "http://server:8000")["data"]
+    other = Run.from_object(make_run(spec={"training": {"maxSteps": 800}}))
+    assert (
+        builders.build_config_map(other, "http://server:8000")["data"]
+        != builders.build_config_map(run, "http://server:8000")["data"]
+    )

@@ -92,7 +92,7 @@ The same rules go into the ClusterRole (all namespaces) or into one Role per wat
 - apiGroups: [reasoning-operator.dev]
   resources: [reasoningruns/finalizers]
   verbs: [update]
-# Stage Jobs: watched, listed by run label, created once (the garbage collector deletes them with the run).
+# Stage Jobs: watched (cached, by the operator's label), created once (the garbage collector deletes them with the run).
 - apiGroups: [batch]
   resources: [jobs]
   verbs: [get, list, watch, create]
@@ -100,18 +100,19 @@ The same rules go into the ClusterRole (all namespaces) or into one Role per wat
 - apiGroups: [apps]
   resources: [deployments]
   verbs: [get, list, watch, create, patch, delete]
-# The Triton Service: read by name, server-side applied, deleted after evaluation.
+# The Triton Service: watched (cached, by the operator's label), server-side applied, deleted after evaluation.
 - apiGroups: [""]
   resources: [services]
-  verbs: [get, create, patch, delete]
-# The stage configs: read by name, server-side applied.
+  verbs: [get, list, watch, create, patch, delete]
+# The stage configs: watched (cached, by the operator's label), server-side applied.
 - apiGroups: [""]
   resources: [configmaps]
-  verbs: [get, create, patch]
-# The run's volume: read by name, created once (kept or collected by its ownerReference).
+  verbs: [get, list, watch, create, patch]
+# The run's volume: watched (cached, by the operator's label), created once (kept or collected by its
+# ownerReference).
 - apiGroups: [""]
   resources: [persistentvolumeclaims]
-  verbs: [get, create]
+  verbs: [get, list, watch, create]
 # Stage pods: watched (scheduling, termination messages) and their log tails read for training progress.
 - apiGroups: [""]
   resources: [pods]

@@ -19,6 +19,9 @@ class StageFailedError(RuntimeError):
     def __init__(self, stage: str, message: str) -> None:
         super().__init__(message)
         self.stage = stage
+        #: What the stage's status must still say after its one-line failure message (e.g. where --force
+        #: moved the earlier artifacts): the message's first line alone is what status shows.
+        self.note = ""
 
 
 def _command(stage_command: str, config: Path, extra: list[str]) -> list[str]:

@@ -157,18 +157,22 @@ class LocalRun:
             f"reasoning {COMMAND[stage]} --config configs/{stage.value}.yaml{aside}",
         )
         started = time.monotonic()
-        message = run_stage(
-            stage.value,
-            COMMAND[stage],
-            self._write_config(stage, config),
-            self.root / "logs" / f"{stage.value}.log",
-            self.root / "stages" / f"{stage.value}.termination",
-            echo=self.echo,
-        )
         try:
-            result = model.model_validate(json.loads(message))
-        except (json.JSONDecodeError, ValidationError) as err:
-            raise StageFailedError(stage.value, f"{stage.value} reported an invalid result: {err}") from err
+            message = run_stage(
+                stage.value,
+                COMMAND[stage],
+                self._write_config(stage, config),
+                self.root / "logs" / f"{stage.value}.log",
+                self.root / "stages" / f"{stage.value}.termination",
+                echo=self.echo,
+            )
+            try:
+                result = model.model_validate(json.loads(message))
+            except (json.JSONDecodeError, ValidationError) as err:
+                raise StageFailedError(stage.value, f"{stage.value} reported an invalid result: {err}") from err
+        except StageFailedError as err:  # a failed stage's status still says where the earlier artifacts went
+            err.note = aside
+            raise
         if moved is not None and getattr(result, "stale_artifacts", None) is None:
             result = result.model_copy(update={"stale_artifacts": str(moved)})
         record = self.status.stages.get(stage)
@@ -247,7 +251,8 @@ class LocalRun:
             self.status.headline_accuracy = evaluation.headline()
             self._finish(Phase.SUCCEEDED, "all stages finished")
         except StageFailedError as err:
-            self._mark(Stage(err.stage), StagePhase.FAILED, "Failed", str(err).splitlines()[0])
+            first_line = (str(err).splitlines() or [""])[0]
+            self._mark(Stage(err.stage), StagePhase.FAILED, "Failed", first_line + err.note)
             self._finish(Phase.FAILED, str(err))
         except KeyboardInterrupt:
             self._mark(stage, StagePhase.FAILED, "Interrupted", "interrupted by the user")

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -78,6 +78,9 @@ class Plan:
     delete: list[tuple[str, str]] = field(default_factory=list)
     status: ReasoningRunStatus = field(default_factory=ReasoningRunStatus)
     events: list[Event] = field(default_factory=list)
+    #: When the answer would change with time alone (the progress deadline of a waiting stage), if ever:
+    #: until then, the same run and children give the same plan.
+    recheck_at: datetime | None = None
 
     @property
     def create(self) -> list[dict[str, Any]]:
@@ -277,7 +280,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
             status.progress = _progress(current, status, current_outcome)
 
     _final_conditions(status, stamp, generation, failed_reason)
-    _stalled(run, status, current_outcome if not terminal else None, now, stamp, generation)
+    plan.recheck_at = _stalled(run, status, current_outcome if not terminal else None, now, stamp, generation)
     _serving_after_evaluation(run, status, observed, plan, stamp, generation)
     status.headline_accuracy = status.evaluation.headline() if status.evaluation else None
     plan.status = status
@@ -333,10 +336,11 @@ def _record(
 
 def _stalled(
     run: Run, status: ReasoningRunStatus, outcome: StageOutcome | None, now: datetime, stamp: str, generation: int
-) -> None:
+) -> datetime | None:
     """Stalled=True once the current stage has waited longer than spec.progressDeadlineSeconds, with the
     stage's own reason (Unschedulable, NotReady, ImagePullBackOff, …); False again once it moves. Only
-    written once it has been True, so a run that never stalls carries no such condition."""
+    written once it has been True, so a run that never stalls carries no such condition. Returns when the
+    deadline of a stage still waiting runs out (the plan changes then without any event)."""
     deadline = run.spec.progress_deadline_seconds
     since = outcome.waiting_since if outcome is not None and status.phase not in TERMINAL else None
     waited = seconds_between(since, timestamp(now)) if since else None
@@ -350,7 +354,9 @@ def _stalled(
         status.conditions = set_condition(
             status.conditions, ConditionType.STALLED, True, outcome.reason, message[:2000], stamp, generation
         )
-    elif existing is not None and existing.status == "True" and existing.reason != TRANSIENT:
+        return None
+    recheck = now + timedelta(seconds=deadline - waited) if waited is not None else None
+    if existing is not None and existing.status == "True" and existing.reason != TRANSIENT:
         status.conditions = set_condition(
             status.conditions,
             ConditionType.STALLED,
@@ -371,6 +377,7 @@ def _stalled(
             stamp,
             generation,
         )
+    return recheck
 
 
 def _final_conditions(status: ReasoningRunStatus, stamp: str, generation: int, failed_reason: str | None) -> None:

@@ -97,8 +97,9 @@ def test_rerun_reuses_every_stage(quickstart: Path) -> None:
 
 
 @pytest.mark.xfail(
-    reason="known bug (issue 24): after --force, a training stage that then fails does not say in its status that "
-    "the earlier artifacts were moved aside; the move itself happens (train.stale-* exists)",
+    reason="issue 24: the fix (the --force note kept apart from the multi-line failure text, whose first line alone "
+    "the status shows) is not verified yet: the quickstart fixture timed out at 900 s on a loaded machine; "
+    "drop this mark once the test XPASSes",
     strict=False,
 )
 def test_force_starts_training_fresh_and_keeps_the_previous_run(quickstart: Path) -> None:

@@ -1,0 +1,324 @@
+"""Watch-fed caches of the runs' children (informers): one list+watch per kind, filtered on the server by
+the operator's managed-by label, so a reconcile reads its children from memory instead of listing them.
+
+A view of the cluster, never state: rebuilt from a list on start and after any watch error, and an object
+is cached only as the apiserver last reported it. Each change calls `on_change(namespace, run)` so that only
+the run it concerns is reconciled. Objects are kept trimmed (no managedFields; no spec for Jobs and Pods,
+whose status is all the operator reads) to keep memory flat at a thousand runs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from kubernetes import client
+from urllib3.exceptions import HTTPError
+
+from .core.run import MANAGED_BY, RUN_LABEL
+
+log = logging.getLogger(__name__)
+SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{RUN_LABEL}"
+#: Server-side watch timeout: the watch is reopened from the last version after it (cheap, no relist).
+WATCH_SECONDS = 240
+ERROR_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
+
+Key = tuple[str, str]  # (namespace, name)
+
+
+@dataclass(frozen=True)
+class KindSpec:
+    kind: str
+    api: str  # "core", "batch" or "apps"
+    plural: str  # the typed client's method suffix
+    keep_spec: bool
+
+
+KIND_SPECS = (
+    KindSpec("Job", "batch", "job", keep_spec=False),
+    KindSpec("Pod", "core", "pod", keep_spec=False),
+    KindSpec("Deployment", "apps", "deployment", keep_spec=True),
+    KindSpec("Service", "core", "service", keep_spec=True),
+    KindSpec("ConfigMap", "core", "config_map", keep_spec=True),
+    KindSpec("PersistentVolumeClaim", "core", "persistent_volume_claim", keep_spec=False),
+)
+
+
+def trim(obj: dict[str, Any], keep_spec: bool) -> dict[str, Any]:
+    meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
+    if keep_spec:
+        return {**obj, "metadata": meta}
+    return {k: v for k, v in {"kind": obj.get("kind"), "metadata": meta, "status": obj.get("status")}.items() if v}
+
+
+class Health:
+    """Whether the apiserver answered the last time the informers asked (for /readyz and a gauge)."""
+
+    def __init__(self) -> None:
+        self.reachable = True
+        self.since = time.monotonic()
+        self.last_error: str | None = None
+
+    def ok(self) -> None:
+        if not self.reachable:
+            log.info("the apiserver answers again")
+            self.reachable, self.since = True, time.monotonic()
+
+    def failed(self, err: Exception) -> None:
+        self.last_error = f"{type(err).__name__}: {err}"[:300]
+        if self.reachable:
+            log.warning("the apiserver is unreachable: %s", self.last_error)
+            self.reachable, self.since = False, time.monotonic()
+
+
+class Informer(threading.Thread):
+    """One kind in one namespace (or all): list, then watch from the list's version; relist on any error."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        spec: KindSpec,
+        namespace: str | None,
+        on_change: Callable[[str, str], None],
+        health: Health,
+    ) -> None:
+        super().__init__(name=f"informer-{spec.kind}-{namespace or 'all'}", daemon=True)
+        group = {"core": client.CoreV1Api, "batch": client.BatchV1Api, "apps": client.AppsV1Api}[spec.api](api)
+        if namespace is None:
+            self._list: Callable[..., Any] = getattr(group, f"list_{spec.plural}_for_all_namespaces")
+            self._args: tuple[Any, ...] = ()
+        else:
+            self._list = getattr(group, f"list_namespaced_{spec.plural}")
+            self._args = (namespace,)
+        self.spec = spec
+        self.objects: dict[Key, dict[str, Any]] = {}
+        self.by_run: defaultdict[Key, set[str]] = defaultdict(set)
+        self.synced = threading.Event()
+        self.lock = threading.Lock()
+        self._on_change = on_change
+        self._health = health
+        self._stopped = threading.Event()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    # -- reads (any thread) --------------------------------------------------------------------------
+    def of_run(self, namespace: str, run: str) -> list[dict[str, Any]]:
+        with self.lock:
+            return [self.objects[(namespace, n)] for n in sorted(self.by_run.get((namespace, run), ()))]
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self.lock:
+            return self.objects.get((namespace, name))
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def run(self) -> None:
+        failures = 0
+        while not self._stopped.is_set():
+            try:
+                version = self._relist()
+                self._health.ok()
+                failures = 0
+                while not self._stopped.is_set():
+                    version = self._watch(version)
+            except _ExpiredError:
+                log.info("%s: watch expired, listing again", self.name)
+            except (client.ApiException, HTTPError, OSError, ValueError) as err:
+                self._health.failed(err)
+                delay = ERROR_DELAYS[min(failures, len(ERROR_DELAYS) - 1)]
+                failures += 1
+                log.debug("%s: %s; again in %.1f s", self.name, err, delay)
+                self._stopped.wait(delay)
+
+    def _relist(self) -> str:
+        response = self._list(*self._args, label_selector=SELECTOR, _preload_content=False, _request_timeout=60)
+        body = json.loads(response.data)
+        fresh = {
+            (item["metadata"]["namespace"], item["metadata"]["name"]): trim(
+                {"kind": self.spec.kind, **item}, self.spec.keep_spec
+            )
+            for item in body.get("items") or []
+        }
+        with self.lock:
+            old = self.objects
+            changed = {
+                k
+                for k in old.keys() | fresh.keys()
+                if (old.get(k) or {}).get("metadata", {}).get("resourceVersion")
+                != (fresh.get(k) or {}).get("metadata", {}).get("resourceVersion")
+            }
+            runs = {self._run_key(old.get(k) or fresh[k]) for k in changed}
+            self.objects = fresh
+            self.by_run = defaultdict(set)
+            for (ns, name), obj in fresh.items():
+                self.by_run[self._run_key(obj) or (ns, "")].add(name)
+        was_synced = self.synced.is_set()
+        self.synced.set()
+        if was_synced:  # a relist after an error: what changed meanwhile concerns these runs
+            for key in runs:
+                if key is not None:
+                    self._on_change(*key)
+        return str(body["metadata"]["resourceVersion"])
+
+    def _watch(self, version: str) -> str:
+        response = self._list(
+            *self._args,
+            label_selector=SELECTOR,
+            watch=True,
+            resource_version=version,
+            allow_watch_bookmarks=True,
+            timeout_seconds=WATCH_SECONDS,
+            _preload_content=False,
+            _request_timeout=(10, WATCH_SECONDS + 30),
+        )
+        try:
+            for line in _lines(response):
+                event = json.loads(line)
+                kind, obj = event.get("type"), event.get("object") or {}
+                if kind == "ERROR":
+                    if obj.get("code") == 410:
+                        raise _ExpiredError()
+                    raise ValueError(f"watch error: {obj.get('message')}")
+                version = str((obj.get("metadata") or {}).get("resourceVersion") or version)
+                if kind == "BOOKMARK":
+                    continue
+                self._apply(kind, trim({"kind": self.spec.kind, **obj}, self.spec.keep_spec))
+                if self._stopped.is_set():
+                    break
+        finally:
+            response.release_conn()
+        return version
+
+    def put(self, obj: dict[str, Any]) -> None:
+        """Our own write's answer, until the watch brings it: the next reconcile then knows the object exists
+        (no second create answered 409, no second apply). Never replaces a newer version."""
+        obj = trim({"kind": self.spec.kind, **obj}, self.spec.keep_spec)
+        meta = obj["metadata"]
+        key, run = (meta["namespace"], meta["name"]), self._run_key(obj)
+        with self.lock:
+            cached = self.objects.get(key)
+            if cached is not None and not _older(cached, obj):
+                return
+            self.objects[key] = obj
+            if run is not None:
+                self.by_run[run].add(key[1])
+
+    def _apply(self, kind: str | None, obj: dict[str, Any]) -> None:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        run = self._run_key(obj)
+        with self.lock:
+            if kind == "DELETED":
+                self.objects.pop(key, None)
+                if run is not None:
+                    self.by_run[run].discard(key[1])
+                    if not self.by_run[run]:
+                        del self.by_run[run]
+            else:
+                self.objects[key] = obj
+                if run is not None:
+                    self.by_run[run].add(key[1])
+        if run is not None:
+            self._on_change(*run)
+
+    @staticmethod
+    def _run_key(obj: dict[str, Any]) -> Key | None:
+        meta = obj.get("metadata") or {}
+        run = (meta.get("labels") or {}).get(RUN_LABEL)
+        return (meta["namespace"], run) if run else None
+
+
+def _older(cached: dict[str, Any], new: dict[str, Any]) -> bool:
+    """etcd's resourceVersions are increasing integers (opaque to clients in principle: unknown → newer)."""
+    try:
+        return int(cached["metadata"]["resourceVersion"]) < int(new["metadata"]["resourceVersion"])
+    except (KeyError, TypeError, ValueError):
+        return True
+
+
+class _ExpiredError(Exception):
+    """The watch's resourceVersion is too old (410 Gone): list again."""
+
+
+def _lines(response: Any) -> Iterator[str]:
+    buffer = b""
+    for chunk in response.stream(amt=65536, decode_content=True):
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            if line.strip():
+                yield line.decode()
+    if buffer.strip():
+        yield buffer.decode()
+
+
+def _each(namespaces: list[str] | None) -> list[str | None]:
+    return [None] if not namespaces else list(namespaces)
+
+
+class ChildCache:
+    """The informers for every child kind over the watched namespaces (None: all)."""
+
+    def __init__(
+        self, api: client.ApiClient, namespaces: list[str] | None, on_change: Callable[[str, str], None]
+    ) -> None:
+        self.health = Health()
+        self.informers: dict[str, list[Informer]] = {
+            spec.kind: [Informer(api, spec, ns, on_change, self.health) for ns in _each(namespaces)]
+            for spec in KIND_SPECS
+        }
+
+    def start(self) -> None:
+        for informers in self.informers.values():
+            for informer in informers:
+                informer.start()
+
+    def stop(self) -> None:
+        for informers in self.informers.values():
+            for informer in informers:
+                informer.stop()
+
+    def wait_synced(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for informers in self.informers.values():
+            for informer in informers:
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if not informer.synced.wait(left):
+                    return False
+        return True
+
+    @property
+    def synced(self) -> bool:
+        return all(i.synced.is_set() for informers in self.informers.values() for i in informers)
+
+    def alive(self) -> bool:
+        return all(i.is_alive() for informers in self.informers.values() for i in informers)
+
+    def _informer(self, kind: str, namespace: str) -> Informer:
+        informers = self.informers[kind]
+        if len(informers) == 1 and informers[0]._args == ():
+            return informers[0]
+        return next(i for i in informers if i._args == (namespace,))
+
+    def of_run(self, kind: str, namespace: str, run: str) -> list[dict[str, Any]]:
+        return self._informer(kind, namespace).of_run(namespace, run)
+
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        return self._informer(kind, namespace).get(namespace, name)
+
+    def put(self, kind: str, obj: dict[str, Any]) -> None:
+        if kind in self.informers:
+            self._informer(kind, obj["metadata"]["namespace"]).put(obj)
+
+    def fingerprint(self, namespace: str, run: str) -> tuple[tuple[str, str, str], ...]:
+        """(kind, name, resourceVersion) of every cached child of the run: equal means nothing changed."""
+        return tuple(
+            (kind, o["metadata"]["name"], str(o["metadata"].get("resourceVersion")))
+            for kind in self.informers
+            for o in self.of_run(kind, namespace, run)
+        )
