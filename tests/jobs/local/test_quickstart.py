@@ -96,12 +96,6 @@ def test_rerun_reuses_every_stage(quickstart: Path) -> None:
     assert reasons["ServingReady"] == "NotNeeded"
 
 
-@pytest.mark.xfail(
-    reason="issue 24: the fix (the --force note kept apart from the multi-line failure text, whose first line alone "
-    "the status shows) is not verified yet: the quickstart fixture timed out at 900 s on a loaded machine; "
-    "drop this mark once the test XPASSes",
-    strict=False,
-)
 def test_force_starts_training_fresh_and_keeps_the_previous_run(quickstart: Path) -> None:
     """Last in this module: it leaves the quickstart failed. `--force` re-runs every stage from scratch: the
     training job must start at step 0, not resume the finished run's last periodic checkpoint (issue 24)."""
