@@ -219,6 +219,21 @@ def _wait_ready(op: ChartOperator) -> None:
     wait_until(healthy, timeout=60, what="operator /healthz")
 
 
+def test_kubectl_reads_the_chart_crd_as_generated(control_plane: ControlPlane) -> None:
+    """kubectl and Helm parse YAML with go-yaml (YAML 1.1), where a bare `n:` is the boolean false: the
+    apiserver then got a property named "false" and pruned every accuracy's `n` from status. The server's dry
+    run of the chart's CRD must carry exactly the schema PyYAML reads from the same file."""
+    path = CHART / "crds" / "reasoningruns.yaml"
+    proc = subprocess.run(
+        [str(control_plane.bin_dir / "kubectl"), "--kubeconfig", str(control_plane.kubeconfig), "apply",
+         "--dry-run=server", "-o", "json", "-f", str(path)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    served = json.loads(proc.stdout)["spec"]["versions"]
+    assert served == yaml.safe_load(path.read_text())["spec"]["versions"]
+
+
 def test_cluster_wide_release_runs_a_reasoningrun_to_succeeded_with_its_own_rbac(
     control_plane: ControlPlane,
     chart_crd: str,

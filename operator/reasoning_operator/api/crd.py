@@ -10,6 +10,7 @@ validation reports them), express exclusive bounds the OpenAPI 3.0 way, and carr
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -192,8 +193,23 @@ def crd() -> dict[str, Any]:
     }
 
 
+#: Scalars that YAML 1.1 readers (go-yaml in kubectl and Helm) take for booleans but PyYAML writes bare: an
+#: unquoted property `n:` reaches the apiserver as `false:`, and the real `n` is then pruned from status.
+_GO_YAML_BOOLS = re.compile(r"^(y|Y|n|N)$")
+
+
+class _QuotingDumper(yaml.SafeDumper):
+    def represent_str(self, data: str) -> yaml.ScalarNode:
+        if _GO_YAML_BOOLS.match(data):
+            return self.represent_scalar("tag:yaml.org,2002:str", data, style="'")
+        return super().represent_str(data)
+
+
+_QuotingDumper.add_representer(str, _QuotingDumper.represent_str)
+
+
 def render() -> str:
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=120)
+    return HEADER + yaml.dump(crd(), Dumper=_QuotingDumper, sort_keys=False, width=120)
 
 
 def main(check: bool = typer.Option(False, "--check", help="Fail if the checked-in YAML is stale.")) -> None:
