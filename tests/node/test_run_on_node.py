@@ -384,11 +384,6 @@ def test_operator_metrics_are_scraped_over_the_cluster_network(cluster: Cluster)
         assert _metric(log, "reasoning_eval_accuracy", labels) == pytest.approx(acc["accuracy"]), (labels, log[:2000])
 
 
-@pytest.mark.xfail(
-    reason="issue 17: in the gate curation counts, steps, tokens and final loss (1e-3) equal the local run, but the "
-    "cluster's accuracy entries lack `n` (None vs 4): a status bug, open; drop this mark once it XPASSes",
-    strict=False,
-)
 def test_results_equal_the_local_runner(cluster: Cluster, tmp_path: Path) -> None:
     """``reasoning run`` on the same file (its annotation makes the local runner generate the same inputs the
     seeding Job wrote) gives the same curation counts, training summary and accuracies."""
