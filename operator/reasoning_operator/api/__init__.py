@@ -45,6 +45,7 @@ from .status import (
     set_condition,
     timestamp,
 )
+from .tracking import MLFLOW_CREDENTIAL_VARIABLES, MlflowSpec, TrackingSpec
 
 __all__ = [
     "ADAPTER_MODEL_NAME",
@@ -54,6 +55,7 @@ __all__ = [
     "IMAGE_REFERENCE_PATTERN",
     "IMAGE_REGISTRY",
     "KIND",
+    "MLFLOW_CREDENTIAL_VARIABLES",
     "PLURAL",
     "VERSION",
     "Accuracy",
@@ -69,6 +71,7 @@ __all__ = [
     "EvaluationStageConfig",
     "ImagesSpec",
     "LoraSpec",
+    "MlflowSpec",
     "ModelSpec",
     "Phase",
     "ReasoningRunSpec",
@@ -84,6 +87,7 @@ __all__ = [
     "StagesStatus",
     "StorageSpec",
     "TokenCounter",
+    "TrackingSpec",
     "TrainingProgress",
     "TrainingResult",
     "TrainingSpec",

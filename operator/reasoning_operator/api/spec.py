@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from .base import ApiModel, Rule, check_rules, section_config
+from .tracking import TrackingSpec
 from .validation import (
     MAX_ITEMS,
     MAX_TEXT,
@@ -373,6 +374,9 @@ class ReasoningRunSpec(ApiModel):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     images: ImagesSpec = Field(default_factory=ImagesSpec)
+    tracking: TrackingSpec | None = Field(
+        default=None, description="Experiment tracking beyond the TensorBoard files on the volume: MLflow."
+    )
     progress_deadline_seconds: int = Field(
         default=1800,
         ge=10,

@@ -10,6 +10,7 @@ from pydantic import Field
 
 from .base import ApiModel
 from .spec import CurationSpec, DatasetSpec, EvaluationSpec, ModelSpec, ReasoningRunSpec, ServingSpec, TrainingSpec
+from .tracking import TrackingSpec
 
 T = TypeVar("T", bound=ApiModel)
 
@@ -45,7 +46,8 @@ class TrainingStageConfig(ApiModel):
     model: ModelSpec
     training: TrainingSpec
     data_path: str = Field(description="The curated training.jsonl.")
-    output_dir: str = Field(description="Gets checkpoints/, adapter/, metrics.jsonl and summary.json.")
+    output_dir: str = Field(description="Gets checkpoints/, adapter/, metrics.jsonl, tensorboard/ and summary.json.")
+    tracking: TrackingSpec | None = Field(default=None, description="Not part of the inputs key.")
 
 
 class ServingStageConfig(ApiModel):
@@ -78,6 +80,7 @@ class EvaluationStageConfig(ApiModel):
     trained_dir: str | None = Field(
         default=None, description="The training output the server serves: its inputs key is part of this stage's."
     )
+    tracking: TrackingSpec | None = Field(default=None, description="Not part of the inputs key.")
 
 
 class StageConfigs(ApiModel):
@@ -99,7 +102,11 @@ def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> Stag
             dataset=spec.dataset, curation=spec.curation, tokenizer=spec.tokenizer(), output_dir=curated
         ),
         training=TrainingStageConfig(
-            model=spec.model, training=spec.training, data_path=f"{curated}/training.jsonl", output_dir=trained
+            model=spec.model,
+            training=spec.training,
+            data_path=f"{curated}/training.jsonl",
+            output_dir=trained,
+            tracking=spec.tracking,
         ),
         serving=ServingStageConfig(
             model=spec.model,
@@ -113,6 +120,7 @@ def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> Stag
             models=[ADAPTER_MODEL_NAME, BASE_MODEL_NAME] if spec.evaluation.compare_base else [ADAPTER_MODEL_NAME],
             output_dir=f"{run_dir}/eval",
             trained_dir=trained,
+            tracking=spec.tracking,
         ),
     )
 
