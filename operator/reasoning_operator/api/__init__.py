@@ -1,7 +1,8 @@
 """The ReasoningRun API: the one source of truth for the CRD, the operator and every job's config."""
 
 from .base import API_VERSION, GROUP, KIND, PLURAL, VERSION, ApiModel
-from .results import Accuracy, CurationResult, EvaluationResult, TrainingProgress, TrainingResult
+from .export import ExportSpec
+from .results import Accuracy, CurationResult, EvaluationResult, ExportResult, TrainingProgress, TrainingResult
 from .spec import (
     IMAGE_REFERENCE_PATTERN,
     IMAGE_REGISTRY,
@@ -25,6 +26,7 @@ from .stages import (
     BASE_MODEL_NAME,
     CurationStageConfig,
     EvaluationStageConfig,
+    ExportStageConfig,
     ServingStageConfig,
     StageConfigs,
     TrainingStageConfig,
@@ -69,6 +71,9 @@ __all__ = [
     "EvaluationResult",
     "EvaluationSpec",
     "EvaluationStageConfig",
+    "ExportResult",
+    "ExportSpec",
+    "ExportStageConfig",
     "ImagesSpec",
     "LoraSpec",
     "MlflowSpec",

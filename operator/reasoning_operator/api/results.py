@@ -78,6 +78,14 @@ class EvaluationResult(KeyedResult):
         return f"{best.benchmark}/{best.mode}: {best.accuracy:.3f}"
 
 
+class ExportResult(KeyedResult):
+    destination: str = Field(description="Where the export went: a path on the volume, s3://… or hf://….")
+    merged_path: str | None = Field(default=None, description="The merged Hugging Face directory, if exported.")
+    adapter_path: str | None = Field(default=None, description="The PEFT adapter, if exported.")
+    files: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)
+
+
 class TrainingProgress(ApiModel):
     """The last progress line a training job logged (read from the pod's log)."""
 

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from .base import ApiModel, Rule, check_rules, section_config
+from .export import ExportSpec
 from .tracking import TrackingSpec
 from .validation import (
     MAX_ITEMS,
@@ -376,6 +377,9 @@ class ReasoningRunSpec(ApiModel):
     images: ImagesSpec = Field(default_factory=ImagesSpec)
     tracking: TrackingSpec | None = Field(
         default=None, description="Experiment tracking beyond the TensorBoard files on the volume: MLflow."
+    )
+    export: ExportSpec | None = Field(
+        default=None, description="Export the trained model after evaluation: merged directory and/or adapter."
     )
     progress_deadline_seconds: int = Field(
         default=1800,

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from pydantic import Field
 
 from .base import ApiModel
+from .export import ExportSpec
 from .spec import CurationSpec, DatasetSpec, EvaluationSpec, ModelSpec, ReasoningRunSpec, ServingSpec, TrainingSpec
 from .tracking import TrackingSpec
 
@@ -83,6 +84,18 @@ class EvaluationStageConfig(ApiModel):
     tracking: TrackingSpec | None = Field(default=None, description="Not part of the inputs key.")
 
 
+class ExportStageConfig(ApiModel):
+    """The export job: the trained output and what the model card tells of it (recipe, data, scores)."""
+
+    model: ModelSpec
+    training: TrainingSpec = Field(description="The recipe, for the model card; its method picks what is merged.")
+    export: ExportSpec
+    trained_dir: str
+    curated_dir: str
+    evaluation_dir: str
+    output_dir: str = Field(description="export/ in the run's directory: the default destination, else a staging.")
+
+
 class StageConfigs(ApiModel):
     """Every stage's config for one run, laid out under one run directory (the PVC in a cluster)."""
 
@@ -90,6 +103,7 @@ class StageConfigs(ApiModel):
     training: TrainingStageConfig
     serving: ServingStageConfig
     evaluation: EvaluationStageConfig
+    export: ExportStageConfig | None = None
 
 
 def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> StageConfigs:
@@ -121,6 +135,17 @@ def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> Stag
             output_dir=f"{run_dir}/eval",
             trained_dir=trained,
             tracking=spec.tracking,
+        ),
+        export=None
+        if spec.export is None
+        else ExportStageConfig(
+            model=spec.model,
+            training=spec.training,
+            export=spec.export,
+            trained_dir=trained,
+            curated_dir=curated,
+            evaluation_dir=f"{run_dir}/eval",
+            output_dir=f"{run_dir}/export",
         ),
     )
 
