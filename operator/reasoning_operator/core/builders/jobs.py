@@ -1,5 +1,5 @@
-"""The three batch stages as Jobs. Jobs are created once and never updated (their pod template is
-immutable); retries happen inside the Job within its backoff limit."""
+"""The batch stages (curation, training, evaluation, export) as Jobs. Jobs are created once and never updated
+(their pod template is immutable); retries happen inside the Job within its backoff limit."""
 
 from __future__ import annotations
 
@@ -88,3 +88,24 @@ def build_evaluation_job(run: Run) -> dict[str, Any]:
         "volumes": volumes(run),
     }
     return _job(run, Stage.EVALUATION, pod, backoff_limit=2)
+
+
+def build_export_job(run: Run) -> dict[str, Any]:
+    """In the training image (it holds torch, transformers, peft and s3fs), on the CPU with training's requests:
+    merging loads the same model. The destination's credentials come from spec.export.credentialsSecret."""
+    spec = run.spec
+    export = spec.export
+    if export is None:
+        raise ValueError("build_export_job: the run has no spec.export")
+    box = container(
+        run,
+        Stage.EXPORT,
+        spec.images.training,
+        ["export", "--config", config_file(Stage.EXPORT)],
+        resources(spec.training.resources),
+        env_from_secret=export.credentials_secret,
+    )
+    if export.destination is not None and export.destination.startswith("hf://"):
+        # env wins over envFrom: the hub token for the upload is the export Secret's, not the model's.
+        box["env"] = [e for e in box["env"] if e["name"] != "HF_TOKEN"]
+    return _job(run, Stage.EXPORT, {"containers": [box], "volumes": volumes(run)}, backoff_limit=2)
