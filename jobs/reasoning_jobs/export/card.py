@@ -46,6 +46,17 @@ def _eval_lines(evaluation: dict[str, Any]) -> list[str]:
     return lines
 
 
+#: Where and how the job ran, not what made the model.
+_NOT_RECIPE = ("acceptedGpuProducts", "resources", "backoffLimit")
+
+
+def _recipe(config: ExportStageConfig) -> dict[str, Any]:
+    wire = {k: v for k, v in config.training.to_wire().items() if k not in _NOT_RECIPE}
+    if config.training.method != "lora":
+        wire.pop("lora", None)
+    return wire
+
+
 def model_card(config: ExportStageConfig, name: str, kind: str) -> str:
     """`kind`: 'merged' (standalone weights) or 'adapter' (PEFT, needs the base model)."""
     base = config.model.name
@@ -57,7 +68,7 @@ def model_card(config: ExportStageConfig, name: str, kind: str) -> str:
         else f"`{base}` fine-tuned ({config.training.method}), weights merged: load it with "
         "`AutoModelForCausalLM.from_pretrained(this_dir)`; the tokenizer carries the chat template."
     )
-    recipe = yaml.safe_dump(config.training.to_wire(), sort_keys=True).rstrip()
+    recipe = yaml.safe_dump(_recipe(config), sort_keys=True).rstrip()
     lines = [
         "---",
         yaml.safe_dump(front, sort_keys=False).rstrip(),
