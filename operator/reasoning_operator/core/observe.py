@@ -29,6 +29,12 @@ class JobObs:
     created: str | None = None
     #: The newest FailedCreate message the Job controller posted for this Job (Pod Security, quota, …).
     create_failure: str | None = None
+    #: spec.suspend of the Job (set by spec.suspend, or by Kueue until it admits the Job).
+    suspended: bool = False
+    #: Why Kueue has not admitted the Job yet: its Workload's QuotaReserved/Admitted condition message.
+    admission_message: str | None = None
+    #: When the Job controller last marked the Job resumed (its Suspended condition turned False).
+    resumed_at: str | None = None
 
 
 @dataclass(frozen=True)
@@ -88,7 +94,39 @@ def _create_failure(job: dict[str, Any], events: list[dict[str, Any]]) -> str | 
     return str(newest.get("message") or "FailedCreate")
 
 
-def job_obs(job: dict[str, Any], events: list[dict[str, Any]] | None = None) -> JobObs:
+#: The label Kueue puts on a Workload naming the uid of the Job it stands for.
+WORKLOAD_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+
+
+def admission_message(job: dict[str, Any], workloads: list[dict[str, Any]]) -> str | None:
+    """What Kueue says about admitting this Job: the message of its Workload's first condition that is not
+    True among QuotaReserved and Admitted (e.g. "couldn't assign flavors to pod set main: insufficient quota
+    for nvidia.com/gpu …"). The Workload is found by its job-uid label or its owner reference."""
+    uid = (job.get("metadata") or {}).get("uid")
+    for wl in workloads:
+        meta = wl.get("metadata") or {}
+        owners = {ref.get("uid") for ref in meta.get("ownerReferences") or []}
+        if uid is None or ((meta.get("labels") or {}).get(WORKLOAD_JOB_UID_LABEL) != uid and uid not in owners):
+            continue
+        conditions = {c.get("type"): c for c in (wl.get("status") or {}).get("conditions") or []}
+        for kind in ("QuotaReserved", "Admitted"):
+            cond = conditions.get(kind)
+            if cond is not None and cond.get("status") != "True" and cond.get("message"):
+                return str(cond["message"])
+        return None
+    return None
+
+
+def _resumed_at(job: dict[str, Any]) -> str | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Suspended" and cond.get("status") == "False":
+            return str(cond.get("lastTransitionTime") or "") or None
+    return None
+
+
+def job_obs(
+    job: dict[str, Any], events: list[dict[str, Any]] | None = None, workloads: list[dict[str, Any]] | None = None
+) -> JobObs:
     status = job.get("status") or {}
     failed = _condition(job, "Failed")
     return JobObs(
@@ -104,6 +142,9 @@ def job_obs(job: dict[str, Any], events: list[dict[str, Any]] | None = None) -> 
         completion_time=status.get("completionTime"),
         created=job["metadata"].get("creationTimestamp"),
         create_failure=_create_failure(job, events or []),
+        suspended=bool((job.get("spec") or {}).get("suspend")),
+        admission_message=admission_message(job, workloads or []),
+        resumed_at=_resumed_at(job),
     )
 
 
@@ -201,8 +242,9 @@ def observe(
     service: dict[str, Any] | None,
     training_log_tail: str | None = None,
     job_events: list[dict[str, Any]] | None = None,
+    workloads: list[dict[str, Any]] | None = None,
 ) -> Observed:
-    job_map = {stage: job_obs(j, job_events) for j in jobs if (stage := _stage_of(j)) is not None}
+    job_map = {stage: job_obs(j, job_events, workloads) for j in jobs if (stage := _stage_of(j)) is not None}
     pod_map: dict[Stage, list[PodObs]] = {}
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
         stage = _stage_of(pod)

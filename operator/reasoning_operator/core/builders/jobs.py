@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reasoning_operator.api import Stage
+from reasoning_operator.api import QUEUE_NAME_LABEL, Stage
 
 from ..run import Run
 from .config import config_file
@@ -14,11 +14,18 @@ from .pod import container, gpu_placement, pod_security, resources, volumes
 
 def _job(run: Run, stage: Stage, pod_spec: dict[str, Any], backoff_limit: int) -> dict[str, Any]:
     name = run.child_name(stage)
+    metadata = run.metadata(name, stage)
+    queued: dict[str, Any] = {}
+    if run.queue_name is not None:
+        # Kueue admits the Job against its queue's quota and unsuspends it; until then no pod exists.
+        metadata["labels"][QUEUE_NAME_LABEL] = run.queue_name
+        queued["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": run.metadata(name, stage),
+        "metadata": metadata,
         "spec": {
+            **queued,
             "backoffLimit": backoff_limit,
             "completions": 1,
             "parallelism": 1,
@@ -32,6 +39,16 @@ def _job(run: Run, stage: Stage, pod_spec: dict[str, Any], backoff_limit: int) -
                 },
             },
         },
+    }
+
+
+def job_suspension(run: Run, stage: Stage, suspend: bool) -> dict[str, Any]:
+    """The server-side apply that (un)suspends an existing stage Job: only spec.suspend, nothing immutable."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": run.child_name(stage), "namespace": run.ref.namespace},
+        "spec": {"suspend": suspend},
     }
 
 
