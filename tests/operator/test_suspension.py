@@ -247,3 +247,11 @@ def test_admission_message_finds_the_workload_by_owner_or_label() -> None:
     assert admission_message(j, [by_owner]) == "checks"
     assert admission_message(j, [workload("u1", "no quota")]) == "no quota"
     assert admission_message(j, [workload("other", "no quota")]) is None
+
+
+def test_the_child_cache_keeps_a_jobs_suspend_and_drops_the_rest_of_its_spec() -> None:
+    from reasoning_operator.cache import trim
+
+    job_obj = {"kind": "Job", "metadata": {"name": "j"}, "spec": {"suspend": True, "template": {"spec": {}}}}
+    assert trim(job_obj, keep_spec=False)["spec"] == {"suspend": True}
+    assert "spec" not in trim({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}}, keep_spec=False)
