@@ -39,6 +39,7 @@ KINDS: dict[str, str] = {
     "Job": "batch/v1",
     "Deployment": "apps/v1",
     "Event": "v1",
+    "Workload": "kueue.x-k8s.io/v1beta2",
 }
 #: Waits between attempts at one write that failed transiently (5xx, 429, 409, timeout): then the reconcile
 #: gives up, the next one (event or resync) tries again and Stalled counts the failures.
@@ -228,14 +229,18 @@ class Kube:
         return events
 
     def _workloads(self, run: Run, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The Kueue Workloads of the run's suspended Jobs, to tell why they wait (best effort: without
-        Kueue's CRD or the RBAC to read it, status says less)."""
+        """The Kueue Workloads of the run's unfinished Jobs: why they wait, and the Workload to deactivate for
+        spec.suspend (best effort: without Kueue's CRD or the RBAC to read it, status says less and a
+        suspension suspends the Job itself)."""
         if run.queue_name is None:
             return []
         found: list[dict[str, Any]] = []
         for job in jobs:
             uid = job["metadata"].get("uid")
-            if not (job.get("spec") or {}).get("suspend") or not uid:
+            conditions = (job.get("status") or {}).get("conditions") or []
+            if not uid or any(
+                c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+            ):
                 continue
             try:
                 listed = self.custom.list_namespaced_custom_object(
@@ -278,7 +283,7 @@ class Kube:
     def apply(self, obj: dict[str, Any]) -> bool:
         """Server-side apply, unless the cached object already holds every applied field (then no write)."""
         meta = obj["metadata"]
-        if self.cache is not None:
+        if self.cache is not None and obj["kind"] in self.cache.informers:
             cached = self.cache.get(obj["kind"], meta["namespace"], meta["name"])
             if cached is not None and contains({k: v for k, v in obj.items() if k != "kind"}, cached):
                 return False

@@ -255,3 +255,35 @@ def test_the_child_cache_keeps_a_jobs_suspend_and_drops_the_rest_of_its_spec() -
     job_obj = {"kind": "Job", "metadata": {"name": "j"}, "spec": {"suspend": True, "template": {"spec": {}}}}
     assert trim(job_obj, keep_spec=False)["spec"] == {"suspend": True}
     assert "spec" not in trim({"kind": "Pod", "metadata": {"name": "p"}, "spec": {"containers": []}}, keep_spec=False)
+
+
+def test_a_queued_run_is_held_through_its_workload_and_released_back_to_the_queue(make_run: Any) -> None:
+    """Kueue would unsuspend an admitted Job the operator merely suspended: with the Workload known, the
+    operator deactivates it instead (Kueue then evicts), and reactivates only a Workload it deactivated."""
+    obj = make_run(spec={"queueName": "gpu"})
+    running = {**job("demo-curation", "curation"), "spec": {"suspend": False}}
+    running["metadata"]["uid"] = "job-uid-1"
+    wl = {
+        "metadata": {"name": "job-demo-curation-1", "labels": {"kueue.x-k8s.io/job-uid": "job-uid-1"}},
+        "spec": {"active": True},
+    }
+    plan, obj = step(suspended(obj), jobs=[running], workloads=[wl])
+    (op,) = [o for o in plan.apply if o["kind"] in ("Job", "Workload")]
+    assert op["kind"] == "Workload" and op["metadata"]["name"] == "job-demo-curation-1"
+    assert op["spec"] == {"active": False}
+    assert op["metadata"]["annotations"] == {"reasoning-operator.dev/held-by-suspend": "true"}
+    held = {
+        **wl,
+        "metadata": {**wl["metadata"], "annotations": op["metadata"]["annotations"]},
+        "spec": {"active": False},
+    }
+    evicted = with_spec_suspend(running, True)
+    plan, obj = step(obj, jobs=[evicted], workloads=[held])
+    assert [o for o in plan.apply if o["kind"] in ("Job", "Workload")] == []
+    plan, _ = step(suspended(obj, False), jobs=[evicted], workloads=[held])
+    (op,) = [o for o in plan.apply if o["kind"] in ("Job", "Workload")]
+    assert op["kind"] == "Workload" and op["spec"] == {"active": True}
+    # A Workload someone else deactivated stays as it is.
+    theirs = {**wl, "spec": {"active": False}}
+    plan, _ = step(suspended(obj, False), jobs=[evicted], workloads=[theirs])
+    assert [o for o in plan.apply if o["kind"] in ("Job", "Workload")] == []

@@ -35,6 +35,10 @@ class JobObs:
     admission_message: str | None = None
     #: When the Job controller last marked the Job resumed (its Suspended condition turned False).
     resumed_at: str | None = None
+    #: Its Kueue Workload, when read: name, spec.active, and whether the operator deactivated it.
+    workload: str | None = None
+    workload_active: bool = True
+    workload_held: bool = False
 
 
 @dataclass(frozen=True)
@@ -98,23 +102,47 @@ def _create_failure(job: dict[str, Any], events: list[dict[str, Any]]) -> str | 
 WORKLOAD_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
 
 
-def admission_message(job: dict[str, Any], workloads: list[dict[str, Any]]) -> str | None:
-    """What Kueue says about admitting this Job: the message of its Workload's first condition that is not
-    True among QuotaReserved and Admitted (e.g. "couldn't assign flavors to pod set main: insufficient quota
-    for nvidia.com/gpu …"). The Workload is found by its job-uid label or its owner reference."""
+#: Set by the operator on a Workload it deactivated for spec.suspend ("true"), so that it reactivates only those.
+HELD_ANNOTATION = "reasoning-operator.dev/held-by-suspend"
+
+
+def find_workload(job: dict[str, Any], workloads: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The Kueue Workload standing for this Job: by its job-uid label or its owner reference."""
     uid = (job.get("metadata") or {}).get("uid")
+    if uid is None:
+        return None
     for wl in workloads:
         meta = wl.get("metadata") or {}
         owners = {ref.get("uid") for ref in meta.get("ownerReferences") or []}
-        if uid is None or ((meta.get("labels") or {}).get(WORKLOAD_JOB_UID_LABEL) != uid and uid not in owners):
-            continue
-        conditions = {c.get("type"): c for c in (wl.get("status") or {}).get("conditions") or []}
-        for kind in ("QuotaReserved", "Admitted"):
-            cond = conditions.get(kind)
-            if cond is not None and cond.get("status") != "True" and cond.get("message"):
-                return str(cond["message"])
-        return None
+        if (meta.get("labels") or {}).get(WORKLOAD_JOB_UID_LABEL) == uid or uid in owners:
+            return wl
     return None
+
+
+def admission_message(job: dict[str, Any], workloads: list[dict[str, Any]]) -> str | None:
+    """What Kueue says about admitting this Job: the message of its Workload's first condition that is not
+    True among QuotaReserved and Admitted (e.g. "couldn't assign flavors to pod set main: insufficient quota
+    for nvidia.com/gpu …")."""
+    wl = find_workload(job, workloads)
+    if wl is None:
+        return None
+    conditions = {c.get("type"): c for c in (wl.get("status") or {}).get("conditions") or []}
+    for kind in ("QuotaReserved", "Admitted"):
+        cond = conditions.get(kind)
+        if cond is not None and cond.get("status") != "True" and cond.get("message"):
+            return str(cond["message"])
+    return None
+
+
+def _workload_facts(wl: dict[str, Any] | None) -> dict[str, Any]:
+    if wl is None:
+        return {}
+    meta = wl.get("metadata") or {}
+    return {
+        "workload": meta.get("name"),
+        "workload_active": (wl.get("spec") or {}).get("active") is not False,
+        "workload_held": (meta.get("annotations") or {}).get(HELD_ANNOTATION) == "true",
+    }
 
 
 def _resumed_at(job: dict[str, Any]) -> str | None:
@@ -145,6 +173,7 @@ def job_obs(
         suspended=bool((job.get("spec") or {}).get("suspend")),
         admission_message=admission_message(job, workloads or []),
         resumed_at=_resumed_at(job),
+        **_workload_facts(find_workload(job, workloads or [])),
     )
 
 

@@ -42,9 +42,18 @@ def _serving_ready(observed: Observed) -> bool:
 
 
 def suspension_op(run: Run, stage: Stage, job: JobObs, observed: Observed) -> dict[str, Any] | None:
-    """The apply that flips the Job's spec.suspend, or None when it already is as it should be. Evaluation
-    is resumed only once serving is ready again (it would otherwise burn its retries on a scaled-down server)."""
+    """The apply that flips the Job's spec.suspend (or, for a queued Job whose Workload is known, the
+    Workload's spec.active), or None when it already is as it should be. Evaluation is resumed only once
+    serving is ready again (it would otherwise burn its retries on a scaled-down server)."""
     if _finished(job):
+        return None
+    if run.queue_name is not None and job.workload is not None:
+        # Kueue's way: an inactive Workload is evicted (Job suspended, quota freed) and stays out of the
+        # queue; suspending an admitted Job directly, Kueue would unsuspend it.
+        if run.spec.suspend and job.workload_active:
+            return builders.workload_activation(run, job.workload, False)
+        if not run.spec.suspend and not job.workload_active and job.workload_held:
+            return builders.workload_activation(run, job.workload, True)  # back in the queue; Kueue admits
         return None
     if run.spec.suspend:
         return None if job.suspended else builders.job_suspension(run, stage, True)

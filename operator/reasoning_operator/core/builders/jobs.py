@@ -7,6 +7,7 @@ from typing import Any
 
 from reasoning_operator.api import QUEUE_NAME_LABEL, Stage
 
+from ..observe import HELD_ANNOTATION
 from ..run import Run
 from .config import config_file
 from .pod import container, gpu_placement, pod_security, resources, volumes
@@ -49,6 +50,22 @@ def job_suspension(run: Run, stage: Stage, suspend: bool) -> dict[str, Any]:
         "kind": "Job",
         "metadata": {"name": run.child_name(stage), "namespace": run.ref.namespace},
         "spec": {"suspend": suspend},
+    }
+
+
+def workload_activation(run: Run, workload: str, active: bool) -> dict[str, Any]:
+    """The server-side apply that (de)activates a Kueue Workload for spec.suspend: Kueue evicts an inactive
+    Workload (suspends its Job, frees its quota) and would unsuspend a Job merely suspended while admitted.
+    The annotation marks the Workloads the operator deactivated, the only ones it reactivates."""
+    return {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "Workload",
+        "metadata": {
+            "name": workload,
+            "namespace": run.ref.namespace,
+            "annotations": {HELD_ANNOTATION: "false" if active else "true"},
+        },
+        "spec": {"active": active},
     }
 
 
