@@ -1,13 +1,14 @@
 """The real Kueue controller (built from the Go module proxy, tests/support/kueue.py) admitting the runs'
 Jobs against a ClusterQueue with an `nvidia.com/gpu` quota of 1: two runs take the GPU one after the other,
-status says the second waits for admission and why, and a re-suspension by Kueue mid-training (the Workload
-deactivated, as a preemption evicts it) continues the same Job after re-admission.
+status says the second waits for admission and why, a re-suspension by Kueue mid-training (the Workload
+deactivated, as a preemption evicts it) continues the same Job after re-admission, and the user's
+spec.suspend on a queued run holds it against Kueue.
 
 That the trainer's new pod resumes from the latest checkpoint on the volume is the trainer's part, tested
 with a real training process in tests/jobs/train/test_train_job.py
 (test_killed_job_resumes_with_the_same_batches_and_losses); here kwok plays the pods, and the test checks
-what makes it resume there: the same Job (same uid, so the same run directory on the same claim), no
-retry of the backoff limit spent, the training progress kept."""
+what makes it resume there: the same Job (same uid, so the same run directory on the same claim) and no
+retry of the backoff limit spent."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client as k8s
-from tests.e2e.conftest import Operator, Runs
+from tests.e2e.conftest import Operator, Runs, wait_seconds
 from tests.e2e.test_run_lifecycle import CURATION, EVALUATION, EXAMPLE, TRAINING
 from tests.support.controlplane import ControlPlane
 from tests.support.fake_kubelet import finish_job_pods, wait_for_pod, wait_until
@@ -194,3 +195,37 @@ def test_two_runs_take_the_one_gpu_in_turn_and_a_re_suspension_continues(
         _finish(runs, f"{name}-evaluation", EVALUATION)
         obj = runs.wait_phase(name, "Succeeded", timeout=60)
         assert _condition(obj, "Admitted")["status"] == "True"
+
+
+def test_the_users_suspend_wins_over_kueue_and_resuming_requeues(
+    runs: Runs, operator: Operator, kueue: Kueue, queue: str
+) -> None:
+    """Kueue unsuspends an admitted Job that is merely suspended; the operator holds a queued run through its
+    Workload (spec.active false), so it stays suspended, and gives it back to the queue on resume."""
+    runs.create(_run("run-s"))
+    wait_until(lambda: _unsuspended(runs, "run-s-curation"), timeout=60, what="curation admitted")
+    wait_for_pod(runs.core, runs.namespace, "job-name=run-s-curation", phase="Running", timeout=60)
+    uid = _job(runs, "run-s-curation").metadata.uid
+    _patch_run(runs, "run-s", {"spec": {"suspend": True}})
+    wait_until(lambda: _job(runs, "run-s-curation").spec.suspend is True, timeout=60, what="curation suspended")
+    # Were only the Job suspended, Kueue would unsuspend it within a second (seen with the Workload path off).
+    for _ in range(10):
+        assert _job(runs, "run-s-curation").spec.suspend is True, kueue.log_tail()
+        wait_seconds(0.5)
+    workload = _workload(runs, uid)
+    assert workload["spec"]["active"] is False
+    assert workload["metadata"]["annotations"]["reasoning-operator.dev/held-by-suspend"] == "true"
+    obj = runs.get("run-s")
+    assert obj["status"]["phase"] == "Curating" and _condition(obj, "Suspended")["status"] == "True"
+
+    _patch_run(runs, "run-s", {"spec": {"suspend": False}})
+    wait_until(lambda: _unsuspended(runs, "run-s-curation"), timeout=60, what="curation re-admitted by Kueue")
+    assert _workload(runs, uid)["spec"]["active"] is True
+    _finish(runs, "run-s-curation", CURATION)
+    runs.wait_phase("run-s", "Training", timeout=60)
+
+
+def _patch_run(runs: Runs, name: str, patch: dict[str, Any]) -> None:
+    runs.custom.patch_namespaced_custom_object(
+        "reasoning-operator.dev", "v1alpha1", runs.namespace, "reasoningruns", name, patch
+    )
