@@ -12,6 +12,9 @@ from ..run import Run
 from .config import config_file
 from .pod import container, gpu_placement, pod_security, resources, volumes
 
+#: Room for one 8B step at the reference batch (tens of seconds) and a checkpoint of the adapter and optimizer.
+TRAINING_GRACE_SECONDS = 300
+
 
 def _job(run: Run, stage: Stage, pod_spec: dict[str, Any], backoff_limit: int) -> dict[str, Any]:
     name = run.child_name(stage)
@@ -102,6 +105,8 @@ def build_training_job(run: Run) -> dict[str, Any]:
             )
         ],
         "volumes": volumes(run, shm=True),
+        # On SIGTERM the trainer finishes the step in flight and saves it as a checkpoint before it exits.
+        "terminationGracePeriodSeconds": TRAINING_GRACE_SECONDS,
         **gpu_placement(spec.training.accepted_gpu_products),
     }
     return _job(run, Stage.TRAINING, pod, backoff_limit=spec.training.backoff_limit)
