@@ -89,6 +89,18 @@ def queue(api: k8s.ApiClient, namespace: str, kueue: Kueue) -> Iterator[str]:
     try:
         yield QUEUE
     finally:
+        # While Kueue runs, so that it drops its finalizers: the runs (their Jobs, then the Workloads go with
+        # them; the operator would recreate a Job deleted alone) and the queue.
+        custom.delete_collection_namespaced_custom_object(
+            "reasoning-operator.dev", "v1alpha1", namespace, "reasoningruns"
+        )
+        batch = k8s.BatchV1Api(api)
+        batch.delete_collection_namespaced_job(namespace, propagation_policy="Background")
+
+        def no_workloads() -> bool:
+            return not custom.list_namespaced_custom_object(*KUEUE, namespace, "workloads")["items"]
+
+        wait_until(no_workloads, timeout=60, what=f"the Workloads in {namespace} deleted")
         custom.delete_cluster_custom_object(*KUEUE, "clusterqueues", cq)
 
 
