@@ -5,6 +5,7 @@ from .results import Accuracy, CurationResult, EvaluationResult, TrainingProgres
 from .spec import (
     IMAGE_REFERENCE_PATTERN,
     IMAGE_REGISTRY,
+    QUEUE_NAME_LABEL,
     CurationSpec,
     DatasetSpec,
     EvaluationSpec,
@@ -55,6 +56,7 @@ __all__ = [
     "IMAGE_REGISTRY",
     "KIND",
     "PLURAL",
+    "QUEUE_NAME_LABEL",
     "VERSION",
     "Accuracy",
     "ApiModel",
