@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -31,11 +30,10 @@ from . import metrics
 from .cache import ChildCache
 from .kube import Kube, load_config
 from .reconcile import Memo, note_transient_failure, reconcile
+from .settings import OperatorSettings
 from .workqueue import EVENT, NEW, RESYNC, WorkQueue
 
 log = logging.getLogger(__name__)
-RESYNC_SECONDS = float(os.environ.get("REASONING_RESYNC_SECONDS", "10"))
-WORKERS = int(os.environ.get("REASONING_WORKERS", "8"))
 RETRY_SECONDS = 5.0
 TERMINAL = ("Succeeded", "Failed")
 Key = tuple[str, str]
@@ -45,6 +43,7 @@ class _Shell:
     """The API client, caches, queue and workers: plumbing, not state (everything is re-read from the
     cluster, and rebuilt from it after a restart)."""
 
+    settings: OperatorSettings | None = None
     kube: Kube | None = None
     cache: ChildCache | None = None
     queue: WorkQueue[Key] = WorkQueue()
@@ -105,8 +104,16 @@ class ForeverBackoffs:
         yield from itertools.repeat(30.0)
 
 
-def _namespaces() -> list[str] | None:
-    return [n for n in os.environ.get("REASONING_NAMESPACES", "").split(",") if n] or None
+def configure(settings: OperatorSettings) -> None:
+    """The settings `reasoning operator` built from its flags and the environment; before kopf starts."""
+    _Shell.settings = settings
+
+
+def _settings() -> OperatorSettings:
+    """Those settings; from the environment alone when kopf runs this module without `reasoning operator`."""
+    if _Shell.settings is None:
+        _Shell.settings = OperatorSettings()
+    return _Shell.settings
 
 
 @kopf.on.startup()
@@ -117,26 +124,24 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.watching.client_timeout = 150
     settings.networking.request_timeout = 60
     settings.networking.error_backoffs = ForeverBackoffs()  # wait out apiserver outages, never exit on them
-    kubeconfig = os.environ.get("KUBECONFIG")
+    config = _settings()
     # Reconciles and watches get their own connection pools: a long watch never holds a reconcile's slot.
-    _Shell.cache = ChildCache(load_config(kubeconfig, pool_size=4), _namespaces(), _child_changed)
-    _Shell.kube = Kube(load_config(kubeconfig, pool_size=WORKERS + 4), _Shell.cache)
+    _Shell.cache = ChildCache(load_config(config.kubeconfig, pool_size=4), config.watched, _child_changed)
+    _Shell.kube = Kube(load_config(config.kubeconfig, pool_size=config.workers + 4), _Shell.cache)
     _Shell.cache.start()
-    port = int(os.environ.get("REASONING_METRICS_PORT", "0"))
-    if port:
-        metrics.serve(port, addr=os.environ.get("REASONING_METRICS_ADDR", "0.0.0.0"))
+    if config.metrics_port:
+        metrics.serve(config.metrics_port, addr=config.metrics_addr)
     # The workers start once every cache has its first list: before, a run would look as if it had no child.
     memo.starter = asyncio.get_running_loop().create_task(asyncio.to_thread(_start_workers))
     memo.resync = asyncio.get_running_loop().create_task(_resync_loop())
-    health_port = int(os.environ.get("REASONING_HEALTH_PORT", "0"))
-    if health_port:
-        memo.health = await _serve_health(health_port, os.environ.get("REASONING_HEALTH_ADDR", "0.0.0.0"))
+    if config.health_port:
+        memo.health = await _serve_health(config.health_port, config.health_addr)
 
 
 def _start_workers() -> None:
     if _Shell.cache is not None:
         _Shell.cache.wait_synced()
-    for i in range(WORKERS):
+    for i in range(_settings().workers):
         worker = threading.Thread(target=_work, name=f"reconcile-{i}", daemon=True)
         worker.start()
         _Shell.workers.append(worker)
@@ -176,7 +181,7 @@ def _resync_all() -> int:
 
 async def _resync_loop() -> None:
     while True:
-        await asyncio.sleep(RESYNC_SECONDS)
+        await asyncio.sleep(_settings().resync_seconds)
         try:
             _resync_all()
         except Exception:
@@ -191,7 +196,7 @@ async def _serve_health(port: int, addr: str) -> web.AppRunner:
     async def healthz(_: web.Request) -> web.Response:
         workers = sum(t.is_alive() for t in _Shell.workers)
         caches = _Shell.cache is not None and _Shell.cache.alive()
-        ok = caches and (workers == WORKERS or not _Shell.workers)
+        ok = caches and (workers == _settings().workers or not _Shell.workers)
         return web.json_response({"workers": workers, "caches": caches}, status=200 if ok else 500)
 
     async def readyz(_: web.Request) -> web.Response:

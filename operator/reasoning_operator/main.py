@@ -24,19 +24,31 @@ def main(
     """Reconcile ReasoningRuns into curation, training, serving and evaluation."""
     if not namespace and not all_namespaces:
         raise typer.BadParameter("pass --namespace NS (repeatable) or --all-namespaces")
-    if kubeconfig:
-        os.environ["KUBECONFIG"] = kubeconfig
-    os.environ["REASONING_METRICS_PORT"] = str(metrics_port)
-    os.environ["REASONING_RESYNC_SECONDS"] = str(resync_seconds)
-    os.environ["REASONING_HEALTH_PORT"] = str(health_port)
-    os.environ["REASONING_NAMESPACES"] = "" if all_namespaces else ",".join(namespace)
+    from pydantic import ValidationError
+
+    from .settings import OperatorSettings
+
+    try:  # flags over the environment (REASONING_WORKERS and friends), checked once
+        settings = OperatorSettings(
+            kubeconfig=kubeconfig,
+            namespaces=() if all_namespaces else tuple(namespace),
+            metrics_port=metrics_port,
+            health_port=health_port,
+            resync_seconds=resync_seconds,
+        )
+    except ValidationError as err:
+        raise typer.BadParameter(str(err)) from err
+    if settings.kubeconfig:
+        os.environ["KUBECONFIG"] = settings.kubeconfig  # kopf's own login (kubernetes client) reads only this
     from .logs import configure_logging
 
     configure_logging(json_format=log_format == "json", verbose=verbose)
 
     import kopf
 
-    from . import handlers  # noqa: F401 - registers the handlers
+    from . import handlers  # registers the handlers
+
+    handlers.configure(settings)
 
     asyncio.run(
         kopf.operator(

@@ -21,6 +21,7 @@ from .batching import MicroBatch, step_micro_batches
 from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, remove_partial, save_checkpoint
 from .modeling import Levers, apply_levers, apply_lora, device_micro_batch, summed_loss
 from .options import Resolved, RunOptions, resolve_device, stop_after_step, validate_config
+from .preemption import PREEMPTED_EXIT_CODE, StopRequests
 from .progress import TENSORBOARD_DIR, ProgressReporter, StepRecord, plot_curve, truncate_metrics
 
 if TYPE_CHECKING:
@@ -273,41 +274,47 @@ def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingRe
     stop_at = stop_after_step()
     run_start = time.perf_counter()
     steps_this_run = 0
-    while state.step < training.max_steps:
-        batches = step_micro_batches(
-            samples, state.step, training.global_batch_size, training.micro_batch_size, training.max_seq_length,
-            training.packing, training.shuffle, training.seed, pad_id,
-        )  # fmt: skip
-        started = time.perf_counter()
-        lr = float(scheduler.get_last_lr()[0])
-        stats = runner.step(batches)
-        seconds = time.perf_counter() - started
-        state.step += 1
-        state.tokens_seen += stats.tokens
-        state.samples_seen += stats.samples
-        state.elapsed_seconds += seconds
-        state.last_loss = stats.loss
-        steps_this_run += 1
-        per_step = (time.perf_counter() - run_start) / steps_this_run
-        record = StepRecord(
-            step=state.step,
-            max_steps=training.max_steps,
-            loss=stats.loss,
-            learning_rate=lr,
-            tokens=stats.tokens,
-            target_tokens=stats.target_tokens,
-            samples=stats.samples,
-            step_seconds=seconds,
-            tokens_per_second=stats.tokens / max(seconds, 1e-9),
-            eta_seconds=(training.max_steps - state.step) * per_step,
-            grad_norm=stats.grad_norm,
-            elapsed_seconds=state.elapsed_seconds,
-        )
-        reporter.log(record)
-        if state.step % training.checkpoint_interval == 0 and state.step < training.max_steps:
-            save_checkpoint(output_dir, state, model, optimizer, scheduler, keep=options.keep_checkpoints)
-        if stop_at is not None and state.step >= stop_at:
-            os._exit(3)  # simulated preemption: no cleanup, no final save
+    with StopRequests() as stop:
+        while state.step < training.max_steps:
+            batches = step_micro_batches(
+                samples, state.step, training.global_batch_size, training.micro_batch_size, training.max_seq_length,
+                training.packing, training.shuffle, training.seed, pad_id,
+            )  # fmt: skip
+            started = time.perf_counter()
+            lr = float(scheduler.get_last_lr()[0])
+            stats = runner.step(batches)
+            seconds = time.perf_counter() - started
+            state.step += 1
+            state.tokens_seen += stats.tokens
+            state.samples_seen += stats.samples
+            state.elapsed_seconds += seconds
+            state.last_loss = stats.loss
+            steps_this_run += 1
+            per_step = (time.perf_counter() - run_start) / steps_this_run
+            record = StepRecord(
+                step=state.step,
+                max_steps=training.max_steps,
+                loss=stats.loss,
+                learning_rate=lr,
+                tokens=stats.tokens,
+                target_tokens=stats.target_tokens,
+                samples=stats.samples,
+                step_seconds=seconds,
+                tokens_per_second=stats.tokens / max(seconds, 1e-9),
+                eta_seconds=(training.max_steps - state.step) * per_step,
+                grad_norm=stats.grad_norm,
+                elapsed_seconds=state.elapsed_seconds,
+            )
+            reporter.log(record)
+            finished = state.step >= training.max_steps
+            if not finished and (stop.requested or state.step % training.checkpoint_interval == 0):
+                save_checkpoint(output_dir, state, model, optimizer, scheduler, keep=options.keep_checkpoints)
+            if stop_at is not None and state.step >= stop_at:
+                os._exit(3)  # simulated preemption: no cleanup, no final save
+            if stop.requested and not finished:
+                reporter.close()
+                log.warning("SIGTERM: stopped after step %d with its checkpoint saved", state.step)
+                raise SystemExit(PREEMPTED_EXIT_CODE)
     reporter.close()
 
     adapter_path = save_final(model, tokenizer, config, output_dir)

@@ -6,6 +6,7 @@ from .results import Accuracy, CurationResult, EvaluationResult, ExportResult, T
 from .spec import (
     IMAGE_REFERENCE_PATTERN,
     IMAGE_REGISTRY,
+    QUEUE_NAME_LABEL,
     CurationSpec,
     DatasetSpec,
     EvaluationSpec,
@@ -59,6 +60,7 @@ __all__ = [
     "KIND",
     "MLFLOW_CREDENTIAL_VARIABLES",
     "PLURAL",
+    "QUEUE_NAME_LABEL",
     "VERSION",
     "Accuracy",
     "ApiModel",

@@ -39,6 +39,8 @@ DEFAULT_GPU_PRODUCTS = [
     "NVIDIA-A100-SXM4-40GB",
     "NVIDIA-A100-PCIE-40GB",
 ]
+#: The label Kueue reads a Job's (and here a run's) LocalQueue from.
+QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DATASET_SOURCE_PATTERN = r"^(hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+|s3://\S+|gs://\S+|/\S*)$"
 
@@ -389,6 +391,22 @@ class ReasoningRunSpec(ApiModel):
             "How long a stage may wait without progress (no node fits its pod, a container never starts, "
             "serving never gets ready) before the Stalled condition says so, with the reason. The run keeps "
             "waiting: capacity may still come."
+        ),
+    )
+
+    suspend: bool = Field(
+        default=False,
+        description=(
+            "Stop the run where it is: the current stage Job is suspended (its pods are deleted), serving is "
+            "scaled to 0 and no new stage starts; the phase is kept and the Suspended condition says so. Set "
+            "back to false to continue (training resumes from its latest checkpoint)."
+        ),
+    )
+    queue_name: LabelValue | None = Field(
+        default=None,
+        description=(
+            f"Kueue LocalQueue for the stage Jobs: each is created with the {QUEUE_NAME_LABEL} label and "
+            f"suspended, and Kueue starts it on admission. Defaults to the run's own {QUEUE_NAME_LABEL} label."
         ),
     )
 

@@ -51,6 +51,10 @@ class ConditionType(StrEnum):
     #: True while the run cannot make progress (no node fits, serving never ready, the apiserver keeps
     #: failing), with the reason; the run keeps waiting. Set after spec.progressDeadlineSeconds.
     STALLED = "Stalled"
+    #: True while spec.suspend holds the run (current Job suspended, serving at 0 replicas).
+    SUSPENDED = "Suspended"
+    #: With spec.queueName: whether Kueue has admitted the current stage Job (False: waiting, with why).
+    ADMITTED = "Admitted"
 
 
 class Condition(ApiModel):

@@ -31,7 +31,7 @@ from reasoning_operator.api import (
     timestamp,
 )
 
-from . import builders
+from . import builders, suspension
 from .observe import JobObs, Observed, PodObs
 from .rejection import CHILD_REJECTED, OOM_KILLED, STAGE_CONDITION, TRANSIENT, pod_creation_refused
 from .run import Run
@@ -249,16 +249,19 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
             if evaluated:
                 continue
             plan.ops += [(APPLY, builders.build_serving_deployment(run)), (APPLY, builders.build_serving_service(run))]
-            outcome = _serving_outcome(run, observed)
+            outcome = suspension.serving_held(run, _serving_outcome(run, observed))
             if stage_status.phase == StagePhase.SUCCEEDED and outcome.phase != StagePhase.FAILED:
                 # Ready once is enough to start evaluating; a later blip shows in ServingReady only.
                 _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage), keep_phase=True)
                 continue
         else:
             job = observed.jobs.get(stage)
-            if job is None:
+            if job is None and not run.spec.suspend:
                 plan.ops.append((CREATE, JOB_BUILDERS[stage](run)))
-            outcome = _job_outcome(stage, job, observed.pods.get(stage, []))
+            flip = suspension.suspension_op(run, stage, job, observed) if job is not None else None
+            if flip is not None:
+                plan.ops.append((APPLY, flip))
+            outcome = suspension.held_outcome(run, stage, job, _job_outcome(stage, job, observed.pods.get(stage, [])))
             if stage == Stage.TRAINING and observed.training_progress is not None:
                 status.training_progress = observed.training_progress
             if job is not None:
@@ -288,6 +291,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
             status.current_stage = current
             status.progress = _progress(current, status, current_outcome)
 
+    suspension.hold_conditions(run, status, current, observed, terminal, stamp, generation)
     _final_conditions(status, stamp, generation, failed_reason)
     plan.recheck_at = _stalled(run, status, current_outcome if not terminal else None, now, stamp, generation)
     _serving_after_evaluation(run, status, observed, plan, stamp, generation)

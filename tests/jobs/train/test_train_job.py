@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -132,6 +134,39 @@ def test_killed_job_resumes_with_the_same_batches_and_losses(tiny_model: Path, d
     merged = AutoModelForCausalLM.from_pretrained(resumed / "merged")
     with torch.no_grad():
         torch.testing.assert_close(merged(input_ids=ids).logits, after, rtol=1e-4, atol=1e-4)
+
+
+def test_sigterm_saves_the_step_reached_and_the_next_run_resumes_there(
+    tiny_model: Path, dataset: Path, tmp_path: Path
+) -> None:
+    """What the kubelet sends on pod deletion, Job suspension or Kueue preemption: with no periodic checkpoint
+    due, the job still stops at a step boundary with that step saved, exits 143, and the rerun resumes there."""
+    out = tmp_path / "term"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "operator"), str(ROOT / "jobs")])}
+    env.pop(STOP_AFTER_STEP_ENV, None)
+    args = cli_args(tiny_model, dataset, out, "--max-steps", "60", "--global-batch-size", "4",
+                    "--micro-batch-size", "2", "--checkpoint-interval", "60")  # fmt: skip
+    command = [sys.executable, "-m", "reasoning_operator.cli", "train", *args]
+    proc = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 240
+        while not ((out / "metrics.jsonl").is_file() and len(metrics(out)) >= 2):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read() if proc.stderr else ""
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, stderr
+    reached = metrics(out)[-1]["step"]
+    assert 2 <= reached < 60
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [f"step-{reached:08d}"]
+    assert not (out / "summary.json").exists()
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert again.returncode == 0, again.stderr
+    assert f"at step {reached}" in again.stderr
+    assert [r["step"] for r in metrics(out)] == list(range(1, 61))
 
 
 def test_another_config_in_the_same_directory_starts_at_step_0_and_keeps_the_old_artifacts(

@@ -5,20 +5,31 @@ from __future__ import annotations
 
 from typing import Any
 
-from reasoning_operator.api import Stage
+from reasoning_operator.api import QUEUE_NAME_LABEL, Stage
 
+from ..observe import HELD_ANNOTATION
 from ..run import Run
 from .config import config_file
 from .pod import container, gpu_placement, pod_security, resources, volumes
 
+#: Room for one 8B step at the reference batch (tens of seconds) and a checkpoint of the adapter and optimizer.
+TRAINING_GRACE_SECONDS = 300
+
 
 def _job(run: Run, stage: Stage, pod_spec: dict[str, Any], backoff_limit: int) -> dict[str, Any]:
     name = run.child_name(stage)
+    metadata = run.metadata(name, stage)
+    queued: dict[str, Any] = {}
+    if run.queue_name is not None:
+        # Kueue admits the Job against its queue's quota and unsuspends it; until then no pod exists.
+        metadata["labels"][QUEUE_NAME_LABEL] = run.queue_name
+        queued["suspend"] = True
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": run.metadata(name, stage),
+        "metadata": metadata,
         "spec": {
+            **queued,
             "backoffLimit": backoff_limit,
             "completions": 1,
             "parallelism": 1,
@@ -32,6 +43,32 @@ def _job(run: Run, stage: Stage, pod_spec: dict[str, Any], backoff_limit: int) -
                 },
             },
         },
+    }
+
+
+def job_suspension(run: Run, stage: Stage, suspend: bool) -> dict[str, Any]:
+    """The server-side apply that (un)suspends an existing stage Job: only spec.suspend, nothing immutable."""
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": {"name": run.child_name(stage), "namespace": run.ref.namespace},
+        "spec": {"suspend": suspend},
+    }
+
+
+def workload_activation(run: Run, workload: str, active: bool) -> dict[str, Any]:
+    """The server-side apply that (de)activates a Kueue Workload for spec.suspend: Kueue evicts an inactive
+    Workload (suspends its Job, frees its quota) and would unsuspend a Job merely suspended while admitted.
+    The annotation marks the Workloads the operator deactivated, the only ones it reactivates."""
+    return {
+        "apiVersion": "kueue.x-k8s.io/v1beta2",
+        "kind": "Workload",
+        "metadata": {
+            "name": workload,
+            "namespace": run.ref.namespace,
+            "annotations": {HELD_ANNOTATION: "false" if active else "true"},
+        },
+        "spec": {"active": active},
     }
 
 
@@ -68,6 +105,8 @@ def build_training_job(run: Run) -> dict[str, Any]:
             )
         ],
         "volumes": volumes(run, shm=True),
+        # On SIGTERM the trainer finishes the step in flight and saves it as a checkpoint before it exits.
+        "terminationGracePeriodSeconds": TRAINING_GRACE_SECONDS,
         **gpu_placement(spec.training.accepted_gpu_products),
     }
     return _job(run, Stage.TRAINING, pod, backoff_limit=spec.training.backoff_limit)
