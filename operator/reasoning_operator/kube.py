@@ -157,6 +157,11 @@ class Kube:
             ]
         return [(item["metadata"]["namespace"], item["metadata"]["name"]) for page in listed for item in page["items"]]
 
+    def runs_in(self, namespace: str) -> list[dict[str, Any]]:
+        """Every run of one namespace, whole (spec.cache reads the others' status)."""
+        page = cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))
+        return cast(list[dict[str, Any]], page["items"])
+
     def _get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             obj: dict[str, Any] = self._resource(kind).get(name=name, namespace=namespace).to_dict()

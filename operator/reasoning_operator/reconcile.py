@@ -15,9 +15,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reasoning_operator.api import Stage
+from reasoning_operator.api import Stage, StagePhase
 
 from . import metrics
+from .core import stage_cache
 from .core.decide import Event, Plan, decide
 from .core.invalid import invalid_spec_status
 from .core.observe import observe
@@ -104,6 +105,7 @@ def reconcile(
             training_log_tail=log_tail,
             job_events=children.job_events,
             workloads=children.workloads,
+            namespace_runs=kube.runs_in(namespace) if _may_reuse(run) else None,
         )
         plan = decide(run, observed, moment)
         rejection, wrote = kube.execute_children(plan)
@@ -121,6 +123,13 @@ def reconcile(
         version = str(obj["metadata"].get("resourceVersion"))
         memo.record((namespace, name), Inputs(version, children_before or (), plan.recheck_at) if still else None)
     return plan
+
+
+def _may_reuse(run: Run) -> bool:
+    """Whether another run's status could still spare this one a stage (spec.cache, a cached stage unfinished)."""
+    return stage_cache.enabled(run) and any(
+        run.status.stages.get(stage).phase != StagePhase.SUCCEEDED for stage in stage_cache.CACHED_STAGES
+    )
 
 
 def note_transient_failure(kube: Kube, namespace: str, name: str, err: Exception, attempts: int) -> None:

@@ -1,6 +1,7 @@
 """The ReasoningRun API: the one source of truth for the CRD, the operator and every job's config."""
 
 from .base import API_VERSION, GROUP, KIND, PLURAL, VERSION, ApiModel
+from .cache import CacheKeys, CacheSpec, CacheStatus
 from .export import ExportSpec
 from .results import Accuracy, CurationResult, EvaluationResult, ExportResult, TrainingProgress, TrainingResult
 from .spec import (
@@ -64,6 +65,9 @@ __all__ = [
     "VERSION",
     "Accuracy",
     "ApiModel",
+    "CacheKeys",
+    "CacheSpec",
+    "CacheStatus",
     "Condition",
     "ConditionType",
     "CurationResult",

@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from .base import ApiModel, Rule, check_rules, section_config
+from .cache import CacheSpec
 from .export import ExportSpec
 from .tracking import TrackingSpec
 from .validation import (
@@ -382,6 +383,10 @@ class ReasoningRunSpec(ApiModel):
     )
     export: ExportSpec | None = Field(
         default=None, description="Export the trained model after evaluation: merged directory and/or adapter."
+    )
+    cache: CacheSpec = Field(
+        default_factory=CacheSpec,
+        description="Reuse a finished run's curated data and trained model where the inputs are the same.",
     )
     progress_deadline_seconds: int = Field(
         default=1800,

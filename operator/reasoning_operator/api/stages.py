@@ -106,10 +106,17 @@ class StageConfigs(ApiModel):
     export: ExportStageConfig | None = None
 
 
-def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> StageConfigs:
-    """The run directory layout, shared by the operator and the local runner: curated/, train/, eval/."""
-    curated = f"{run_dir}/curated"
-    trained = f"{run_dir}/train"
+def stage_configs(
+    spec: ReasoningRunSpec,
+    run_dir: str,
+    server_url: str,
+    curated_dir: str | None = None,
+    trained_dir: str | None = None,
+) -> StageConfigs:
+    """The run directory layout, shared by the operator and the local runner: curated/, train/, eval/.
+    `curated_dir`/`trained_dir` put those outputs elsewhere (the operator's stage cache)."""
+    curated = curated_dir or f"{run_dir}/curated"
+    trained = trained_dir or f"{run_dir}/train"
     lora = spec.training.method == "lora"
     return StageConfigs(
         curation=CurationStageConfig(

@@ -10,6 +10,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from .base import ApiModel
+from .cache import CacheStatus
 from .results import CurationResult, EvaluationResult, ExportResult, TrainingProgress, TrainingResult
 
 
@@ -75,6 +76,9 @@ class StageStatus(ApiModel):
     completion_time: str | None = None
     duration_seconds: float | None = None
     message: str | None = None
+    reused_from: str | None = Field(
+        default=None, description="spec.cache: the run whose output of this stage was reused (no Job ran)."
+    )
 
 
 class StagesStatus(ApiModel):
@@ -110,6 +114,7 @@ class ReasoningRunStatus(ApiModel):
     evaluation: EvaluationResult | None = None
     export: ExportResult | None = None
     storage_claim: str | None = None
+    cache: CacheStatus | None = Field(default=None, description="Where spec.cache is enabled: the stage keys.")
     failure_reason: str | None = None
 
 

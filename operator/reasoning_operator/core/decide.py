@@ -31,7 +31,7 @@ from reasoning_operator.api import (
     timestamp,
 )
 
-from . import builders, suspension
+from . import builders, stage_cache, suspension
 from .observe import JobObs, Observed, PodObs
 from .rejection import CHILD_REJECTED, OOM_KILLED, STAGE_CONDITION, TRANSIENT, pod_creation_refused
 from .run import Run
@@ -233,6 +233,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
         if claim is not None:
             plan.ops.append((CREATE, claim))
     status.storage_claim = run.claim_name
+    status.cache = stage_cache.cache_status(run)
 
     current: Stage | None = None
     current_outcome: StageOutcome | None = None
@@ -244,6 +245,8 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
             break
         if stage_status.phase == StagePhase.SUCCEEDED and stage != Stage.SERVING:
             continue
+        # spec.cache: a finished run's output of this stage, taken instead of a Job (never once a Job exists).
+        source = stage_cache.reusable(run, stage, observed.cache_sources) if stage not in observed.jobs else None
         if stage == Stage.SERVING:
             evaluated = status.stages.evaluation.phase == StagePhase.SUCCEEDED
             if evaluated:
@@ -254,6 +257,10 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
                 # Ready once is enough to start evaluating; a later blip shows in ServingReady only.
                 _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage), keep_phase=True)
                 continue
+        elif source is not None:
+            message = f"reused the {stage.value} output of run {source.run} (cache key {source.key})"
+            outcome = StageOutcome(StagePhase.SUCCEEDED, "Reused", message, source.result)
+            stage_status.reused_from = source.run
         else:
             job = observed.jobs.get(stage)
             if job is None and not run.spec.suspend:
@@ -268,6 +275,8 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
                 stage_status.start_time = stage_status.start_time or job.start_time
                 stage_status.completion_time = job.completion_time or stage_status.completion_time
         _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage))
+        if stage_status.reused_from is not None:
+            stage_status.child = None  # no Job of its own
         if outcome.phase == StagePhase.FAILED:
             failed_reason = outcome.reason if outcome.reason in (CHILD_REJECTED, OOM_KILLED) else "StageFailed"
             status.failure_reason = outcome.message

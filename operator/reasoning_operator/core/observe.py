@@ -12,6 +12,7 @@ from typing import Any
 from reasoning_operator.api import Stage, TrainingProgress
 
 from .run import STAGE_LABEL
+from .stage_cache import CacheSource, sources
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,8 @@ class Observed:
     deployment: DeploymentObs | None = None
     service_exists: bool = False
     training_progress: TrainingProgress | None = None
+    #: spec.cache: the finished cached stages of the other runs in the namespace (stage_cache.sources).
+    cache_sources: tuple[CacheSource, ...] = ()
 
 
 def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any] | None:
@@ -272,6 +275,7 @@ def observe(
     training_log_tail: str | None = None,
     job_events: list[dict[str, Any]] | None = None,
     workloads: list[dict[str, Any]] | None = None,
+    namespace_runs: list[dict[str, Any]] | None = None,
 ) -> Observed:
     job_map = {stage: job_obs(j, job_events, workloads) for j in jobs if (stage := _stage_of(j)) is not None}
     pod_map: dict[Stage, list[PodObs]] = {}
@@ -288,4 +292,5 @@ def observe(
         deployment=deployment_obs(deployment) if deployment else None,
         service_exists=service is not None,
         training_progress=parse_progress(training_log_tail) if training_log_tail else None,
+        cache_sources=sources(namespace_runs or []),
     )

@@ -11,6 +11,7 @@ import yaml
 from reasoning_operator.api import Stage, stage_configs
 
 from ..run import CONFIG_MOUNT, Run
+from ..stage_cache import output_dirs
 
 
 def config_file(stage: Stage) -> str:
@@ -29,7 +30,8 @@ _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 
 
 def _render(run: Run, server_url: str) -> dict[str, str]:
-    configs = stage_configs(run.spec, run.run_dir, server_url)
+    curated, trained = output_dirs(run)
+    configs = stage_configs(run.spec, run.run_dir, server_url, curated_dir=curated, trained_dir=trained)
     return {
         f"{stage.value}.yaml": yaml.dump(config.to_wire(), Dumper=_DUMPER, sort_keys=False)
         for stage in Stage

@@ -7,6 +7,7 @@ from typing import Any
 from reasoning_operator.api import MLFLOW_CREDENTIAL_VARIABLES, Resources, Stage
 
 from ..run import CONFIG_MOUNT, WORKSPACE, Run
+from ..stage_cache import CACHE_MOUNT
 
 GPU_RESOURCE = "nvidia.com/gpu"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -76,7 +77,20 @@ def volumes(run: Run, shm: bool = False) -> list[dict[str, Any]]:
     ]
     if shm:
         vols.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "16Gi"}})
+    cache = run.spec.cache
+    if cache.enabled and cache.claim_name is not None and cache.claim_name != run.claim_name:
+        # The user's claim, by reference only: no object the operator owns, so no garbage collection reaches it.
+        vols.append({"name": "stage-cache", "persistentVolumeClaim": {"claimName": cache.claim_name}})
     return vols
+
+
+def cache_mounts(run: Run) -> list[dict[str, Any]]:
+    """spec.cache's claim at /cache (the run's own volume again where the two are one claim)."""
+    cache = run.spec.cache
+    if not cache.enabled or cache.claim_name is None:
+        return []
+    volume = "workspace" if cache.claim_name == run.claim_name else "stage-cache"
+    return [{"name": volume, "mountPath": CACHE_MOUNT, **({"subPath": "cache"} if volume == "workspace" else {})}]
 
 
 def volume_mounts(shm: bool = False) -> list[dict[str, Any]]:
@@ -133,7 +147,7 @@ def container(
         "env": env(run) + tracking_env(run, stage),
         **extra,
         "resources": res,
-        "volumeMounts": volume_mounts(shm),
+        "volumeMounts": volume_mounts(shm) + cache_mounts(run),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security(),
