@@ -90,6 +90,8 @@ BAD = [
     ("spec.curation.tokenizer", "t" * 2000, "spec.curation.tokenizer"),
     ("spec.evaluation.dataDir", "/" + "e" * 2000, "spec.evaluation.dataDir"),
     ("spec.progressDeadlineSeconds", 0, "spec.progressDeadlineSeconds"),
+    ("spec.cache", {"enabled": True}, "spec.cache.claimName is required when spec.cache.enabled is true"),
+    ("spec.cache", {"enabled": True, "claimName": "Shared_Cache"}, "spec.cache.claimName"),
     # image overrides must be image references (an upper-case path, a space, an empty tag)
     ("spec.images.serving", "ghcr.io/Team/serving:0.1.0", "spec.images.serving"),
     ("spec.images.training", "registry.example.com/training:my tag", "spec.images.training"),
