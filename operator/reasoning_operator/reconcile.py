@@ -23,7 +23,7 @@ from .core.decide import Event, Plan, decide
 from .core.invalid import invalid_spec_status
 from .core.observe import observe
 from .core.rejection import CHILD_REJECTED, rejected_status, transient_status
-from .core.run import Run
+from .core.run import STAGE_LABEL, Run
 from .kube import Kube, TransientApiError, awaits_pod, failure_of
 
 log = logging.getLogger(__name__)
@@ -94,7 +94,12 @@ def reconcile(
         running = [p for p in training_pods if (p.get("status") or {}).get("phase") == "Running"]
         if running:
             log_tail = kube.log_tail(namespace, running[-1]["metadata"]["name"])
-        uncached = bool(running or any(map(awaits_pod, children.jobs)) or children.workloads or kube.cache is None)
+        # spec.cache: other runs' status is read outside the caches, so such a check is never memoised (a run
+        # waiting for another's stage output sees it finish on the next resync).
+        may_reuse = _may_reuse(run, children.jobs)
+        uncached = bool(
+            running or any(map(awaits_pod, children.jobs)) or children.workloads or kube.cache is None or may_reuse
+        )
         observed = observe(
             claim=children.claim,
             config_map=children.config_map,
@@ -105,7 +110,7 @@ def reconcile(
             training_log_tail=log_tail,
             job_events=children.job_events,
             workloads=children.workloads,
-            namespace_runs=kube.runs_in(namespace) if _may_reuse(run) else None,
+            namespace_runs=kube.runs_in(namespace) if may_reuse else None,
         )
         plan = decide(run, observed, moment)
         rejection, wrote = kube.execute_children(plan)
@@ -125,10 +130,13 @@ def reconcile(
     return plan
 
 
-def _may_reuse(run: Run) -> bool:
-    """Whether another run's status could still spare this one a stage (spec.cache, a cached stage unfinished)."""
+def _may_reuse(run: Run, jobs: list[dict[str, Any]]) -> bool:
+    """Whether another run's status could still spare this one a stage: spec.cache, and a cached stage
+    neither finished nor with a Job of its own."""
+    started = {(j.get("metadata") or {}).get("labels", {}).get(STAGE_LABEL) for j in jobs}
     return stage_cache.enabled(run) and any(
-        run.status.stages.get(stage).phase != StagePhase.SUCCEEDED for stage in stage_cache.CACHED_STAGES
+        run.status.stages.get(stage).phase != StagePhase.SUCCEEDED and stage.value not in started
+        for stage in stage_cache.CACHED_STAGES
     )
 
 

@@ -94,8 +94,31 @@ def test_runs_with_the_same_inputs_reuse_curation_and_training(runs: Runs) -> No
     volumes = runs.batch.read_namespaced_job("c-training", runs.namespace).spec.template.spec.volumes
     assert CACHE_CLAIM in {v.persistent_volume_claim.claim_name for v in volumes if v.persistent_volume_claim}
 
+    # d: c's inputs while c's training Job runs: d waits for that output instead of writing beside it.
+    runs.create(_manifest("d", training={"learningRate": 0.0003}))
+    d = runs.wait(
+        "d",
+        lambda o: (
+            ((o.get("status") or {}).get("stages") or {})
+            .get("training", {})
+            .get("message", "")
+            .startswith("run c is making this training output")
+        ),
+        "d waiting for c's training",
+    )
+    assert d["status"]["stages"]["curation"]["reusedFrom"] == "a"
+    assert d["status"]["stages"]["training"]["phase"] == "Pending"
+    finish_job_pods(runs.core, runs.namespace, "c-training", "Succeeded", json.dumps(TRAINING), timeout=60)
+    d = runs.wait(
+        "d",
+        lambda o: ((o.get("status") or {}).get("stages") or {}).get("training", {}).get("reusedFrom") == "c",
+        "d reusing c's training",
+        timeout=60,
+    )
+    assert d["status"]["training"]["steps"] == TRAINING["steps"]
+
     jobs = _job_names(runs)
-    assert {"b-curation", "b-training", "c-curation"}.isdisjoint(jobs)
+    assert {"b-curation", "b-training", "c-curation", "d-curation", "d-training"}.isdisjoint(jobs)
     assert "c-training" in jobs
 
     # Deleting a: b still finishes, still says where its data came from, and the cache claim is untouched.

@@ -167,13 +167,43 @@ def test_no_reuse_from_another_claim_itself_or_an_uncached_run(source: Any) -> N
     assert ("Job", "demo-curation") in kinds(plan.create)
 
 
-def test_an_unfinished_stage_is_no_source() -> None:
-    a = cached("a")
-    _, a = step(a)
-    _, a = step(a, jobs=[job("a-curation", "curation")], pods=[pod("c-1", "curation", "Running")])
-    assert stage_cache.sources([a]) == ()
-    plan, _ = step(cached("b"), namespace_runs=[a])
+def curating(name: str) -> dict[str, Any]:
+    obj = cached(name)
+    _, obj = step(obj)
+    _, obj = step(obj, jobs=[job(f"{name}-curation", "curation")], pods=[pod("c-1", "curation", "Running")])
+    return obj
+
+
+def test_a_run_whose_job_makes_the_same_output_is_waited_for_not_raced() -> None:
+    a = curating("a")
+    plan, b = step(cached("b"), namespace_runs=[a])
+    assert not [o for o in plan.create if o["kind"] == "Job"]
+    assert b["status"]["stages"]["curation"]["phase"] == "Pending"
+    assert "run a is making this curation output" in b["status"]["stages"]["curation"]["message"]
+    assert "child" not in b["status"]["stages"]["curation"]
+    assert stage_cache.sources([b]) == ()  # a waiting run is nobody's producer: two waiters never deadlock
+    # a finishes: b takes its output.
+    c = [job("a-curation", "curation", "complete")]
+    _, a = step(a, jobs=c, pods=[pod("c-1", "curation", "Succeeded", json.dumps(CURATION))])
+    _, b = step(b, namespace_runs=[a])
+    assert b["status"]["stages"]["curation"]["reusedFrom"] == "a"
+
+
+@pytest.mark.parametrize("fate", ["failed", "suspended", "deleted"])
+def test_a_producer_that_failed_is_suspended_or_gone_is_not_waited_for(fate: str) -> None:
+    a = curating("a")
+    if fate == "failed":
+        _, a = step(a, jobs=[job("a-curation", "curation", "failed")], pods=[pod("c-1", "curation", "Failed")])
+    elif fate == "suspended":
+        a = {**a, "spec": {**a["spec"], "suspend": True}}
+    plan, _ = step(cached("b"), namespace_runs=[] if fate == "deleted" else [a])
     assert ("Job", "b-curation") in kinds(plan.create)
+
+
+def test_a_finished_source_wins_over_a_producer() -> None:
+    a, z = curating("a"), finished(cached("z"))
+    _, b = step(cached("b"), namespace_runs=[a, z])
+    assert b["status"]["stages"]["curation"]["reusedFrom"] == "z"
 
 
 def test_a_started_job_is_never_replaced_by_reuse() -> None:

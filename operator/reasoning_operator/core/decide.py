@@ -257,6 +257,9 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
                 # Ready once is enough to start evaluating; a later blip shows in ServingReady only.
                 _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage), keep_phase=True)
                 continue
+        elif source is not None and source.result is None:
+            message = f"run {source.run} is making this {stage.value} output (cache key {source.key}): waiting for it"
+            outcome = StageOutcome(StagePhase.PENDING, "WaitingForCache", message)
         elif source is not None:
             message = f"reused the {stage.value} output of run {source.run} (cache key {source.key})"
             outcome = StageOutcome(StagePhase.SUCCEEDED, "Reused", message, source.result)

@@ -120,7 +120,8 @@ class CacheSource:
     claim: str
     stage: Stage
     key: str
-    result: CurationResult | TrainingResult
+    #: None while its Job still runs (the output is being made), the result once the stage Succeeded.
+    result: CurationResult | TrainingResult | None
 
 
 def sources(runs: list[dict[str, Any]]) -> tuple[CacheSource, ...]:
@@ -130,6 +131,7 @@ def sources(runs: list[dict[str, Any]]) -> tuple[CacheSource, ...]:
     for obj in runs:
         name = (obj.get("metadata") or {}).get("name")
         raw = obj.get("status") or {}
+        suspended = bool((obj.get("spec") or {}).get("suspend"))
         if not name or not raw.get("cache"):
             continue
         try:
@@ -144,14 +146,20 @@ def sources(runs: list[dict[str, Any]]) -> tuple[CacheSource, ...]:
         for stage in CACHED_STAGES:
             key = getattr(cache.keys, stage.value)
             result = getattr(status, stage.value)
-            if key and result is not None and status.stages.get(stage).phase == StagePhase.SUCCEEDED:
-                found.append(CacheSource(str(name), cache.claim_name, stage, key, result))
+            stage_status = status.stages.get(stage)
+            done = result is not None and stage_status.phase == StagePhase.SUCCEEDED
+            # A Job running (not held by spec.suspend) for the same key: its output is on the way.
+            busy = stage_status.phase == StagePhase.RUNNING and stage_status.child is not None and not suspended
+            if key and (done or busy):
+                found.append(CacheSource(str(name), cache.claim_name, stage, key, result if done else None))
     return tuple(found)
 
 
 def reusable(run: Run, stage: Stage, found: tuple[CacheSource, ...]) -> CacheSource | None:
-    """A finished run's output this run's stage may take instead of running: same stage key on the same
-    cache claim, never the run itself; the first by name, so every reconcile picks the same one."""
+    """Another run's output this run's stage may take instead of running: same stage key on the same cache
+    claim, never the run itself. A finished one first (its result is copied), else one whose Job is making
+    that output now (the stage waits for it rather than writing into the same directory); the first by name,
+    so every reconcile picks the same one."""
     if not enabled(run) or stage not in CACHED_STAGES:
         return None
     key = getattr(keys(run), stage.value)
@@ -160,4 +168,4 @@ def reusable(run: Run, stage: Stage, found: tuple[CacheSource, ...]) -> CacheSou
         for s in found
         if s.stage == stage and s.key == key and s.claim == run.spec.cache.claim_name and s.run != run.ref.name
     ]
-    return min(matches, key=lambda s: s.run) if matches else None
+    return min(matches, key=lambda s: (s.result is None, s.run)) if matches else None
