@@ -5,6 +5,7 @@ from .results import Accuracy, CurationResult, EvaluationResult, TrainingProgres
 from .spec import (
     IMAGE_REFERENCE_PATTERN,
     IMAGE_REGISTRY,
+    CurationCluster,
     CurationSpec,
     DatasetSpec,
     EvaluationSpec,
@@ -60,6 +61,7 @@ __all__ = [
     "ApiModel",
     "Condition",
     "ConditionType",
+    "CurationCluster",
     "CurationResult",
     "CurationSpec",
     "CurationStageConfig",

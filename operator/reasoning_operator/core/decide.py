@@ -49,7 +49,7 @@ RESULT_MODELS: dict[Stage, type[ApiModel]] = {
     Stage.EVALUATION: EvaluationResult,
 }
 JOB_BUILDERS: dict[Stage, Callable[[Run], dict[str, Any]]] = {
-    Stage.CURATION: builders.build_curation_job,
+    Stage.CURATION: builders.build_curation,  # a RayJob when spec.curation.cluster is set
     Stage.TRAINING: builders.build_training_job,
     Stage.EVALUATION: builders.build_evaluation_job,
 }

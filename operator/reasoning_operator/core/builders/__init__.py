@@ -2,13 +2,16 @@
 
 from .config import build_config_map
 from .jobs import build_curation_job, build_evaluation_job, build_training_job
+from .ray import build_curation, build_curation_rayjob
 from .serving import build_serving_deployment, build_serving_service, serving_url
 from .storage import build_claim
 
 __all__ = [
     "build_claim",
     "build_config_map",
+    "build_curation",
     "build_curation_job",
+    "build_curation_rayjob",
     "build_evaluation_job",
     "build_serving_deployment",
     "build_serving_service",
