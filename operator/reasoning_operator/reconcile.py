@@ -93,7 +93,8 @@ def reconcile(
         running = [p for p in training_pods if (p.get("status") or {}).get("phase") == "Running"]
         if running:
             log_tail = kube.log_tail(namespace, running[-1]["metadata"]["name"])
-        uncached = bool(running or any(map(awaits_pod, children.jobs)) or kube.cache is None)
+        # A RayJob is not watched: its status changes reach no fingerprint, so such a run is not memoised.
+        uncached = bool(running or any(map(awaits_pod, children.jobs)) or kube.cache is None or children.ray_jobs)
         observed = observe(
             claim=children.claim,
             config_map=children.config_map,
@@ -103,6 +104,7 @@ def reconcile(
             service=children.service,
             training_log_tail=log_tail,
             job_events=children.job_events,
+            ray_jobs=children.ray_jobs,
         )
         plan = decide(run, observed, moment)
         rejection, wrote = kube.execute_children(plan)

@@ -102,3 +102,40 @@ def test_the_strict_dry_run_does_refuse_a_field_kuberay_does_not_know(
         _dry_run(api, namespace, ray_job)
     assert refused.value.status in (400, 422)
     assert "shutdownAfterJobFinish" in str(refused.value.body)
+
+
+def test_the_operator_creates_the_ray_job_and_reads_its_failure(
+    kuberay_crds: list[str], runs: Runs, api: k8s.ApiClient, namespace: str
+) -> None:
+    """The shell end to end: the operator creates the RayJob (no batch Job for curation) and lists it back. No
+    KubeRay controller runs here, so the test writes the RayJob's status as KubeRay would on a failed job."""
+    created = runs.create(
+        {
+            "apiVersion": "reasoning-operator.dev/v1alpha1",
+            "kind": "ReasoningRun",
+            "metadata": {"name": "ray-op"},
+            "spec": {"curation": {"cluster": CLUSTER}},
+        }
+    )
+    custom = k8s.CustomObjectsApi(api)
+
+    def ray_job() -> dict[str, Any] | None:
+        items: list[dict[str, Any]] = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs")[
+            "items"
+        ]
+        return items[0] if items else None
+
+    found = wait_until(ray_job, timeout=60, what="the RayJob")
+    assert found["metadata"]["name"] == "ray-op-curation"
+    assert found["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    assert not [j for j in runs.jobs() if j.metadata.name == "ray-op-curation"]
+    custom.patch_namespaced_custom_object_status(
+        "ray.io",
+        "v1",
+        namespace,
+        "rayjobs",
+        "ray-op-curation",
+        {"status": {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed", "message": "boom"}},
+    )
+    failed = runs.wait_phase("ray-op", "Failed", timeout=60)
+    assert "AppFailed" in failed["status"]["failureReason"] and "boom" in failed["status"]["failureReason"]
