@@ -92,7 +92,7 @@ def _pod_template(run: Run, containers: list[dict[str, Any]], restart: str | Non
 def _submitter(run: Run) -> dict[str, Any]:
     summary = f"{run.run_dir}/curated/summary.json"
     script = _SUBMIT.format(entrypoint=shlex.join(curation_entrypoint()), summary=shlex.quote(summary))
-    sub = _ray_container(run, {"requests": {"cpu": "200m", "memory": "512Mi"}, "limits": {"memory": "512Mi"}}, "submit")
+    sub = _ray_container(run, {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}, "submit")
     sub.pop("envFrom", None)
     sub["volumeMounts"] = [m for m in sub["volumeMounts"] if m["name"] in ("workspace", "scratch")]
     sub["command"] = ["bash", "-c", script]

@@ -1,10 +1,15 @@
-"""The RayJob the operator writes for spec.curation.cluster passes a strict server-side dry run against KubeRay's
-own CRDs (v1.5.0, from the Go module proxy): every field is one KubeRay's schema knows, of the right type.
-
-No KubeRay controller runs here: this checks the manifest's shape, not that KubeRay starts a cluster from it."""
+"""spec.curation.cluster against KubeRay v1.5.0 (from the Go module proxy): the RayJob the operator writes passes
+a strict server-side dry run against KubeRay's own CRDs, the operator creates it and reads its status, and (when
+KubeRay's operator binary is cached: ``tests.support.kuberay.operator_binary``) KubeRay's real controller
+accepts it and creates its RayCluster, whose pods pass the restricted Pod Security admission. kwok plays the
+kubelet, so no Ray process starts: what Ray does in those pods is not checked here."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,9 +17,9 @@ import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from tests.e2e.conftest import Runs
-from tests.support.controlplane import ControlPlane
+from tests.support.controlplane import ControlPlane, free_port
 from tests.support.fake_kubelet import wait_until
-from tests.support.kuberay import crd_paths
+from tests.support.kuberay import crd_paths, operator_binary
 
 from reasoning_operator.core import builders
 from reasoning_operator.core.run import Run
@@ -139,3 +144,76 @@ def test_the_operator_creates_the_ray_job_and_reads_its_failure(
     )
     failed = runs.wait_phase("ray-op", "Failed", timeout=60)
     assert "AppFailed" in failed["status"]["failureReason"] and "boom" in failed["status"]["failureReason"]
+
+
+@pytest.fixture(scope="module")
+def kuberay_operator(
+    control_plane: ControlPlane, kuberay_crds: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """KubeRay's own operator, as a process against the control plane. Building it cold takes minutes (see the
+    README), so the test builds it only with REASONING_BUILD_KUBERAY=1; otherwise it needs the cached binary."""
+    binary = operator_binary(build=os.environ.get("REASONING_BUILD_KUBERAY") == "1")
+    if binary is None:
+        pytest.skip("KubeRay's operator is not built: REASONING_BUILD_KUBERAY=1 builds it (cached afterwards)")
+    log = tmp_path_factory.mktemp("kuberay") / "ray-operator.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                str(binary),
+                "--enable-leader-election=false",
+                f"--metrics-addr=127.0.0.1:{free_port()}",
+                f"--health-probe-bind-address=127.0.0.1:{free_port()}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)},
+        )
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_kuberay_accepts_the_ray_job_and_its_cluster_pods_pass_restricted_pod_security(
+    kuberay_operator: Path, runs: Runs, api: k8s.ApiClient, namespace: str
+) -> None:
+    core = k8s.CoreV1Api(api)
+    core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    created = runs.create(
+        {
+            "apiVersion": "reasoning-operator.dev/v1alpha1",
+            "kind": "ReasoningRun",
+            "metadata": {"name": "ray-real"},
+            "spec": {"curation": {"cluster": CLUSTER}},
+        }
+    )
+    custom = k8s.CustomObjectsApi(api)
+
+    def ray_cluster() -> dict[str, Any] | None:
+        items: list[dict[str, Any]] = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")[
+            "items"
+        ]
+        return items[0] if items else None
+
+    try:
+        cluster = wait_until(ray_cluster, timeout=90, what="KubeRay's RayCluster for the run's RayJob")
+        owner = cluster["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"]) == ("RayJob", "ray-real-curation")
+
+        def pods() -> list[Any] | None:
+            found = core.list_namespaced_pod(namespace, label_selector="ray.io/node-type").items
+            kinds = {p.metadata.labels.get("ray.io/node-type") for p in found}
+            return found if {"head", "worker"} <= kinds and len(found) >= 1 + CLUSTER["workers"] else None
+
+        # Created through the apiserver's restricted Pod Security admission, KubeRay's injected parts included.
+        found = wait_until(pods, timeout=90, what="the head and worker pods")
+        for pod in found:
+            assert pod.metadata.labels["reasoning-operator.dev/run"] == "ray-real"
+            assert pod.spec.containers[0].image == Run.from_object(created).spec.images.curation
+    except TimeoutError:
+        raise AssertionError(f"KubeRay's log:\n{kuberay_operator.read_text(errors='replace')[-4000:]}") from None
