@@ -215,5 +215,17 @@ def test_kuberay_accepts_the_ray_job_and_its_cluster_pods_pass_restricted_pod_se
         for pod in found:
             assert pod.metadata.labels["reasoning-operator.dev/run"] == "ray-real"
             assert pod.spec.containers[0].image == Run.from_object(created).spec.images.curation
+
+        def submitter() -> list[Any] | None:
+            selector = "batch.kubernetes.io/job-name=ray-real-curation"
+            return core.list_namespaced_pod(namespace, label_selector=selector).items or None
+
+        # Once the (kwok-Ready) cluster is Ready, KubeRay creates the submitter Job from our template: its pod
+        # passes the same admission and keeps our command (KubeRay's own is used only when none is set).
+        (sub,) = wait_until(submitter, timeout=90, what="the submitter pod")
+        assert sub.spec.containers[0].command[:2] == ["bash", "-c"]
+        assert "/dev/termination-log" in sub.spec.containers[0].command[2]
+        env = {e.name for e in sub.spec.containers[0].env}
+        assert {"RAY_DASHBOARD_ADDRESS", "RAY_JOB_SUBMISSION_ID"} <= env
     except TimeoutError:
         raise AssertionError(f"KubeRay's log:\n{kuberay_operator.read_text(errors='replace')[-4000:]}") from None
