@@ -75,7 +75,7 @@ def test_the_submitter_hands_the_summary_over_as_its_termination_message(make_ru
     script = sub["command"][-1]  # a command of our own: KubeRay keeps it (configureSubmitterContainer)
     assert '--submission-id "$RAY_JOB_SUBMISSION_ID"' in script
     assert f"{run.run_dir}/curated/summary.json" in script and "/dev/termination-log" in script
-    assert script.index("grep -q SUCCEEDED") < script.index("/dev/termination-log")
+    assert script.index('s != "SUCCEEDED"') < script.index("/dev/termination-log")
 
 
 def test_every_ray_pod_satisfies_restricted_pod_security(make_run: Any) -> None:

@@ -38,8 +38,9 @@ BACKOFF_LIMIT = 2
 SUBMITTER_BACKOFF_LIMIT = 2
 
 #: The submitter's script. KubeRay's own (common/job.go) submits only when the id is unknown, then follows the
-#: logs; ours does the same, waits for a terminal status, and on success hands summary.json over as the
-#: termination message (compact JSON, as the job CLI writes it). ``{summary}`` is filled in.
+#: logs; ours does the same, then asks the job's status through Ray's SDK (`ray job status` prints it in
+#: words, "Job 'x' succeeded", once terminal) and on SUCCEEDED hands summary.json over as the termination
+#: message (compact JSON, as the job CLI writes it). ``{entrypoint}`` and ``{summary}`` are filled in.
 _SUBMIT = """\
 set -e
 ADDR="http://$RAY_DASHBOARD_ADDRESS"
@@ -47,8 +48,9 @@ if ! ray job status --address "$ADDR" "$RAY_JOB_SUBMISSION_ID" >/dev/null 2>&1; 
   ray job submit --address "$ADDR" --submission-id "$RAY_JOB_SUBMISSION_ID" --no-wait -- {entrypoint}
 fi
 ray job logs --address "$ADDR" --follow "$RAY_JOB_SUBMISSION_ID" || true
-ray job status --address "$ADDR" "$RAY_JOB_SUBMISSION_ID" | tee /tmp/status
-grep -q SUCCEEDED /tmp/status
+python -c 'import os, sys; from ray.job_submission import JobSubmissionClient as C; \\
+  s = C(sys.argv[1]).get_job_status(os.environ["RAY_JOB_SUBMISSION_ID"]); print("job status:", s); \\
+  sys.exit(s != "SUCCEEDED")' "$ADDR"
 python -c 'import json, sys; sys.stdout.write(json.dumps(json.load(open(sys.argv[1])), \\
   separators=(",", ":"), sort_keys=True))' {summary} > /dev/termination-log
 """
