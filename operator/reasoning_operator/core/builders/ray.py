@@ -14,6 +14,9 @@ termination message the operator sees, and the head pod is deleted with the clus
 ours to shape (a command of our own is kept by KubeRay), so after the job it reads the ``summary.json`` the
 driver wrote on the shared claim and writes it, compact, as its own termination message: the same
 CurationResult the single-pod Job reports, read by the same code.
+
+Not solved yet: Ray 2.60 heads turn token authentication on by default and KubeRay v1.5.0 cannot share the
+token, so a submitter (ours or KubeRay's) is refused on a real cluster; see the README.
 """
 
 from __future__ import annotations
