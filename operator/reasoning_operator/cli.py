@@ -31,6 +31,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "train": ("reasoning_jobs.train.cli", "main", "Training job: LoRA SFT on the curated data."),
     "serve": ("reasoning_jobs.serve.cli", "main", "Serving: Triton with base model + adapter."),
     "evaluate": ("reasoning_jobs.evaluate.cli", "main", "Evaluation job: GPQA/MMLU, reasoning on vs off."),
+    "export": ("reasoning_jobs.export.cli", "main", "Export job: merged model and/or adapter, with a model card."),
     "run": ("reasoning_jobs.local.cli", "main", "Run a whole ReasoningRun locally, no cluster, no GPU."),
     "assets": ("reasoning_jobs.common.assets_cli", "main", "Make a real model's directory (smollm2) once, cached."),
 }

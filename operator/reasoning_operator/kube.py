@@ -23,10 +23,12 @@ from reasoning_operator.api import GROUP, KIND, PLURAL, VERSION, Stage
 
 from .cache import ChildCache
 from .core.decide import CREATE, Event, Plan
+from .core.observe import WORKLOAD_JOB_UID_LABEL as JOB_UID_LABEL
 from .core.rejection import ApiFailure, ChildRejection, parse_failure, stage_of
 from .core.run import RUN_LABEL, STAGE_LABEL, Run
 
 FIELD_MANAGER = "reasoning-operator"
+KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 log = logging.getLogger(__name__)
 
 KINDS: dict[str, str] = {
@@ -39,6 +41,7 @@ KINDS: dict[str, str] = {
     "Event": "v1",
     # spec.curation.cluster only (KubeRay's CRD must be installed): listed from the apiserver, not watched.
     "RayJob": "ray.io/v1",
+    "Workload": "kueue.x-k8s.io/v1beta2",
 }
 #: Waits between attempts at one write that failed transiently (5xx, 429, 409, timeout): then the reconcile
 #: gives up, the next one (event or resync) tries again and Stalled counts the failures.
@@ -115,6 +118,8 @@ class Children:
     service: dict[str, Any] | None
     job_events: list[dict[str, Any]]
     ray_jobs: list[dict[str, Any]] = field(default_factory=list)
+    #: Kueue Workloads of this run's suspended Jobs (read only with a queue name; not cached).
+    workloads: list[dict[str, Any]] = field(default_factory=list)
 
 
 class Kube:
@@ -181,6 +186,7 @@ class Kube:
             service=self._get("Service", ns, serving),
             job_events=self._failed_creates(ns, jobs),
             ray_jobs=self._ray_jobs(run),
+            workloads=self._workloads(run, jobs),
         )
 
     def _cached_children(self, run: Run) -> Children:
@@ -213,6 +219,7 @@ class Kube:
             service=service if service is not None and _owned_by(service, mine) else None,
             job_events=self._failed_creates(ns, jobs),
             ray_jobs=ray_jobs,
+            workloads=self._workloads(run, jobs),
         )
 
     def _ray_jobs(self, run: Run) -> list[dict[str, Any]]:
@@ -238,6 +245,30 @@ class Kube:
                 return events
             events += [item.to_dict() for item in found.items]
         return events
+
+    def _workloads(self, run: Run, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The Kueue Workloads of the run's unfinished Jobs: why they wait, and the Workload to deactivate for
+        spec.suspend (best effort: without Kueue's CRD or the RBAC to read it, status says less and a
+        suspension suspends the Job itself)."""
+        if run.queue_name is None:
+            return []
+        found: list[dict[str, Any]] = []
+        for job in jobs:
+            uid = job["metadata"].get("uid")
+            conditions = (job.get("status") or {}).get("conditions") or []
+            if not uid or any(
+                c.get("type") in ("Complete", "Failed") and c.get("status") == "True" for c in conditions
+            ):
+                continue
+            try:
+                listed = self.custom.list_namespaced_custom_object(
+                    KUEUE_GROUP, KUEUE_VERSION, run.ref.namespace, "workloads", label_selector=f"{JOB_UID_LABEL}={uid}"
+                )
+            except (ApiException, HTTPError, OSError) as err:
+                log.debug("cannot read Kueue workloads in %s: %s", run.ref.namespace, failure_of(err).describe())
+                return found
+            found += cast(dict[str, Any], listed).get("items") or []
+        return found
 
     def log_tail(self, namespace: str, pod: str, lines: int = 20) -> str | None:
         """Best effort: a fake kubelet (kwok) or a rotated log simply yields no progress."""
@@ -270,7 +301,7 @@ class Kube:
     def apply(self, obj: dict[str, Any]) -> bool:
         """Server-side apply, unless the cached object already holds every applied field (then no write)."""
         meta = obj["metadata"]
-        if self.cache is not None:
+        if self.cache is not None and obj["kind"] in self.cache.informers:
             cached = self.cache.get(obj["kind"], meta["namespace"], meta["name"])
             if cached is not None and contains({k: v for k, v in obj.items() if k != "kind"}, cached):
                 return False

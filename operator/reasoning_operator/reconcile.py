@@ -94,7 +94,13 @@ def reconcile(
         if running:
             log_tail = kube.log_tail(namespace, running[-1]["metadata"]["name"])
         # A RayJob is not watched: its status changes reach no fingerprint, so such a run is not memoised.
-        uncached = bool(running or any(map(awaits_pod, children.jobs)) or kube.cache is None or children.ray_jobs)
+        uncached = bool(
+            running
+            or any(map(awaits_pod, children.jobs))
+            or children.workloads
+            or children.ray_jobs
+            or kube.cache is None
+        )
         observed = observe(
             claim=children.claim,
             config_map=children.config_map,
@@ -105,6 +111,7 @@ def reconcile(
             training_log_tail=log_tail,
             job_events=children.job_events,
             ray_jobs=children.ray_jobs,
+            workloads=children.workloads,
         )
         plan = decide(run, observed, moment)
         rejection, wrote = kube.execute_children(plan)

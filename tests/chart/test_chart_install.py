@@ -357,6 +357,8 @@ def _assert_cluster_wide_rbac_is_narrow(sa: k8s.ApiClient, run_namespace: str, r
     # What it needs, anywhere (pods/log too, which kwok cannot exercise: kube.py reads training progress there).
     for verb, resource, group in (
         ("create", "jobs", "batch"),
+        ("patch", "jobs", "batch"),  # spec.suspend
+        ("patch", "workloads", "kueue.x-k8s.io"),  # spec.active, for spec.suspend on a queued run
         ("patch", "reasoningruns/status", GROUP),
         ("get", "pods/log", ""),
         ("patch", "deployments", "apps"),
@@ -375,6 +377,8 @@ def _assert_cluster_wide_rbac_is_narrow(sa: k8s.ApiClient, run_namespace: str, r
         ("create", "clusterrolebindings", None, "rbac.authorization.k8s.io"),
         ("create", "pods/exec", run_namespace, ""),
         ("delete", "persistentvolumeclaims", run_namespace, ""),
+        ("create", "workloads", run_namespace, "kueue.x-k8s.io"),  # Kueue's own objects
+        ("delete", "workloads", run_namespace, "kueue.x-k8s.io"),
         ("update", "customresourcedefinitions", None, "apiextensions.k8s.io"),
     ):
         assert not _allowed(sa, verb, resource, ns, group), f"{verb} {resource} should be forbidden"

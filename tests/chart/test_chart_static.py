@@ -126,6 +126,10 @@ def test_rbac_is_least_privilege_in_both_modes() -> None:
     # patched, updated, created or deleted. Status has its own subresource.
     assert granted[("reasoning-operator.dev", "reasoningruns")] == {"get", "list", "watch"}
     assert granted[("reasoning-operator.dev", "reasoningruns/status")] == {"patch"}
+    # Jobs are patched only to (un)suspend them; Kueue's Workloads are read (why a Job waits) and patched
+    # (spec.active, for spec.suspend), never created or deleted.
+    assert granted[("batch", "jobs")] == {"get", "list", "watch", "create", "patch"}
+    assert granted[("kueue.x-k8s.io", "workloads")] == {"get", "list", "watch", "patch"}
     binding = one(cluster, "ClusterRoleBinding")
     assert binding["roleRef"]["name"] != "cluster-admin"
     (subject,) = binding["subjects"]

@@ -92,10 +92,17 @@ The same rules go into the ClusterRole (all namespaces) or into one Role per wat
 - apiGroups: [reasoning-operator.dev]
   resources: [reasoningruns/finalizers]
   verbs: [update]
-# Stage Jobs: watched (cached, by the operator's label), created once (the garbage collector deletes them with the run).
+# Stage Jobs: watched (cached, by the operator's label), created once (the garbage collector deletes them with
+# the run); patched (server-side apply of spec.suspend alone) to suspend and resume them for spec.suspend.
 - apiGroups: [batch]
   resources: [jobs]
-  verbs: [get, list, watch, create]
+  verbs: [get, list, watch, create, patch]
+# Kueue's Workloads (with spec.queueName): read to tell in status why a queued Job waits for admission, and
+# patched (server-side apply of spec.active and one annotation) to hold a queued run for spec.suspend: Kueue
+# unsuspends an admitted Job that is merely suspended, and evicts an inactive Workload.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [workloads]
+  verbs: [get, list, watch, patch]
 # The Triton Deployment: watched, server-side applied (patch; create when it is absent), deleted after evaluation.
 - apiGroups: [apps]
   resources: [deployments]

@@ -131,12 +131,12 @@ def training_upstream(config: TrainingStageConfig) -> str | None:
 
 def training_key(config: TrainingStageConfig, upstream: str | None) -> str:
     """Config (not its paths), the base model (a fingerprint when local) and the upstream data's key."""
-    wire = _without(config.to_wire(), "outputDir", "dataPath")
+    wire = _without(config.to_wire(), "outputDir", "dataPath", "tracking")
     return stage_key("training", {**wire, "base": fingerprint(config.model.name)}, upstream)
 
 
 def evaluation_key(config: EvaluationStageConfig) -> str:
     """Settings and models (not the server's address) and the key of the trained model the server serves."""
-    wire = _without(config.to_wire(), "outputDir", "serverUrl", "trainedDir")
+    wire = _without(config.to_wire(), "outputDir", "serverUrl", "trainedDir", "tracking")
     upstream = read_key(config.trained_dir) if config.trained_dir else None
     return stage_key("evaluation", wire, upstream)

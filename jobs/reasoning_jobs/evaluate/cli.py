@@ -24,6 +24,7 @@ def main(
     from .report import evaluation_result, write_chart, write_html, write_markdown, write_results_json
     from .retrying import ServerUnreachableError
     from .runner import evaluate
+    from .tracking import track
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     stage = load_config(EvaluationStageConfig, config)
@@ -39,9 +40,10 @@ def main(
     claim = claim_output(out, "evaluation", evaluation_key(stage))  # another run's results are moved aside
     write_results_json(run, stage, out / "results.json")
     chart = write_chart(run.scores, out / "accuracy.png")
-    write_markdown(run, stage, chart, out / "report.md")
-    report = write_html(run, stage, chart, out / "report.html")
-    result = evaluation_result(run.scores, str(report))
+    links = track(stage, run.scores)
+    write_markdown(run, stage, chart, out / "report.md", links)
+    report = write_html(run, stage, chart, out / "report.html", links)
+    result = evaluation_result(run.scores, str(report), links.mlflow_run_url)
     report_result(result.model_copy(update={"inputs_key": claim.key, "stale_artifacts": claim.moved_to}), out)
     for score in sorted(run.scores, key=lambda s: (s.benchmark, s.model, s.mode)):
         typer.echo(

@@ -12,6 +12,7 @@ from reasoning_operator.api import Accuracy, EvaluationResult, EvaluationStageCo
 
 from .runner import EvaluationRun, records_as_dicts
 from .statistics import CellScore
+from .tracking import TrackingLinks
 
 #: Stay well under Kubernetes' 4096-byte termination message.
 COMPACT_LIMIT = 3800
@@ -96,7 +97,9 @@ def _row(score: CellScore) -> list[str]:
     ]
 
 
-def write_markdown(run: EvaluationRun, config: EvaluationStageConfig, chart: Path, path: Path) -> Path:
+def write_markdown(
+    run: EvaluationRun, config: EvaluationStageConfig, chart: Path, path: Path, links: TrackingLinks | None = None
+) -> Path:
     lines = [
         "# Evaluation report",
         "",
@@ -116,14 +119,42 @@ def write_markdown(run: EvaluationRun, config: EvaluationStageConfig, chart: Pat
         f"{SHUFFLE_NOTE}.",
         "",
     ]
+    tracked = links.lines() if links is not None else []
+    if tracked:
+        lines += ["## Tracking", ""]
+        lines += [f"- {label}: {_md_target(target)}" for label, target in tracked]
+        lines += [""]
     path.write_text("\n".join(lines), encoding="utf-8")
     return path
 
 
-def write_html(run: EvaluationRun, config: EvaluationStageConfig, chart: Path, path: Path) -> Path:
+def _md_target(target: str) -> str:
+    return f"[{target}]({target})" if target.startswith(("http://", "https://")) else f"`{target}`"
+
+
+def _html_target(target: str) -> str:
+    escaped = html.escape(target)
+    return (
+        f'<a href="{escaped}">{escaped}</a>'
+        if target.startswith(("http://", "https://"))
+        else f"<code>{escaped}</code>"
+    )
+
+
+def write_html(
+    run: EvaluationRun, config: EvaluationStageConfig, chart: Path, path: Path, links: TrackingLinks | None = None
+) -> Path:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
     rows = "".join(
         "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in _row(score)) + "</tr>" for score in _sorted(run.scores)
+    )
+    tracked = links.lines() if links is not None else []
+    tracking = (
+        "<h2>Tracking</h2><ul>"
+        + "".join(f"<li>{html.escape(label)}: {_html_target(target)}</li>" for label, target in tracked)
+        + "</ul>"
+        if tracked
+        else ""
     )
     document = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Evaluation report</title>
@@ -135,13 +166,16 @@ modes {html.escape(", ".join(config.evaluation.modes))}; seed {config.evaluation
 <img src="{html.escape(chart.name)}" alt="accuracy by model and reasoning mode">
 <table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>
 <p>Accuracy counts unanswered questions as wrong. {html.escape(SHUFFLE_NOTE)}.</p>
+{tracking}
 </body></html>
 """
     path.write_text(document, encoding="utf-8")
     return path
 
 
-def evaluation_result(scores: Sequence[CellScore], report_path: str | None) -> EvaluationResult:
+def evaluation_result(
+    scores: Sequence[CellScore], report_path: str | None, mlflow_run_url: str | None = None
+) -> EvaluationResult:
     """The compact result for the operator; optional fields are dropped if it would not fit the limit."""
 
     def build(full: bool) -> EvaluationResult:
@@ -162,7 +196,7 @@ def evaluation_result(scores: Sequence[CellScore], report_path: str | None) -> E
                     **extra,
                 )
             )
-        return EvaluationResult(accuracies=accuracies, report_path=report_path)
+        return EvaluationResult(accuracies=accuracies, report_path=report_path, mlflow_run_url=mlflow_run_url)
 
     result = build(full=True)
     if len(json.dumps(result.to_wire(), separators=(",", ":")).encode()) > COMPACT_LIMIT:

@@ -9,7 +9,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from reasoning_operator.api import ReasoningRunStatus, Stage
+from reasoning_operator.api import ReasoningRunStatus
 
 CAVEAT = (
     "The quickstart trains a tiny model from scratch on a few thousand synthetic samples on a CPU: it is a "
@@ -32,7 +32,7 @@ def write_report(status: ReasoningRunStatus, name: str, root: Path, run_dir: Pat
     if status.failure_reason:
         lines += [f"**Failure:** {status.failure_reason.splitlines()[0]}", ""]
     lines += ["| stage | phase | duration | message |", "|---|---|---|---|"]
-    for stage in Stage:
+    for stage in status.stages.present():
         s = status.stages.get(stage)
         duration = f"{s.duration_seconds:.0f}s" if s.duration_seconds is not None else ""
         lines.append(f"| {stage.value} | {s.phase.value} | {duration} | {s.message or ''} |")
@@ -89,7 +89,7 @@ def print_status(status: ReasoningRunStatus, name: str, console: Console) -> Non
     table = Table(title=f"ReasoningRun {name}: {status.phase.value}", title_justify="left")
     for column in ("stage", "phase", "duration", "message"):
         table.add_column(column)
-    for stage in Stage:
+    for stage in status.stages.present():
         s = status.stages.get(stage)
         duration = f"{s.duration_seconds:.0f}s" if s.duration_seconds is not None else ""
         table.add_row(stage.value, s.phase.value, duration, (s.message or "")[:80])

@@ -21,6 +21,7 @@ from reasoning_operator.api import (
     ConditionType,
     CurationResult,
     EvaluationResult,
+    ExportResult,
     Phase,
     ReasoningRunStatus,
     Stage,
@@ -45,14 +46,16 @@ CONDITION = {
     Stage.TRAINING: ConditionType.MODEL_TRAINED,
     Stage.SERVING: ConditionType.SERVING_READY,
     Stage.EVALUATION: ConditionType.EVALUATED,
+    Stage.EXPORT: ConditionType.EXPORTED,
 }
 PHASE = {
     Stage.CURATION: Phase.CURATING,
     Stage.TRAINING: Phase.TRAINING,
     Stage.SERVING: Phase.SERVING,
     Stage.EVALUATION: Phase.EVALUATING,
+    Stage.EXPORT: Phase.EXPORTING,
 }
-COMMAND = {Stage.CURATION: "curate", Stage.TRAINING: "train", Stage.EVALUATION: "evaluate"}
+COMMAND = {Stage.CURATION: "curate", Stage.TRAINING: "train", Stage.EVALUATION: "evaluate", Stage.EXPORT: "export"}
 
 
 def _now() -> str:
@@ -249,6 +252,12 @@ class LocalRun:
             evaluation = self._job(Stage.EVALUATION, configs.evaluation, evaluation_key, EvaluationResult)
             self.status.evaluation = evaluation
             self.status.headline_accuracy = evaluation.headline()
+            if configs.export is not None:
+                self._stop_server(server)  # the export loads the model again: free the server's memory first
+                server = None
+                stage = Stage.EXPORT
+                export_key = stage_key("export", configs.export.to_wire(), evaluation_key)
+                self.status.export = self._job(Stage.EXPORT, configs.export, export_key, ExportResult)
             self._finish(Phase.SUCCEEDED, "all stages finished")
         except StageFailedError as err:
             first_line = (str(err).splitlines() or [""])[0]
@@ -259,24 +268,28 @@ class LocalRun:
             self._finish(Phase.FAILED, "interrupted")
             raise
         finally:
-            if server is not None:
-                server.stop()
-                if self.status.stages.serving.phase == StagePhase.SUCCEEDED:
-                    self.status.conditions = set_condition(
-                        self.status.conditions,
-                        ConditionType.SERVING_READY,
-                        False,
-                        "ServingStopped",
-                        "evaluation finished; the local server was stopped",
-                        _now(),
-                        1,
-                    )
-                    self._save_status()
+            self._stop_server(server)
         return self.status
+
+    def _stop_server(self, server: Server | None) -> None:
+        if server is None:
+            return
+        server.stop()
+        if self.status.stages.serving.phase == StagePhase.SUCCEEDED:
+            self.status.conditions = set_condition(
+                self.status.conditions,
+                ConditionType.SERVING_READY,
+                False,
+                "ServingStopped",
+                "evaluation finished; the local server was stopped",
+                _now(),
+                1,
+            )
+            self._save_status()
 
 
 def summary_rows(status: ReasoningRunStatus) -> list[dict[str, Any]]:
     return [
         {"stage": s.value, **status.stages.get(s).model_dump(mode="json", by_alias=True, exclude_none=True)}
-        for s in Stage
+        for s in status.stages.present()
     ]

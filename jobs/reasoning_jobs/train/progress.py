@@ -1,5 +1,6 @@
 """Progress reporting: one JSON line per logged step on stdout (the `TrainingProgress` wire format the
-operator reads from the pod log), a richer line in `metrics.jsonl`, a tqdm bar on stderr and a PNG curve."""
+operator reads from the pod log), a richer line in `metrics.jsonl`, TensorBoard event files in `tensorboard/`
+(and the same scalars to MLflow where configured), a tqdm bar on stderr and a PNG curve."""
 
 from __future__ import annotations
 
@@ -7,12 +8,23 @@ import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from reasoning_operator.api import TrainingProgress
 
+if TYPE_CHECKING:
+    from reasoning_jobs.common.mlflow_tracking import MlflowRun
+
 METRICS_FILE = "metrics.jsonl"
 CURVE_FILE = "training_curve.png"
+TENSORBOARD_DIR = "tensorboard"
+#: StepRecord field -> scalar tag, in TensorBoard and MLflow alike.
+SCALARS = {
+    "loss": "train/loss",
+    "learning_rate": "train/learning_rate",
+    "tokens_per_second": "train/tokens_per_second",
+    "grad_norm": "train/grad_norm",
+}
 
 
 @dataclass(frozen=True)
@@ -51,12 +63,24 @@ def truncate_metrics(output_dir: Path, last_step: int) -> None:
 
 class ProgressReporter:
     def __init__(
-        self, output_dir: Path, max_steps: int, start_step: int, bar: bool = True, stream: TextIO | None = None
+        self,
+        output_dir: Path,
+        max_steps: int,
+        start_step: int,
+        bar: bool = True,
+        stream: TextIO | None = None,
+        mlflow: MlflowRun | None = None,
     ) -> None:
+        from torch.utils.tensorboard import SummaryWriter
         from tqdm import tqdm
 
         self.output_dir = output_dir
         self.stream = stream or sys.stdout
+        self.mlflow = mlflow
+        # purge_step: on resume, TensorBoard hides the events logged after the checkpoint (they come again).
+        self.writer = SummaryWriter(
+            log_dir=str(output_dir / TENSORBOARD_DIR), purge_step=start_step + 1 if start_step else None
+        )
         self.bar = tqdm(
             total=max_steps, initial=start_step, desc="train", unit="step", file=sys.stderr, disable=not bar
         )
@@ -73,10 +97,16 @@ class ProgressReporter:
             eta_seconds=round(record.eta_seconds, 1),
         )
         print(json.dumps(progress.to_wire(), separators=(",", ":")), file=self.stream, flush=True)
+        scalars = {tag: float(getattr(record, field)) for field, tag in SCALARS.items()}
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, record.step)
+        if self.mlflow is not None:
+            self.mlflow.log_metrics(scalars, record.step)
         self.bar.update(1)
         self.bar.set_postfix(loss=f"{record.loss:.4f}", tok_s=f"{record.tokens_per_second:.0f}")
 
     def close(self) -> None:
+        self.writer.close()
         self.bar.close()
 
 

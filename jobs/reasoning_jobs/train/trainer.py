@@ -10,7 +10,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -22,7 +22,10 @@ from .checkpoint import TrainState, latest_checkpoint, load_checkpoint, remove_p
 from .modeling import Levers, apply_levers, apply_lora, device_micro_batch, summed_loss
 from .options import Resolved, RunOptions, resolve_device, stop_after_step, validate_config
 from .preemption import PREEMPTED_EXIT_CODE, StopRequests
-from .progress import ProgressReporter, StepRecord, plot_curve, truncate_metrics
+from .progress import TENSORBOARD_DIR, ProgressReporter, StepRecord, plot_curve, truncate_metrics
+
+if TYPE_CHECKING:
+    from reasoning_jobs.common.mlflow_tracking import MlflowRun
 
 log = logging.getLogger("reasoning.train")
 
@@ -199,6 +202,31 @@ def keep_compile_cache(output_dir: Path) -> None:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = str((output_dir / COMPILE_CACHE_DIR).resolve())
 
 
+def open_tracking(config: TrainingStageConfig, output_dir: Path) -> MlflowRun | None:
+    """The MLflow run this training logs to: the one a previous pod of it opened (resume), else a new one."""
+    from reasoning_jobs.common.mlflow_tracking import RUN_ID_FILE, open_run, run_name
+
+    spec = config.tracking.mlflow if config.tracking is not None else None
+    if spec is None:
+        return None
+    id_file = output_dir / RUN_ID_FILE
+    previous = id_file.read_text(encoding="utf-8").strip() if id_file.is_file() else None
+    tracker = open_run(spec, run_name(output_dir), previous)
+    if tracker is None and previous is not None:
+        tracker = open_run(spec, run_name(output_dir))
+    if tracker is not None:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        id_file.write_text(tracker.run_id + "\n", encoding="utf-8")
+        if previous is None:
+            training = config.training
+            tracker.log_params(
+                {"model": config.model.name, "method": training.method, "max_steps": training.max_steps,
+                 "learning_rate": training.learning_rate, "global_batch_size": training.global_batch_size,
+                 "max_seq_length": training.max_seq_length, "precision": training.precision}
+            )  # fmt: skip
+    return tracker
+
+
 def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingResult:
     from transformers import AutoTokenizer
 
@@ -241,7 +269,8 @@ def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingRe
         log.info("resumed from %s at step %d", resume_from, state.step)
     truncate_metrics(output_dir, state.step)
 
-    reporter = ProgressReporter(output_dir, training.max_steps, state.step, bar=options.progress)
+    tracker = open_tracking(config, output_dir)
+    reporter = ProgressReporter(output_dir, training.max_steps, state.step, bar=options.progress, mlflow=tracker)
     stop_at = stop_after_step()
     run_start = time.perf_counter()
     steps_this_run = 0
@@ -290,6 +319,8 @@ def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingRe
 
     adapter_path = save_final(model, tokenizer, config, output_dir)
     plot_curve(output_dir)
+    if tracker is not None:
+        tracker.finish()
     result = TrainingResult(
         steps=state.step,
         final_loss=state.last_loss,
@@ -298,6 +329,9 @@ def run_training(config: TrainingStageConfig, options: RunOptions) -> TrainingRe
         tokens_per_second=round(state.tokens_seen / max(state.elapsed_seconds, 1e-9), 1),
         adapter_path=str(adapter_path),
         backend=training.backend,
+        tensorboard_dir=str(output_dir / TENSORBOARD_DIR),
+        mlflow_run_url=tracker.url if tracker is not None else None,
+        mlflow_run_id=tracker.run_id if tracker is not None else None,
         inputs_key=claim.key,
         stale_artifacts=claim.moved_to,
     )

@@ -1,10 +1,12 @@
 """The ReasoningRun API: the one source of truth for the CRD, the operator and every job's config."""
 
 from .base import API_VERSION, GROUP, KIND, PLURAL, VERSION, ApiModel
-from .results import Accuracy, CurationResult, EvaluationResult, TrainingProgress, TrainingResult
+from .export import ExportSpec
+from .results import Accuracy, CurationResult, EvaluationResult, ExportResult, TrainingProgress, TrainingResult
 from .spec import (
     IMAGE_REFERENCE_PATTERN,
     IMAGE_REGISTRY,
+    QUEUE_NAME_LABEL,
     CurationCluster,
     CurationSpec,
     DatasetSpec,
@@ -26,6 +28,7 @@ from .stages import (
     BASE_MODEL_NAME,
     CurationStageConfig,
     EvaluationStageConfig,
+    ExportStageConfig,
     ServingStageConfig,
     StageConfigs,
     TrainingStageConfig,
@@ -46,6 +49,7 @@ from .status import (
     set_condition,
     timestamp,
 )
+from .tracking import MLFLOW_CREDENTIAL_VARIABLES, MlflowSpec, TrackingSpec
 
 __all__ = [
     "ADAPTER_MODEL_NAME",
@@ -55,7 +59,9 @@ __all__ = [
     "IMAGE_REFERENCE_PATTERN",
     "IMAGE_REGISTRY",
     "KIND",
+    "MLFLOW_CREDENTIAL_VARIABLES",
     "PLURAL",
+    "QUEUE_NAME_LABEL",
     "VERSION",
     "Accuracy",
     "ApiModel",
@@ -69,8 +75,12 @@ __all__ = [
     "EvaluationResult",
     "EvaluationSpec",
     "EvaluationStageConfig",
+    "ExportResult",
+    "ExportSpec",
+    "ExportStageConfig",
     "ImagesSpec",
     "LoraSpec",
+    "MlflowSpec",
     "ModelSpec",
     "Phase",
     "ReasoningRunSpec",
@@ -86,6 +96,7 @@ __all__ = [
     "StagesStatus",
     "StorageSpec",
     "TokenCounter",
+    "TrackingSpec",
     "TrainingProgress",
     "TrainingResult",
     "TrainingSpec",

@@ -48,6 +48,9 @@ class TrainingResult(KeyedResult):
     tokens_per_second: float = Field(default=0.0, ge=0)
     adapter_path: str | None = None
     backend: str | None = None
+    tensorboard_dir: str | None = Field(default=None, description="TensorBoard event files of this training.")
+    mlflow_run_url: str | None = Field(default=None, description="The MLflow run, where spec.tracking.mlflow is set.")
+    mlflow_run_id: str | None = Field(default=None, description="Evaluation logs its metrics into the same run.")
 
 
 class Accuracy(ApiModel):
@@ -65,6 +68,7 @@ class Accuracy(ApiModel):
 class EvaluationResult(KeyedResult):
     accuracies: list[Accuracy] = Field(default_factory=list)
     report_path: str | None = None
+    mlflow_run_url: str | None = Field(default=None, description="The MLflow run the metrics were logged to.")
 
     def headline(self) -> str | None:
         """The trained model with reasoning on, first benchmark: what `kubectl get rr` shows."""
@@ -72,6 +76,14 @@ class EvaluationResult(KeyedResult):
             return None
         best = sorted(self.accuracies, key=lambda a: (a.model != "trained", a.mode != "on", a.benchmark))[0]
         return f"{best.benchmark}/{best.mode}: {best.accuracy:.3f}"
+
+
+class ExportResult(KeyedResult):
+    destination: str = Field(description="Where the export went: a path on the volume, s3://… or hf://….")
+    merged_path: str | None = Field(default=None, description="The merged Hugging Face directory, if exported.")
+    adapter_path: str | None = Field(default=None, description="The PEFT adapter, if exported.")
+    files: int = Field(default=0, ge=0)
+    bytes: int = Field(default=0, ge=0)
 
 
 class TrainingProgress(ApiModel):

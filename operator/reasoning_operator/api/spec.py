@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from .base import ApiModel, Rule, check_rules, section_config
+from .export import ExportSpec
+from .tracking import TrackingSpec
 from .validation import (
     MAX_ITEMS,
     MAX_TEXT,
@@ -37,6 +39,8 @@ DEFAULT_GPU_PRODUCTS = [
     "NVIDIA-A100-SXM4-40GB",
     "NVIDIA-A100-PCIE-40GB",
 ]
+#: The label Kueue reads a Job's (and here a run's) LocalQueue from.
+QUEUE_NAME_LABEL = "kueue.x-k8s.io/queue-name"
 LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 DATASET_SOURCE_PATTERN = r"^(hf://[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+|s3://\S+|gs://\S+|/\S*)$"
 
@@ -391,6 +395,12 @@ class ReasoningRunSpec(ApiModel):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     storage: StorageSpec = Field(default_factory=StorageSpec)
     images: ImagesSpec = Field(default_factory=ImagesSpec)
+    tracking: TrackingSpec | None = Field(
+        default=None, description="Experiment tracking beyond the TensorBoard files on the volume: MLflow."
+    )
+    export: ExportSpec | None = Field(
+        default=None, description="Export the trained model after evaluation: merged directory and/or adapter."
+    )
     progress_deadline_seconds: int = Field(
         default=1800,
         ge=10,
@@ -399,6 +409,22 @@ class ReasoningRunSpec(ApiModel):
             "How long a stage may wait without progress (no node fits its pod, a container never starts, "
             "serving never gets ready) before the Stalled condition says so, with the reason. The run keeps "
             "waiting: capacity may still come."
+        ),
+    )
+
+    suspend: bool = Field(
+        default=False,
+        description=(
+            "Stop the run where it is: the current stage Job is suspended (its pods are deleted), serving is "
+            "scaled to 0 and no new stage starts; the phase is kept and the Suspended condition says so. Set "
+            "back to false to continue (training resumes from its latest checkpoint)."
+        ),
+    )
+    queue_name: LabelValue | None = Field(
+        default=None,
+        description=(
+            f"Kueue LocalQueue for the stage Jobs: each is created with the {QUEUE_NAME_LABEL} label and "
+            f"suspended, and Kueue starts it on admission. Defaults to the run's own {QUEUE_NAME_LABEL} label."
         ),
     )
 

@@ -9,7 +9,9 @@ from typing import Any, TypeVar
 from pydantic import Field
 
 from .base import ApiModel
+from .export import ExportSpec
 from .spec import CurationSpec, DatasetSpec, EvaluationSpec, ModelSpec, ReasoningRunSpec, ServingSpec, TrainingSpec
+from .tracking import TrackingSpec
 
 T = TypeVar("T", bound=ApiModel)
 
@@ -45,7 +47,8 @@ class TrainingStageConfig(ApiModel):
     model: ModelSpec
     training: TrainingSpec
     data_path: str = Field(description="The curated training.jsonl.")
-    output_dir: str = Field(description="Gets checkpoints/, adapter/, metrics.jsonl and summary.json.")
+    output_dir: str = Field(description="Gets checkpoints/, adapter/, metrics.jsonl, tensorboard/ and summary.json.")
+    tracking: TrackingSpec | None = Field(default=None, description="Not part of the inputs key.")
 
 
 class ServingStageConfig(ApiModel):
@@ -78,6 +81,19 @@ class EvaluationStageConfig(ApiModel):
     trained_dir: str | None = Field(
         default=None, description="The training output the server serves: its inputs key is part of this stage's."
     )
+    tracking: TrackingSpec | None = Field(default=None, description="Not part of the inputs key.")
+
+
+class ExportStageConfig(ApiModel):
+    """The export job: the trained output and what the model card tells of it (recipe, data, scores)."""
+
+    model: ModelSpec
+    training: TrainingSpec = Field(description="The recipe, for the model card; its method picks what is merged.")
+    export: ExportSpec
+    trained_dir: str
+    curated_dir: str
+    evaluation_dir: str
+    output_dir: str = Field(description="export/ in the run's directory: the default destination, else a staging.")
 
 
 class StageConfigs(ApiModel):
@@ -87,6 +103,7 @@ class StageConfigs(ApiModel):
     training: TrainingStageConfig
     serving: ServingStageConfig
     evaluation: EvaluationStageConfig
+    export: ExportStageConfig | None = None
 
 
 def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> StageConfigs:
@@ -99,7 +116,11 @@ def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> Stag
             dataset=spec.dataset, curation=spec.curation, tokenizer=spec.tokenizer(), output_dir=curated
         ),
         training=TrainingStageConfig(
-            model=spec.model, training=spec.training, data_path=f"{curated}/training.jsonl", output_dir=trained
+            model=spec.model,
+            training=spec.training,
+            data_path=f"{curated}/training.jsonl",
+            output_dir=trained,
+            tracking=spec.tracking,
         ),
         serving=ServingStageConfig(
             model=spec.model,
@@ -113,6 +134,18 @@ def stage_configs(spec: ReasoningRunSpec, run_dir: str, server_url: str) -> Stag
             models=[ADAPTER_MODEL_NAME, BASE_MODEL_NAME] if spec.evaluation.compare_base else [ADAPTER_MODEL_NAME],
             output_dir=f"{run_dir}/eval",
             trained_dir=trained,
+            tracking=spec.tracking,
+        ),
+        export=None
+        if spec.export is None
+        else ExportStageConfig(
+            model=spec.model,
+            training=spec.training,
+            export=spec.export,
+            trained_dir=trained,
+            curated_dir=curated,
+            evaluation_dir=f"{run_dir}/eval",
+            output_dir=f"{run_dir}/export",
         ),
     )
 

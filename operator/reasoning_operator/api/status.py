@@ -10,7 +10,7 @@ from enum import StrEnum
 from pydantic import Field
 
 from .base import ApiModel
-from .results import CurationResult, EvaluationResult, TrainingProgress, TrainingResult
+from .results import CurationResult, EvaluationResult, ExportResult, TrainingProgress, TrainingResult
 
 
 class Phase(StrEnum):
@@ -19,6 +19,7 @@ class Phase(StrEnum):
     TRAINING = "Training"
     SERVING = "Serving"
     EVALUATING = "Evaluating"
+    EXPORTING = "Exporting"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
 
@@ -28,6 +29,8 @@ class Stage(StrEnum):
     TRAINING = "training"
     SERVING = "serving"
     EVALUATION = "evaluation"
+    #: only where spec.export is set
+    EXPORT = "export"
 
 
 class StagePhase(StrEnum):
@@ -42,11 +45,16 @@ class ConditionType(StrEnum):
     MODEL_TRAINED = "ModelTrained"
     SERVING_READY = "ServingReady"
     EVALUATED = "Evaluated"
+    EXPORTED = "Exported"
     SUCCEEDED = "Succeeded"
     FAILED = "Failed"
     #: True while the run cannot make progress (no node fits, serving never ready, the apiserver keeps
     #: failing), with the reason; the run keeps waiting. Set after spec.progressDeadlineSeconds.
     STALLED = "Stalled"
+    #: True while spec.suspend holds the run (current Job suspended, serving at 0 replicas).
+    SUSPENDED = "Suspended"
+    #: With spec.queueName: whether Kueue has admitted the current stage Job (False: waiting, with why).
+    ADMITTED = "Admitted"
 
 
 class Condition(ApiModel):
@@ -74,10 +82,18 @@ class StagesStatus(ApiModel):
     training: StageStatus = Field(default_factory=StageStatus)
     serving: StageStatus = Field(default_factory=StageStatus)
     evaluation: StageStatus = Field(default_factory=StageStatus)
+    export: StageStatus | None = Field(default=None, description="Only where spec.export is set.")
 
     def get(self, stage: Stage) -> StageStatus:
+        """The stage's status; the export stage's is created on first use (runs without it never have one)."""
+        if stage == Stage.EXPORT and self.export is None:
+            self.export = StageStatus()
         status: StageStatus = getattr(self, stage.value)
         return status
+
+    def present(self) -> list[Stage]:
+        """The stages this run has: the four, and export where it has a status."""
+        return [stage for stage in Stage if stage != Stage.EXPORT or self.export is not None]
 
 
 class ReasoningRunStatus(ApiModel):
@@ -92,6 +108,7 @@ class ReasoningRunStatus(ApiModel):
     training: TrainingResult | None = None
     training_progress: TrainingProgress | None = None
     evaluation: EvaluationResult | None = None
+    export: ExportResult | None = None
     storage_claim: str | None = None
     failure_reason: str | None = None
 

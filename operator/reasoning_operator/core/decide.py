@@ -18,6 +18,7 @@ from reasoning_operator.api import (
     ConditionType,
     CurationResult,
     EvaluationResult,
+    ExportResult,
     Phase,
     ReasoningRunStatus,
     Stage,
@@ -30,7 +31,7 @@ from reasoning_operator.api import (
     timestamp,
 )
 
-from . import builders
+from . import builders, suspension
 from .observe import JobObs, Observed, PodObs
 from .rejection import CHILD_REJECTED, OOM_KILLED, STAGE_CONDITION, TRANSIENT, pod_creation_refused
 from .run import Run
@@ -41,18 +42,26 @@ STAGE_PHASE = {
     Stage.TRAINING: Phase.TRAINING,
     Stage.SERVING: Phase.SERVING,
     Stage.EVALUATION: Phase.EVALUATING,
+    Stage.EXPORT: Phase.EXPORTING,
 }
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
 RESULT_MODELS: dict[Stage, type[ApiModel]] = {
     Stage.CURATION: CurationResult,
     Stage.TRAINING: TrainingResult,
     Stage.EVALUATION: EvaluationResult,
+    Stage.EXPORT: ExportResult,
 }
 JOB_BUILDERS: dict[Stage, Callable[[Run], dict[str, Any]]] = {
     Stage.CURATION: builders.build_curation,  # a RayJob when spec.curation.cluster is set
     Stage.TRAINING: builders.build_training_job,
     Stage.EVALUATION: builders.build_evaluation_job,
+    Stage.EXPORT: builders.build_export_job,
 }
+
+
+def stage_order(run: Run) -> list[Stage]:
+    """The four stages, then export where spec.export is set."""
+    return STAGE_ORDER + ([Stage.EXPORT] if run.spec.export is not None else [])
 
 
 @dataclass(frozen=True)
@@ -229,7 +238,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
     current_outcome: StageOutcome | None = None
     failed_reason: str | None = None
 
-    for stage in STAGE_ORDER:
+    for stage in stage_order(run):
         stage_status = status.stages.get(stage)
         if terminal:
             break
@@ -240,16 +249,19 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
             if evaluated:
                 continue
             plan.ops += [(APPLY, builders.build_serving_deployment(run)), (APPLY, builders.build_serving_service(run))]
-            outcome = _serving_outcome(run, observed)
+            outcome = suspension.serving_held(run, _serving_outcome(run, observed))
             if stage_status.phase == StagePhase.SUCCEEDED and outcome.phase != StagePhase.FAILED:
                 # Ready once is enough to start evaluating; a later blip shows in ServingReady only.
                 _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage), keep_phase=True)
                 continue
         else:
             job = observed.jobs.get(stage)
-            if job is None:
+            if job is None and not run.spec.suspend:
                 plan.ops.append((CREATE, JOB_BUILDERS[stage](run)))
-            outcome = _job_outcome(stage, job, observed.pods.get(stage, []))
+            flip = suspension.suspension_op(run, stage, job, observed) if job is not None else None
+            if flip is not None:
+                plan.ops.append((APPLY, flip))
+            outcome = suspension.held_outcome(run, stage, job, _job_outcome(stage, job, observed.pods.get(stage, [])))
             if stage == Stage.TRAINING and observed.training_progress is not None:
                 status.training_progress = observed.training_progress
             if job is not None:
@@ -279,6 +291,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
             status.current_stage = current
             status.progress = _progress(current, status, current_outcome)
 
+    suspension.hold_conditions(run, status, current, observed, terminal, stamp, generation)
     _final_conditions(status, stamp, generation, failed_reason)
     plan.recheck_at = _stalled(run, status, current_outcome if not terminal else None, now, stamp, generation)
     _serving_after_evaluation(run, status, observed, plan, stamp, generation)
@@ -417,10 +430,11 @@ def _serving_after_evaluation(
     run: Run, status: ReasoningRunStatus, observed: Observed, plan: Plan, stamp: str, generation: int
 ) -> None:
     """Once evaluation is over (or the run failed), serving stays only if spec.serving.keepServing."""
-    done = status.phase in (Phase.SUCCEEDED, Phase.FAILED)
+    # Evaluation over: the export stage (where set) needs no server.
+    done = status.phase in (Phase.SUCCEEDED, Phase.FAILED) or status.stages.evaluation.phase == StagePhase.SUCCEEDED
     if not done:
         return
-    keep = run.spec.serving.keep_serving and status.phase == Phase.SUCCEEDED
+    keep = run.spec.serving.keep_serving and status.phase != Phase.FAILED
     if keep:
         plan.ops += [(APPLY, builders.build_serving_deployment(run)), (APPLY, builders.build_serving_service(run))]
         dep = observed.deployment
@@ -461,4 +475,6 @@ def _summary(status: ReasoningRunStatus) -> str:
         parts.append(f"{status.training.steps} training steps")
     if status.headline_accuracy or status.evaluation is not None:
         parts.append(f"headline {(status.evaluation.headline() if status.evaluation else None)}")
+    if status.export is not None:
+        parts.append(f"exported to {status.export.destination}")
     return ", ".join(parts) or "all stages finished"

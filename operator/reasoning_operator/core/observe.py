@@ -29,6 +29,16 @@ class JobObs:
     created: str | None = None
     #: The newest FailedCreate message the Job controller posted for this Job (Pod Security, quota, …).
     create_failure: str | None = None
+    #: spec.suspend of the Job (set by spec.suspend, or by Kueue until it admits the Job).
+    suspended: bool = False
+    #: Why Kueue has not admitted the Job yet: its Workload's QuotaReserved/Admitted condition message.
+    admission_message: str | None = None
+    #: When the Job controller last marked the Job resumed (its Suspended condition turned False).
+    resumed_at: str | None = None
+    #: Its Kueue Workload, when read: name, spec.active, and whether the operator deactivated it.
+    workload: str | None = None
+    workload_active: bool = True
+    workload_held: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,7 +98,63 @@ def _create_failure(job: dict[str, Any], events: list[dict[str, Any]]) -> str | 
     return str(newest.get("message") or "FailedCreate")
 
 
-def job_obs(job: dict[str, Any], events: list[dict[str, Any]] | None = None) -> JobObs:
+#: The label Kueue puts on a Workload naming the uid of the Job it stands for.
+WORKLOAD_JOB_UID_LABEL = "kueue.x-k8s.io/job-uid"
+
+
+#: Set by the operator on a Workload it deactivated for spec.suspend ("true"), so that it reactivates only those.
+HELD_ANNOTATION = "reasoning-operator.dev/held-by-suspend"
+
+
+def find_workload(job: dict[str, Any], workloads: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The Kueue Workload standing for this Job: by its job-uid label or its owner reference."""
+    uid = (job.get("metadata") or {}).get("uid")
+    if uid is None:
+        return None
+    for wl in workloads:
+        meta = wl.get("metadata") or {}
+        owners = {ref.get("uid") for ref in meta.get("ownerReferences") or []}
+        if (meta.get("labels") or {}).get(WORKLOAD_JOB_UID_LABEL) == uid or uid in owners:
+            return wl
+    return None
+
+
+def admission_message(job: dict[str, Any], workloads: list[dict[str, Any]]) -> str | None:
+    """What Kueue says about admitting this Job: the message of its Workload's first condition that is not
+    True among QuotaReserved and Admitted (e.g. "couldn't assign flavors to pod set main: insufficient quota
+    for nvidia.com/gpu …")."""
+    wl = find_workload(job, workloads)
+    if wl is None:
+        return None
+    conditions = {c.get("type"): c for c in (wl.get("status") or {}).get("conditions") or []}
+    for kind in ("QuotaReserved", "Admitted"):
+        cond = conditions.get(kind)
+        if cond is not None and cond.get("status") != "True" and cond.get("message"):
+            return str(cond["message"])
+    return None
+
+
+def _workload_facts(wl: dict[str, Any] | None) -> dict[str, Any]:
+    if wl is None:
+        return {}
+    meta = wl.get("metadata") or {}
+    return {
+        "workload": meta.get("name"),
+        "workload_active": (wl.get("spec") or {}).get("active") is not False,
+        "workload_held": (meta.get("annotations") or {}).get(HELD_ANNOTATION) == "true",
+    }
+
+
+def _resumed_at(job: dict[str, Any]) -> str | None:
+    for cond in (job.get("status") or {}).get("conditions") or []:
+        if cond.get("type") == "Suspended" and cond.get("status") == "False":
+            return str(cond.get("lastTransitionTime") or "") or None
+    return None
+
+
+def job_obs(
+    job: dict[str, Any], events: list[dict[str, Any]] | None = None, workloads: list[dict[str, Any]] | None = None
+) -> JobObs:
     status = job.get("status") or {}
     failed = _condition(job, "Failed")
     return JobObs(
@@ -104,6 +170,10 @@ def job_obs(job: dict[str, Any], events: list[dict[str, Any]] | None = None) -> 
         completion_time=status.get("completionTime"),
         created=job["metadata"].get("creationTimestamp"),
         create_failure=_create_failure(job, events or []),
+        suspended=bool((job.get("spec") or {}).get("suspend")),
+        admission_message=admission_message(job, workloads or []),
+        resumed_at=_resumed_at(job),
+        **_workload_facts(find_workload(job, workloads or [])),
     )
 
 
@@ -228,9 +298,10 @@ def observe(
     service: dict[str, Any] | None,
     training_log_tail: str | None = None,
     job_events: list[dict[str, Any]] | None = None,
+    workloads: list[dict[str, Any]] | None = None,
     ray_jobs: list[dict[str, Any]] | None = None,
 ) -> Observed:
-    job_map = {stage: job_obs(j, job_events) for j in jobs if (stage := _stage_of(j)) is not None}
+    job_map = {stage: job_obs(j, job_events, workloads) for j in jobs if (stage := _stage_of(j)) is not None}
     # A run's curation is a Job or (spec.curation.cluster) a RayJob; the RayJob is read as that stage's Job.
     job_map.update({stage: ray_job_obs(r) for r in ray_jobs or [] if (stage := _stage_of(r)) is not None})
     pod_map: dict[Stage, list[PodObs]] = {}

@@ -34,6 +34,7 @@ STAGE_CONDITION = {
     Stage.TRAINING: ConditionType.MODEL_TRAINED,
     Stage.SERVING: ConditionType.SERVING_READY,
     Stage.EVALUATION: ConditionType.EVALUATED,
+    Stage.EXPORT: ConditionType.EXPORTED,
 }
 #: Consecutive failed reconciles before the Stalled condition reports transient errors.
 TRANSIENT_ATTEMPTS_BEFORE_CONDITION = 3

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from reasoning_operator.api import API_VERSION, KIND, ReasoningRunSpec, ReasoningRunStatus, Stage
+from reasoning_operator.api import API_VERSION, KIND, QUEUE_NAME_LABEL, ReasoningRunSpec, ReasoningRunStatus, Stage
 
 MANAGED_BY = "reasoning-operator"
 RUN_LABEL = "reasoning-operator.dev/run"
@@ -20,6 +20,8 @@ class RunRef:
     namespace: str
     uid: str
     generation: int = 1
+    #: The run's own kueue.x-k8s.io/queue-name label, if any (spec.queueName wins over it).
+    queue_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -39,10 +41,16 @@ class Run:
                 namespace=meta["namespace"],
                 uid=meta["uid"],
                 generation=int(meta.get("generation") or 1),
+                queue_label=(meta.get("labels") or {}).get(QUEUE_NAME_LABEL) or None,
             ),
             spec=ReasoningRunSpec.model_validate(obj.get("spec") or {}),
             status=ReasoningRunStatus.model_validate(_known_status(obj.get("status") or {})),
         )
+
+    @property
+    def queue_name(self) -> str | None:
+        """The Kueue LocalQueue of the stage Jobs: spec.queueName, else the run's queue-name label."""
+        return self.spec.queue_name or self.ref.queue_label
 
     # -- names (deterministic: a restarted operator finds, never duplicates, its children) -----------
     def child_name(self, stage: Stage) -> str:

@@ -1,7 +1,14 @@
 """One pure function per child object: `build_x(run) -> manifest dict`."""
 
 from .config import build_config_map
-from .jobs import build_curation_job, build_evaluation_job, build_training_job
+from .jobs import (
+    build_curation_job,
+    build_evaluation_job,
+    build_export_job,
+    build_training_job,
+    job_suspension,
+    workload_activation,
+)
 from .ray import build_curation, build_curation_rayjob
 from .serving import build_serving_deployment, build_serving_service, serving_url
 from .storage import build_claim
@@ -13,8 +20,11 @@ __all__ = [
     "build_curation_job",
     "build_curation_rayjob",
     "build_evaluation_job",
+    "build_export_job",
     "build_serving_deployment",
     "build_serving_service",
     "build_training_job",
+    "job_suspension",
     "serving_url",
+    "workload_activation",
 ]

@@ -31,8 +31,9 @@ _DUMPER: Any = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 def _render(run: Run, server_url: str) -> dict[str, str]:
     configs = stage_configs(run.spec, run.run_dir, server_url)
     return {
-        f"{stage.value}.yaml": yaml.dump(getattr(configs, stage.value).to_wire(), Dumper=_DUMPER, sort_keys=False)
+        f"{stage.value}.yaml": yaml.dump(config.to_wire(), Dumper=_DUMPER, sort_keys=False)
         for stage in Stage
+        if (config := getattr(configs, stage.value)) is not None
     }
 
 

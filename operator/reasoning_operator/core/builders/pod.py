@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reasoning_operator.api import Resources, Stage
+from reasoning_operator.api import MLFLOW_CREDENTIAL_VARIABLES, Resources, Stage
 
 from ..run import CONFIG_MOUNT, WORKSPACE, Run
 
@@ -51,6 +51,21 @@ def env(run: Run) -> list[dict[str, Any]]:
     if secret is not None:
         variables.append({"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": secret.name, "key": secret.key}}})
     return variables
+
+
+def tracking_env(run: Run, stage: Stage) -> list[dict[str, Any]]:
+    """The MLflow credentials for the stages that log metrics, by reference to the Secret's same-named keys
+    (optional: a token alone, or a username and password); their values never pass through the operator."""
+    tracking = run.spec.tracking
+    if stage not in (Stage.TRAINING, Stage.EVALUATION) or tracking is None or tracking.mlflow is None:
+        return []
+    secret = tracking.mlflow.credentials_secret
+    if secret is None:
+        return []
+    return [
+        {"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name, "optional": True}}}
+        for name in MLFLOW_CREDENTIAL_VARIABLES
+    ]
 
 
 def volumes(run: Run, shm: bool = False) -> list[dict[str, Any]]:
@@ -115,7 +130,7 @@ def container(
         "imagePullPolicy": run.spec.images.pull_policy,
         "command": ["reasoning"],
         "args": args,
-        "env": env(run),
+        "env": env(run) + tracking_env(run, stage),
         **extra,
         "resources": res,
         "volumeMounts": volume_mounts(shm),

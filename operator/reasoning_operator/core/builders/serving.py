@@ -91,7 +91,7 @@ def build_serving_deployment(run: Run) -> dict[str, Any]:
         "kind": "Deployment",
         "metadata": run.metadata(run.child_name(Stage.SERVING), Stage.SERVING),
         "spec": {
-            "replicas": spec.serving.replicas,
+            "replicas": 0 if spec.suspend else spec.serving.replicas,  # spec.suspend frees the GPU
             "selector": {
                 "matchLabels": {k: labels[k] for k in ("app.kubernetes.io/instance", "reasoning-operator.dev/stage")}
             },
