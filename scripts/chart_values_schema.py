@@ -65,6 +65,17 @@ class RunDefaults(Values):
     images: ImagesSpec = Field(default_factory=ImagesSpec)
 
 
+class RayCluster(Values):
+    enabled: bool = Field(
+        default=False,
+        description="Grant the operator KubeRay RayJobs (ray.io) for runs with spec.curation.cluster; needs KubeRay.",
+    )
+
+
+class Curation(Values):
+    ray_cluster: RayCluster = Field(default_factory=RayCluster)
+
+
 class ServiceAccount(Values):
     create: bool = True
     name: str = ""
@@ -129,6 +140,7 @@ class ChartValues(Values):
     watch: Watch = Field(default_factory=Watch)
     operator: OperatorSettings = Field(default_factory=OperatorSettings)
     run_defaults: RunDefaults = Field(default_factory=RunDefaults)
+    curation: Curation = Field(default_factory=Curation)
     service_account: ServiceAccount = Field(default_factory=ServiceAccount)
     rbac: Rbac = Field(default_factory=Rbac)
     metrics: Metrics = Field(default_factory=Metrics)

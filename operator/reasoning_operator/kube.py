@@ -19,13 +19,13 @@ from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import NotFoundError
 from urllib3.exceptions import HTTPError
 
-from reasoning_operator.api import GROUP, KIND, PLURAL, VERSION
+from reasoning_operator.api import GROUP, KIND, PLURAL, VERSION, Stage
 
 from .cache import ChildCache
 from .core.decide import CREATE, Event, Plan
 from .core.observe import WORKLOAD_JOB_UID_LABEL as JOB_UID_LABEL
 from .core.rejection import ApiFailure, ChildRejection, parse_failure, stage_of
-from .core.run import RUN_LABEL, Run
+from .core.run import RUN_LABEL, STAGE_LABEL, Run
 
 FIELD_MANAGER = "reasoning-operator"
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
@@ -39,6 +39,8 @@ KINDS: dict[str, str] = {
     "Job": "batch/v1",
     "Deployment": "apps/v1",
     "Event": "v1",
+    # spec.curation.cluster only (KubeRay's CRD must be installed): listed from the apiserver, not watched.
+    "RayJob": "ray.io/v1",
     "Workload": "kueue.x-k8s.io/v1beta2",
 }
 #: Waits between attempts at one write that failed transiently (5xx, 429, 409, timeout): then the reconcile
@@ -115,6 +117,7 @@ class Children:
     deployment: dict[str, Any] | None
     service: dict[str, Any] | None
     job_events: list[dict[str, Any]]
+    ray_jobs: list[dict[str, Any]] = field(default_factory=list)
     #: Kueue Workloads of this run's suspended Jobs (read only with a queue name; not cached).
     workloads: list[dict[str, Any]] = field(default_factory=list)
 
@@ -187,6 +190,7 @@ class Kube:
             deployment=self._get("Deployment", ns, serving),
             service=self._get("Service", ns, serving),
             job_events=self._failed_creates(ns, jobs),
+            ray_jobs=self._ray_jobs(run),
             workloads=self._workloads(run, jobs),
         )
 
@@ -198,7 +202,12 @@ class Kube:
         jobs = [j for j in cache.of_run("Job", ns, name) if _owned_by(j, mine)]
         job_uids = {j["metadata"].get("uid") for j in jobs} - {None}
         # Stage pods belong to this run's Jobs; serving pods to a ReplicaSet of its Deployment (by label).
-        pods = [p for p in cache.of_run("Pod", ns, name) if _owned_by(p, job_uids) or _is_serving(p)]
+        ray_jobs = self._ray_jobs(run)
+        pods = [
+            p
+            for p in cache.of_run("Pod", ns, name)
+            if _owned_by(p, job_uids) or _is_serving(p) or _of_ray_job(p, ray_jobs)
+        ]
         serving = f"{name}-serving"
         deployment = cache.get("Deployment", ns, serving)
         if deployment is not None and not _owned_by(deployment, mine):
@@ -214,8 +223,17 @@ class Kube:
             deployment=deployment,
             service=service if service is not None and _owned_by(service, mine) else None,
             job_events=self._failed_creates(ns, jobs),
+            ray_jobs=ray_jobs,
             workloads=self._workloads(run, jobs),
         )
+
+    def _ray_jobs(self, run: Run) -> list[dict[str, Any]]:
+        """The run's RayJob, read from the apiserver (no informer: KubeRay's CRD is optional), only for a run
+        whose curation asks for a cluster; owned by this very run (not a deleted namesake's)."""
+        if run.spec.curation.cluster is None:
+            return []
+        listed = self._list("RayJob", run.ref.namespace, run.ref.name)
+        return [r for r in listed if _owned_by(r, {run.ref.uid})]
 
     def _failed_creates(self, namespace: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """FailedCreate events of Jobs that have no active pod: how a pod refused by the apiserver (Pod
@@ -269,7 +287,7 @@ class Kube:
     # -- writes ------------------------------------------------------------------------------------
     def create_if_absent(self, obj: dict[str, Any]) -> bool:
         meta = obj["metadata"]
-        if self.cache is not None:
+        if self.cache is not None and obj["kind"] in self.cache.informers:
             # The cache may lag our own last create: then the apiserver says 409, and nothing is duplicated.
             if self.cache.get(obj["kind"], meta["namespace"], meta["name"]) is not None:
                 return False
@@ -382,6 +400,16 @@ def awaits_pod(job: dict[str, Any]) -> bool:
     """A Job with no pod and no outcome yet: only its FailedCreate events (not cached) can say why."""
     status = job.get("status") or {}
     return not (status.get("active") or status.get("succeeded") or status.get("conditions"))
+
+
+def _of_ray_job(pod: dict[str, Any], ray_jobs: list[dict[str, Any]]) -> bool:
+    """A pod KubeRay made for the run's RayJob (head, workers, submitter: they carry the run's labels from our
+    templates) and not older than it: the owners in between (RayCluster, submitter Job) are KubeRay's."""
+    labels = (pod.get("metadata") or {}).get("labels") or {}
+    created = str((pod.get("metadata") or {}).get("creationTimestamp") or "")
+    return labels.get(STAGE_LABEL) == Stage.CURATION.value and any(
+        created >= str(r["metadata"].get("creationTimestamp") or "") for r in ray_jobs
+    )
 
 
 def _is_serving(pod: dict[str, Any]) -> bool:

@@ -95,10 +95,16 @@ def reconcile(
         if running:
             log_tail = kube.log_tail(namespace, running[-1]["metadata"]["name"])
         # spec.cache: other runs' status is read outside the caches, so such a check is never memoised (a run
-        # waiting for another's stage output sees it finish on the next resync).
+        # waiting for another's stage output sees it finish on the next resync). A RayJob is not watched: its
+        # status changes reach no fingerprint, so such a run is not memoised either.
         may_reuse = _may_reuse(run, children.jobs)
         uncached = bool(
-            running or any(map(awaits_pod, children.jobs)) or children.workloads or kube.cache is None or may_reuse
+            running
+            or any(map(awaits_pod, children.jobs))
+            or children.workloads
+            or children.ray_jobs
+            or kube.cache is None
+            or may_reuse
         )
         observed = observe(
             claim=children.claim,
@@ -109,6 +115,7 @@ def reconcile(
             service=children.service,
             training_log_tail=log_tail,
             job_events=children.job_events,
+            ray_jobs=children.ray_jobs,
             workloads=children.workloads,
             namespace_runs=kube.runs_in(namespace) if may_reuse else None,
         )

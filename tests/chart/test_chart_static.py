@@ -140,6 +140,19 @@ def test_rbac_is_least_privilege_in_both_modes() -> None:
     }
 
 
+def test_ray_rbac_only_when_the_ray_cluster_feature_is_enabled() -> None:
+    def ray_rules(docs: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+        return [rule for rules in _rules(docs, kind) for rule in rules if "ray.io" in rule["apiGroups"]]
+
+    assert ray_rules(render(DEFAULT), "ClusterRole") == []
+    assert ray_rules(render(NAMESPACED), "Role") == []
+    on = ("--set", "curation.rayCluster.enabled=true")
+    (cluster_rule,) = ray_rules(render(DEFAULT, *on), "ClusterRole")
+    assert cluster_rule == {"apiGroups": ["ray.io"], "resources": ["rayjobs"], "verbs": ["get", "list", "create"]}
+    # Namespaced: in each watched namespace's Role, the same rule.
+    assert ray_rules(render(NAMESPACED, *on), "Role") == [cluster_rule, cluster_rule]
+
+
 def test_watch_mode_sets_the_operator_flags() -> None:
     cluster_args = one(render(DEFAULT), "Deployment")["spec"]["template"]["spec"]["containers"][0]["args"]
     assert cluster_args[:2] == ["operator", "--all-namespaces"]

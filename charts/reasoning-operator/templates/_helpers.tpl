@@ -132,4 +132,11 @@ The same rules go into the ClusterRole (all namespaces) or into one Role per wat
 - apiGroups: [""]
   resources: [events]
   verbs: [create, list]
+{{- if .Values.curation.rayCluster.enabled }}
+# Curation on a KubeRay cluster: the run's RayJob is read and listed (not watched) and created once; the
+# garbage collector deletes it with the run, and KubeRay deletes its cluster.
+- apiGroups: [ray.io]
+  resources: [rayjobs]
+  verbs: [get, list, create]
+{{- end }}
 {{- end }}

@@ -158,8 +158,18 @@ def preloadable(library: Path) -> bool:
     return True
 
 
-def _start_ray(n_workers: int) -> None:
-    """A private local Ray cluster of `n_workers` CPUs whose workers run single-threaded native libraries.
+def ray_address(on_cluster: bool) -> str:
+    """Where ray.init connects. With spec.curation.cluster the job runs as a KubeRay RayJob's driver: Ray's job
+    supervisor sets RAY_ADDRESS to that cluster ("auto" finds the local raylet of the head otherwise). Without
+    it, a private local cluster, never one another process on this machine started (RAY_ADDRESS is ignored)."""
+    if not on_cluster:
+        return "local"
+    return os.environ.get("RAY_ADDRESS") or "auto"
+
+
+def _start_ray(n_workers: int, on_cluster: bool = False) -> None:
+    """A private local Ray cluster of `n_workers` CPUs whose workers run single-threaded native libraries; on a
+    KubeRay cluster (`on_cluster`), a connection to it, sized by its workers' own CPUs.
 
     Curator's executor calls ray.init(ignore_reinit_error=True): starting Ray here first sizes the cluster. The
     environment reaches the workers through the processes Ray starts (workers inherit the raylet's, which
@@ -175,12 +185,18 @@ def _start_ray(n_workers: int) -> None:
     saved = {name: os.environ.get(name) for name in env}
     os.environ.update(env)
     try:
-        ray.init(
-            address="local",  # a private local cluster, never one another process started on this machine
-            num_cpus=n_workers,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        if on_cluster:
+            # The cluster exists already (its size is the RayJob's worker group). WORKER_ENV reaches its workers
+            # through the job's runtime_env, the only way into processes another raylet started; the allocator
+            # preload does not (it is a raylet setting: the pods' own environment would have to carry it).
+            ray.init(address=ray_address(True), runtime_env={"env_vars": dict(WORKER_ENV)}, log_to_driver=False)
+        else:
+            ray.init(
+                address=ray_address(False),
+                num_cpus=n_workers,
+                include_dashboard=False,
+                log_to_driver=False,
+            )
     finally:
         for name, value in saved.items():
             if value is None:
@@ -298,7 +314,7 @@ def curate(config: CurationStageConfig) -> CurationResult:
     with ThreadPoolExecutor(max_workers=1) as pool:
         loading = pool.submit(_load_tokenizer_and_stages, config.tokenizer)
         try:
-            _start_ray(config.curation.workers)
+            _start_ray(config.curation.workers, on_cluster=config.curation.cluster is not None)
         finally:
             failure = loading.exception()
         if failure is not None:

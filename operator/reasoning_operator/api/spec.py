@@ -98,6 +98,20 @@ class DatasetSpec(ApiModel):
 TokenCounter = Literal["auto", "tokenizers"]
 
 
+class CurationCluster(ApiModel):
+    """A Ray cluster for the curation stage, run by KubeRay as a RayJob: a head (the driver runs there) and one
+    group of identical workers that run the pipeline's blocks."""
+
+    workers: int = Field(default=2, ge=1, le=256, description="Ray worker pods (one worker group).")
+    worker_resources: Resources = Field(
+        default_factory=lambda: Resources(cpu="8", memory="32Gi"), description="Each worker pod's requests/limits."
+    )
+    head_resources: Resources = Field(
+        default_factory=lambda: Resources(cpu="2", memory="8Gi"),
+        description="The head pod (GCS, dashboard, the driver); it runs no blocks (num-cpus 0).",
+    )
+
+
 class CurationSpec(ApiModel):
     model_config = section_config("spec.curation", immutable=True)
 
@@ -130,6 +144,10 @@ class CurationSpec(ApiModel):
         default=0.001, ge=0.0, le=1.0, description="Fail when malformed lines exceed this fraction."
     )
     resources: Resources = Field(default_factory=lambda: Resources(cpu="8", memory="32Gi"))
+    cluster: CurationCluster | None = Field(
+        default=None,
+        description="Run curation on a Ray cluster that KubeRay runs (a RayJob) instead of one pod; needs KubeRay.",
+    )
 
 
 class ModelSpec(ApiModel):

@@ -52,7 +52,7 @@ RESULT_MODELS: dict[Stage, type[ApiModel]] = {
     Stage.EXPORT: ExportResult,
 }
 JOB_BUILDERS: dict[Stage, Callable[[Run], dict[str, Any]]] = {
-    Stage.CURATION: builders.build_curation_job,
+    Stage.CURATION: builders.build_curation,  # a RayJob when spec.curation.cluster is set
     Stage.TRAINING: builders.build_training_job,
     Stage.EVALUATION: builders.build_evaluation_job,
     Stage.EXPORT: builders.build_export_job,

@@ -180,6 +180,33 @@ def job_obs(
     )
 
 
+#: RayJob jobDeploymentStatus values after which KubeRay does nothing more (retries happen before them).
+_RAY_FAILED = ("Failed", "ValidationFailed")
+
+
+def ray_job_obs(ray_job: dict[str, Any]) -> JobObs:
+    """A KubeRay RayJob seen as a Job: Complete only with jobStatus SUCCEEDED, Failed once KubeRay gives up
+    (after its own backoffLimit); the reason/message are KubeRay's."""
+    status = ray_job.get("status") or {}
+    deployment = status.get("jobDeploymentStatus")
+    job_status = status.get("jobStatus")
+    complete = deployment == "Complete" and job_status == "SUCCEEDED"
+    failed = deployment in _RAY_FAILED or (deployment == "Complete" and job_status not in (None, "SUCCEEDED"))
+    return JobObs(
+        name=ray_job["metadata"]["name"],
+        active=1 if deployment in ("Initializing", "Running", "Retrying", "Waiting") else 0,
+        succeeded=int(status.get("succeeded") or 0),
+        failed=int(status.get("failed") or 0),
+        complete=complete,
+        failed_final=failed,
+        failure_reason=(status.get("reason") or f"RayJob{job_status or deployment}") if failed else None,
+        failure_message=status.get("message") if failed else None,
+        start_time=status.get("startTime"),
+        completion_time=status.get("endTime") if complete else None,
+        created=ray_job["metadata"].get("creationTimestamp"),
+    )
+
+
 def pod_obs(pod: dict[str, Any]) -> PodObs:
     status = pod.get("status") or {}
     unschedulable = None
@@ -276,8 +303,11 @@ def observe(
     job_events: list[dict[str, Any]] | None = None,
     workloads: list[dict[str, Any]] | None = None,
     namespace_runs: list[dict[str, Any]] | None = None,
+    ray_jobs: list[dict[str, Any]] | None = None,
 ) -> Observed:
     job_map = {stage: job_obs(j, job_events, workloads) for j in jobs if (stage := _stage_of(j)) is not None}
+    # A run's curation is a Job or (spec.curation.cluster) a RayJob; the RayJob is read as that stage's Job.
+    job_map.update({stage: ray_job_obs(r) for r in ray_jobs or [] if (stage := _stage_of(r)) is not None})
     pod_map: dict[Stage, list[PodObs]] = {}
     for pod in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp") or ""):
         stage = _stage_of(pod)

@@ -9,13 +9,16 @@ from .jobs import (
     job_suspension,
     workload_activation,
 )
+from .ray import build_curation, build_curation_rayjob
 from .serving import build_serving_deployment, build_serving_service, serving_url
 from .storage import build_claim
 
 __all__ = [
     "build_claim",
     "build_config_map",
+    "build_curation",
     "build_curation_job",
+    "build_curation_rayjob",
     "build_evaluation_job",
     "build_export_job",
     "build_serving_deployment",

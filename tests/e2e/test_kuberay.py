@@ -1,0 +1,231 @@
+"""spec.curation.cluster against KubeRay v1.5.0 (from the Go module proxy): the RayJob the operator writes passes
+a strict server-side dry run against KubeRay's own CRDs, the operator creates it and reads its status, and (when
+KubeRay's operator binary is cached: ``tests.support.kuberay.operator_binary``) KubeRay's real controller
+accepts it and creates its RayCluster, whose pods pass the restricted Pod Security admission. kwok plays the
+kubelet, so no Ray process starts: what Ray does in those pods is not checked here."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from tests.e2e.conftest import Runs
+from tests.support.controlplane import ControlPlane, free_port
+from tests.support.fake_kubelet import wait_until
+from tests.support.kuberay import crd_paths, operator_binary
+
+from reasoning_operator.core import builders
+from reasoning_operator.core.run import Run
+
+pytestmark = pytest.mark.controlplane
+
+CLUSTER = {
+    "workers": 2,
+    "workerResources": {"cpu": "4", "memory": "8Gi"},
+    "headResources": {"cpu": "1", "memory": "2Gi"},
+}
+
+
+@pytest.fixture(scope="module")
+def kuberay_crds(control_plane: ControlPlane) -> list[str]:
+    names = []
+    with control_plane.api_client() as api:
+        ext = k8s.ApiextensionsV1Api(api)
+        for path in crd_paths():
+            body = yaml.safe_load(path.read_text())
+            try:
+                ext.create_custom_resource_definition(body)
+            except ApiException as err:
+                if err.status != 409:
+                    raise
+            names.append(body["metadata"]["name"])
+
+        def established() -> bool:
+            for name in names:
+                got = ext.read_custom_resource_definition(name)
+                if not any(c.type == "Established" and c.status == "True" for c in got.status.conditions or []):
+                    return False
+            return True
+
+        wait_until(established, timeout=60, what="KubeRay CRDs Established")
+    return names
+
+
+def _dry_run(api: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
+    custom = k8s.CustomObjectsApi(api)
+    created: dict[str, Any] = custom.create_namespaced_custom_object(
+        "ray.io", "v1", namespace, "rayjobs", body, dry_run="All", field_validation="Strict"
+    )
+    return created
+
+
+def test_the_operators_ray_job_passes_a_strict_server_side_dry_run(
+    kuberay_crds: list[str], runs_no_operator: Runs, api: k8s.ApiClient, namespace: str
+) -> None:
+    created = runs_no_operator.create(
+        {
+            "apiVersion": "reasoning-operator.dev/v1alpha1",
+            "kind": "ReasoningRun",
+            "metadata": {"name": "ray"},
+            "spec": {"curation": {"cluster": CLUSTER}},
+        }
+    )
+    ray_job = builders.build_curation(Run.from_object(created))
+    assert ray_job["kind"] == "RayJob"
+    echoed = _dry_run(api, namespace, ray_job)
+    # The apiserver kept what was sent (nothing pruned as unknown): the worker group and the submitter template.
+    assert echoed["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["replicas"] == 2
+    assert echoed["spec"]["submitterPodTemplate"] == ray_job["spec"]["submitterPodTemplate"]
+    assert echoed["spec"]["shutdownAfterJobFinishes"] is True
+    # A dry run persists nothing.
+    listed = k8s.CustomObjectsApi(api).list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs")
+    assert listed["items"] == []
+
+
+def test_the_strict_dry_run_does_refuse_a_field_kuberay_does_not_know(
+    kuberay_crds: list[str], runs_no_operator: Runs, api: k8s.ApiClient, namespace: str
+) -> None:
+    """The check above can fail: the same manifest with one misspelt field is refused."""
+    created = runs_no_operator.create(
+        {
+            "apiVersion": "reasoning-operator.dev/v1alpha1",
+            "kind": "ReasoningRun",
+            "metadata": {"name": "ray-bad"},
+            "spec": {"curation": {"cluster": CLUSTER}},
+        }
+    )
+    ray_job = builders.build_curation(Run.from_object(created))
+    ray_job["spec"]["shutdownAfterJobFinish"] = ray_job["spec"].pop("shutdownAfterJobFinishes")
+    with pytest.raises(ApiException) as refused:
+        _dry_run(api, namespace, ray_job)
+    assert refused.value.status in (400, 422)
+    assert "shutdownAfterJobFinish" in str(refused.value.body)
+
+
+def test_the_operator_creates_the_ray_job_and_reads_its_failure(
+    kuberay_crds: list[str], runs: Runs, api: k8s.ApiClient, namespace: str
+) -> None:
+    """The shell end to end: the operator creates the RayJob (no batch Job for curation) and lists it back. No
+    KubeRay controller runs here, so the test writes the RayJob's status as KubeRay would on a failed job."""
+    created = runs.create(
+        {
+            "apiVersion": "reasoning-operator.dev/v1alpha1",
+            "kind": "ReasoningRun",
+            "metadata": {"name": "ray-op"},
+            "spec": {"curation": {"cluster": CLUSTER}},
+        }
+    )
+    custom = k8s.CustomObjectsApi(api)
+
+    def ray_job() -> dict[str, Any] | None:
+        items: list[dict[str, Any]] = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs")[
+            "items"
+        ]
+        return items[0] if items else None
+
+    found = wait_until(ray_job, timeout=60, what="the RayJob")
+    assert found["metadata"]["name"] == "ray-op-curation"
+    assert found["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
+    assert not [j for j in runs.jobs() if j.metadata.name == "ray-op-curation"]
+    custom.patch_namespaced_custom_object_status(
+        "ray.io",
+        "v1",
+        namespace,
+        "rayjobs",
+        "ray-op-curation",
+        {"status": {"jobDeploymentStatus": "Failed", "jobStatus": "FAILED", "reason": "AppFailed", "message": "boom"}},
+    )
+    failed = runs.wait_phase("ray-op", "Failed", timeout=60)
+    assert "AppFailed" in failed["status"]["failureReason"] and "boom" in failed["status"]["failureReason"]
+
+
+@pytest.fixture(scope="module")
+def kuberay_operator(
+    control_plane: ControlPlane, kuberay_crds: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Path]:
+    """KubeRay's own operator, as a process against the control plane. Building it cold takes minutes (see the
+    README), so the test builds it only with REASONING_BUILD_KUBERAY=1; otherwise it needs the cached binary."""
+    binary = operator_binary(build=os.environ.get("REASONING_BUILD_KUBERAY") == "1")
+    if binary is None:
+        pytest.skip("KubeRay's operator is not built: REASONING_BUILD_KUBERAY=1 builds it (cached afterwards)")
+    log = tmp_path_factory.mktemp("kuberay") / "ray-operator.log"
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                str(binary),
+                "--enable-leader-election=false",
+                f"--metrics-addr=127.0.0.1:{free_port()}",
+                f"--health-probe-bind-address=127.0.0.1:{free_port()}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)},
+        )
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def test_kuberay_accepts_the_ray_job_and_its_cluster_pods_pass_restricted_pod_security(
+    kuberay_operator: Path, runs: Runs, api: k8s.ApiClient, namespace: str
+) -> None:
+    core = k8s.CoreV1Api(api)
+    core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
+    created = runs.create(
+        {
+            "apiVersion": "reasoning-operator.dev/v1alpha1",
+            "kind": "ReasoningRun",
+            "metadata": {"name": "ray-real"},
+            "spec": {"curation": {"cluster": CLUSTER}},
+        }
+    )
+    custom = k8s.CustomObjectsApi(api)
+
+    def ray_cluster() -> dict[str, Any] | None:
+        items: list[dict[str, Any]] = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")[
+            "items"
+        ]
+        return items[0] if items else None
+
+    try:
+        cluster = wait_until(ray_cluster, timeout=90, what="KubeRay's RayCluster for the run's RayJob")
+        owner = cluster["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"]) == ("RayJob", "ray-real-curation")
+
+        def pods() -> list[Any] | None:
+            found = core.list_namespaced_pod(namespace, label_selector="ray.io/node-type").items
+            kinds = {p.metadata.labels.get("ray.io/node-type") for p in found}
+            return found if {"head", "worker"} <= kinds and len(found) >= 1 + CLUSTER["workers"] else None
+
+        # Created through the apiserver's restricted Pod Security admission, KubeRay's injected parts included.
+        found = wait_until(pods, timeout=90, what="the head and worker pods")
+        for pod in found:
+            assert pod.metadata.labels["reasoning-operator.dev/run"] == "ray-real"
+            assert pod.spec.containers[0].image == Run.from_object(created).spec.images.curation
+
+        def submitter() -> list[Any] | None:
+            selector = "batch.kubernetes.io/job-name=ray-real-curation"
+            return core.list_namespaced_pod(namespace, label_selector=selector).items or None
+
+        # Once the (kwok-Ready) cluster is Ready, KubeRay creates the submitter Job from our template: its pod
+        # passes the same admission and keeps our command (KubeRay's own is used only when none is set).
+        (sub,) = wait_until(submitter, timeout=90, what="the submitter pod")
+        assert sub.spec.containers[0].command[:2] == ["bash", "-c"]
+        assert "/dev/termination-log" in sub.spec.containers[0].command[2]
+        env = {e.name for e in sub.spec.containers[0].env}
+        assert {"RAY_DASHBOARD_ADDRESS", "RAY_JOB_SUBMISSION_ID"} <= env
+    except TimeoutError:
+        raise AssertionError(f"KubeRay's log:\n{kuberay_operator.read_text(errors='replace')[-4000:]}") from None
