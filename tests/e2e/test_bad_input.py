@@ -204,6 +204,33 @@ def test_a_refused_service_fails_the_run_and_no_evaluation_job_is_created(
     wait_until(lambda: not runs.apps.list_namespaced_deployment(runs.namespace).items, timeout=30, what="no Deployment")
 
 
+def _wait_for_policy(api: k8s.ApiClient, namespace: str, run: str) -> None:
+    """Until the apiserver's policy cache has the new policy (about a second when idle, longer on a busy machine):
+    a dry-run pod of the run, compliant with `restricted`, is refused once the policy escalates it."""
+    pod = {
+        "metadata": {"generateName": "probe-", "labels": {"reasoning-operator.dev/run": run}},
+        "spec": {
+            "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "seccompProfile": {"type": "RuntimeDefault"}},
+            "containers": [
+                {
+                    "name": "probe",
+                    "image": "probe",
+                    "securityContext": {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}},
+                }
+            ],
+        },
+    }
+
+    def refused() -> bool:
+        try:
+            k8s.CoreV1Api(api).create_namespaced_pod(namespace, pod, dry_run="All")
+        except k8s.ApiException as err:
+            return "allowPrivilegeEscalation" in str(err.body)
+        return False
+
+    wait_until(refused, timeout=60, interval=0.5, what="the mutating policy in effect")
+
+
 def test_a_pod_refused_by_pod_security_fails_the_run_naming_the_job(
     api: k8s.ApiClient, runs: Runs, operator: Operator, policies: list[tuple[str, str]]
 ) -> None:
@@ -254,7 +281,7 @@ def test_a_pod_refused_by_pod_security_fails_the_run_naming_the_job(
     for obj in (policy, binding):
         dynamic.resources.get(api_version=obj["apiVersion"], kind=obj["kind"]).create(body=obj)
         policies.append((obj["kind"], policy_name))
-    time.sleep(2)  # the policy cache picks new policies up within about a second
+    _wait_for_policy(api, runs.namespace, name)
     runs.create(_manifest(name))
     obj = runs.wait_phase(name, "Failed", timeout=90)
     failed = _condition(obj, "Failed")

@@ -61,6 +61,8 @@ def section_config(path: str, immutable: bool = False, rules: Sequence[Rule] = (
     """Config of a spec section: the ApiModel one plus its CEL rules (immutability first, if asked)."""
     validations: list[JsonValue] = [cel("self == oldSelf", f"{path} {IMMUTABLE}")] if immutable else []
     validations += [rule.entry() for rule in rules]
+    if not validations:  # the apiserver drops an empty list: the served schema would differ from the file
+        return ConfigDict(**ApiModel.model_config)
     return ConfigDict(**ApiModel.model_config, json_schema_extra={"x-kubernetes-validations": validations})
 
 
