@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 from collections.abc import Callable
 from pathlib import Path
@@ -9,11 +10,27 @@ from pathlib import Path
 import pytest
 
 
+def _ephemeral_floor() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A free port below the kernel's ephemeral range. A port bound to 0 comes from that range, and so do the
+    sockets the server's own processes bind to 0 later (vLLM's engine took a Triton port that way once, and
+    every start attempt then failed with "already in use")."""
+    floor = _ephemeral_floor()
+    for _ in range(200):
+        port = random.randrange(20000, floor)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError(f"no free port in 20000..{floor}")
 
 
 @pytest.fixture(scope="session")
