@@ -109,32 +109,34 @@ def test_the_strict_dry_run_does_refuse_a_field_kuberay_does_not_know(
     assert "shutdownAfterJobFinish" in str(refused.value.body)
 
 
+def _cluster_run(name: str) -> dict[str, Any]:
+    """A ReasoningRun whose curation runs on a Ray cluster."""
+    return {
+        "apiVersion": "reasoning-operator.dev/v1alpha1",
+        "kind": "ReasoningRun",
+        "metadata": {"name": name},
+        "spec": {"curation": {"cluster": CLUSTER}},
+    }
+
+
+def _first(api: k8s.ApiClient, namespace: str, plural: str) -> dict[str, Any] | None:
+    """The first ray.io/v1 object of that kind in the namespace, if any."""
+    listed = k8s.CustomObjectsApi(api).list_namespaced_custom_object("ray.io", "v1", namespace, plural)
+    items: list[dict[str, Any]] = listed["items"]
+    return items[0] if items else None
+
+
 def test_the_operator_creates_the_ray_job_and_reads_its_failure(
     kuberay_crds: list[str], runs: Runs, api: k8s.ApiClient, namespace: str
 ) -> None:
     """The shell end to end: the operator creates the RayJob (no batch Job for curation) and lists it back. No
     KubeRay controller runs here, so the test writes the RayJob's status as KubeRay would on a failed job."""
-    created = runs.create(
-        {
-            "apiVersion": "reasoning-operator.dev/v1alpha1",
-            "kind": "ReasoningRun",
-            "metadata": {"name": "ray-op"},
-            "spec": {"curation": {"cluster": CLUSTER}},
-        }
-    )
-    custom = k8s.CustomObjectsApi(api)
-
-    def ray_job() -> dict[str, Any] | None:
-        items: list[dict[str, Any]] = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayjobs")[
-            "items"
-        ]
-        return items[0] if items else None
-
-    found = wait_until(ray_job, timeout=60, what="the RayJob")
+    created = runs.create(_cluster_run("ray-op"))
+    found = wait_until(lambda: _first(api, namespace, "rayjobs"), timeout=60, what="the RayJob")
     assert found["metadata"]["name"] == "ray-op-curation"
     assert found["metadata"]["ownerReferences"][0]["uid"] == created["metadata"]["uid"]
     assert not [j for j in runs.jobs() if j.metadata.name == "ray-op-curation"]
-    custom.patch_namespaced_custom_object_status(
+    k8s.CustomObjectsApi(api).patch_namespaced_custom_object_status(
         "ray.io",
         "v1",
         namespace,
@@ -184,24 +186,11 @@ def test_kuberay_accepts_the_ray_job_and_its_cluster_pods_pass_restricted_pod_se
 ) -> None:
     core = k8s.CoreV1Api(api)
     core.patch_namespace(namespace, {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}})
-    created = runs.create(
-        {
-            "apiVersion": "reasoning-operator.dev/v1alpha1",
-            "kind": "ReasoningRun",
-            "metadata": {"name": "ray-real"},
-            "spec": {"curation": {"cluster": CLUSTER}},
-        }
-    )
-    custom = k8s.CustomObjectsApi(api)
-
-    def ray_cluster() -> dict[str, Any] | None:
-        items: list[dict[str, Any]] = custom.list_namespaced_custom_object("ray.io", "v1", namespace, "rayclusters")[
-            "items"
-        ]
-        return items[0] if items else None
-
+    created = runs.create(_cluster_run("ray-real"))
     try:
-        cluster = wait_until(ray_cluster, timeout=90, what="KubeRay's RayCluster for the run's RayJob")
+        cluster = wait_until(
+            lambda: _first(api, namespace, "rayclusters"), timeout=90, what="KubeRay's RayCluster for the run's RayJob"
+        )
         owner = cluster["metadata"]["ownerReferences"][0]
         assert (owner["kind"], owner["name"]) == ("RayJob", "ray-real-curation")
 

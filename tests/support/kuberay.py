@@ -32,12 +32,8 @@ def _outside_any_module() -> Path:
     return CACHE_ROOT
 
 
-def crd_paths(version: str = VERSION) -> list[Path]:
-    """KubeRay `version`'s CRD files (RayCluster, RayJob, RayService), fetched on first use."""
-    target = CACHE_ROOT / "kuberay" / version / "crds"
-    paths = [target / name for name in CRD_FILES]
-    if all(p.is_file() for p in paths):
-        return paths
+def _module_dir(version: str) -> Path:
+    """The module's source in the shared Go module cache, downloaded through the proxy on first use."""
     proc = subprocess.run(
         [_go(), "mod", "download", "-json", f"{MODULE}@{version}"],
         capture_output=True,
@@ -47,7 +43,16 @@ def crd_paths(version: str = VERSION) -> list[Path]:
     )
     if proc.returncode != 0:
         raise RuntimeError(f"go mod download {MODULE}@{version} failed: {proc.stderr or proc.stdout}")
-    source = Path(json.loads(proc.stdout)["Dir"]) / "config" / "crd" / "bases"
+    return Path(json.loads(proc.stdout)["Dir"])
+
+
+def crd_paths(version: str = VERSION) -> list[Path]:
+    """KubeRay `version`'s CRD files (RayCluster, RayJob, RayService), fetched on first use."""
+    target = CACHE_ROOT / "kuberay" / version / "crds"
+    paths = [target / name for name in CRD_FILES]
+    if all(p.is_file() for p in paths):
+        return paths
+    source = _module_dir(version) / "config" / "crd" / "bases"
     staging = target.with_name(f"crds.{os.getpid()}")
     staging.mkdir(parents=True, exist_ok=True)
     for name in CRD_FILES:
@@ -64,14 +69,7 @@ def operator_binary(version: str = VERSION, *, build: bool = True) -> Path | Non
     binary = CACHE_ROOT / "kuberay" / version / "bin" / "ray-operator"
     if binary.is_file() or not build:
         return binary if binary.is_file() else None
-    proc = subprocess.run(
-        [_go(), "mod", "download", "-json", f"{MODULE}@{version}"],
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=_outside_any_module(),
-    )
-    source = Path(json.loads(proc.stdout)["Dir"])
+    source = _module_dir(version)
     binary.parent.mkdir(parents=True, exist_ok=True)
     partial = binary.with_name(f"ray-operator.{os.getpid()}")
     subprocess.run(["nice", "-n", "10", _go(), "build", "-o", str(partial), "."], cwd=source, check=True)
