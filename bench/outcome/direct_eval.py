@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from reasoning_jobs.evaluate.benchmarks import BENCHMARKS, Question, questions_from_rows
-from reasoning_jobs.evaluate.contract import reasoning_system_prompt
 from reasoning_jobs.evaluate.extraction import final_answer_region
 from reasoning_jobs.evaluate.prompts import format_question
 from reasoning_jobs.evaluate.runner import Record, score, to_record
 from reasoning_jobs.evaluate.statistics import complies, score_cell, thinking_tokens
+from reasoning_operator.api.contract import reasoning_system_prompt
 
 
 class Rows:

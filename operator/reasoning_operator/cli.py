@@ -10,8 +10,11 @@ from typing import Any
 
 import typer
 
+from reasoning_operator.api import Stage
+from reasoning_operator.api.contract import JOB_SUBCOMMANDS, PROGRAM
+
 app = typer.Typer(
-    name="reasoning",
+    name=PROGRAM,
     help="Turn a Kubernetes GPU cluster into a reasoning-model factory.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
@@ -23,15 +26,32 @@ def _root() -> None:
     """Turn a Kubernetes GPU cluster into a reasoning-model factory."""
 
 
-#: subcommand -> (module, function, help). Each function is a typer-annotated command.
+#: subcommand -> (module, function, help). Each function is a typer-annotated command; the stage jobs' names are
+#: the wire contract's (the operator's pods run them).
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "operator": ("reasoning_operator.main", "main", "Run the operator (kopf) against the current kubeconfig."),
     "crds": ("reasoning_operator.api.crd", "main", "Generate the CRD YAML from the API models."),
-    "curate": ("reasoning_jobs.curate.cli", "main", "Curation job: Llama-Nemotron data -> training.jsonl."),
-    "train": ("reasoning_jobs.train.cli", "main", "Training job: LoRA SFT on the curated data."),
-    "serve": ("reasoning_jobs.serve.cli", "main", "Serving: Triton with base model + adapter."),
-    "evaluate": ("reasoning_jobs.evaluate.cli", "main", "Evaluation job: GPQA/MMLU, reasoning on vs off."),
-    "export": ("reasoning_jobs.export.cli", "main", "Export job: merged model and/or adapter, with a model card."),
+    JOB_SUBCOMMANDS[Stage.CURATION]: (
+        "reasoning_jobs.curate.cli",
+        "main",
+        "Curation job: Llama-Nemotron data -> training.jsonl.",
+    ),
+    JOB_SUBCOMMANDS[Stage.TRAINING]: (
+        "reasoning_jobs.train.cli",
+        "main",
+        "Training job: LoRA SFT on the curated data.",
+    ),
+    JOB_SUBCOMMANDS[Stage.SERVING]: ("reasoning_jobs.serve.cli", "main", "Serving: Triton with base model + adapter."),
+    JOB_SUBCOMMANDS[Stage.EVALUATION]: (
+        "reasoning_jobs.evaluate.cli",
+        "main",
+        "Evaluation job: GPQA/MMLU, reasoning on vs off.",
+    ),
+    JOB_SUBCOMMANDS[Stage.EXPORT]: (
+        "reasoning_jobs.export.cli",
+        "main",
+        "Export job: merged model and/or adapter, with a model card.",
+    ),
     "run": ("reasoning_jobs.local.cli", "main", "Run a whole ReasoningRun locally, no cluster, no GPU."),
     "assets": ("reasoning_jobs.common.assets_cli", "main", "Make a real model's directory (smollm2) once, cached."),
 }
@@ -75,7 +95,7 @@ def _normalized(args: list[str]) -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     args = _normalized(list(sys.argv[1:] if argv is None else argv))
     _register(args)
-    app(args=args, prog_name="reasoning")
+    app(args=args, prog_name=PROGRAM)
 
 
 if __name__ == "__main__":

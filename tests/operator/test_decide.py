@@ -7,7 +7,8 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from reasoning_operator.api import Phase, Stage
+from reasoning_operator.api import Phase, Stage, TrainingProgress
+from reasoning_operator.api.contract import progress_line
 from reasoning_operator.core.decide import Plan, decide
 from reasoning_operator.core.observe import observe, parse_progress
 from reasoning_operator.core.run import Run
@@ -238,9 +239,9 @@ def test_keep_serving_keeps_the_deployment(make_run: Any) -> None:
     assert ("Deployment", "demo-serving") in kinds(plan.apply) and not plan.delete
 
 
-def test_training_progress_from_log_lines() -> None:
-    tail = 'noise\n{"step": 40, "max_steps": 2000, "loss": 1.25, "lr": 0.0001, "tokens_per_s": 9000.0}\n'
-    progress = parse_progress(tail)
-    assert progress is not None and (progress.step, progress.max_steps, progress.loss) == (40, 2000, 1.25)
-    assert progress.learning_rate == 0.0001 and progress.tokens_per_second == 9000.0
+def test_training_progress_is_the_last_progress_line_of_the_log() -> None:
+    older = TrainingProgress(step=39, max_steps=2000, loss=1.3)
+    newer = TrainingProgress(step=40, max_steps=2000, loss=1.25, learning_rate=0.0001, tokens_per_second=9000.0)
+    tail = f"noise\n{progress_line(older)}\n{progress_line(newer)}\n{{broken\ntrain: 2%|\n"
+    assert parse_progress(tail) == newer
     assert parse_progress("no json here\n{broken") is None

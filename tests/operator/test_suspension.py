@@ -9,7 +9,8 @@ from typing import Any
 
 from tests.operator.test_decide import CURATION, NOW, TRAINING, job, kinds, pod, step
 
-from reasoning_operator.api import QUEUE_NAME_LABEL, Phase, ReasoningRunSpec
+from reasoning_operator.api import QUEUE_NAME_LABEL, Phase, ReasoningRunSpec, TrainingProgress
+from reasoning_operator.api.contract import progress_line
 from reasoning_operator.core.decide import Plan, decide
 from reasoning_operator.core.observe import admission_message, observe
 from reasoning_operator.core.run import Run
@@ -209,7 +210,7 @@ def test_a_preempted_training_job_waits_again_and_keeps_its_progress(make_run: A
     done = [job("demo-curation", "curation", "complete")]
     done_pods = [pod("c-1", "curation", "Succeeded", json.dumps(CURATION))]
     obj = make_run(spec={"queueName": "gpu"})
-    log = json.dumps({"step": 40, "max_steps": 100})
+    log = progress_line(TrainingProgress(step=40, max_steps=100))
     running = {**job("demo-training", "training"), "spec": {"suspend": False}}
     plan = decide(
         Run.from_object(obj),

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning_operator.api import EvaluationStageConfig, TrainingStageConfig
+from reasoning_operator.api.contract import SUMMARY_FILE
 
 from .keys import fingerprint, stage_key
 
@@ -60,9 +61,9 @@ def move_aside(directory: Path, why: str) -> Path | None:
 
 #: What each stage writes: a directory holding any of these (or another key's inputs.json) is a stage's output.
 ARTIFACTS = {
-    "curation": ("training.jsonl", "shards", "summary.json"),
-    "training": ("checkpoints", "adapter", "model", "merged", "metrics.jsonl", "summary.json"),
-    "evaluation": ("results.json", "report.md", "summary.json"),
+    "curation": ("training.jsonl", "shards", SUMMARY_FILE),
+    "training": ("checkpoints", "adapter", "model", "merged", "metrics.jsonl", SUMMARY_FILE),
+    "evaluation": ("results.json", "report.md", SUMMARY_FILE),
 }
 
 

@@ -12,13 +12,12 @@ from typing import Any
 
 import orjson
 
+from reasoning_operator.api.contract import THINK_CLOSE, THINK_OPEN, reasoning_system_prompt
+
 #: Fields every record must carry (the rules read them); the other schema fields are passed through.
 REQUIRED_FIELDS = ("input", "output", "reasoning", "category", "used_in_training")
 PASSTHROUGH_FIELDS = ("system_prompt", "license", "generator", "version")
 ROLES = frozenset({"user", "assistant"})
-
-THINK_OPEN = "<think>"
-THINK_CLOSE = "</think>"
 
 # Rule names: the keys of `dropped` in summary.json, in the order the pipeline applies them.
 USED_IN_TRAINING = "used_in_training"
@@ -175,10 +174,6 @@ def language_text(messages: list[dict[str, str]], output: str) -> str:
     return " ".join(text.split())
 
 
-def system_prompt(reasoning: str) -> str:
-    return f"detailed thinking {reasoning}"
-
-
 def conversation(messages: list[dict[str, str]], reasoning: str) -> list[dict[str, str]]:
     """What the chat template renders: the reasoning system prompt, then every turn."""
-    return [{"role": "system", "content": system_prompt(reasoning)}, *messages]
+    return [{"role": "system", "content": reasoning_system_prompt(reasoning)}, *messages]

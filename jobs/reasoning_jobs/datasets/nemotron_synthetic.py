@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from reasoning_operator.api.contract import reasoning_system_prompt
+
 #: file -> (category, version, share of the samples)
 FILES: dict[str, tuple[str, str, float]] = {
     "SFT/math/math_v1.1.jsonl": ("math", "v1.1", 0.40),
@@ -404,7 +406,7 @@ def make_record(rng: random.Random, category: str, version: str, defect: str, lo
         "input": problem.turns,
         "output": output,
         "reasoning": reasoning,
-        "system_prompt": f"detailed thinking {reasoning}",
+        "system_prompt": reasoning_system_prompt(reasoning),
         "category": category,
         "license": rng.choice(LICENSES),
         "generator": rng.choice(GENERATORS),

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from reasoning_operator.api.contract import reasoning_system_prompt
+
 from .nemotron_synthetic import DEFECT_RULES, FOREIGN, GENERATORS, LICENSES, NANO_LISTS, NOT_NANO_LISTS
 
 FAMILIES = ("arithmetic", "chains", "units", "word")
@@ -317,7 +319,7 @@ def make_record(rng: random.Random, worked: Worked, defect: str, long_chars: int
         "input": [{"role": "user", "content": prompt}],
         "output": output,
         "reasoning": reasoning,
-        "system_prompt": f"detailed thinking {reasoning}",
+        "system_prompt": reasoning_system_prompt(reasoning),
         "category": "math",
         "license": rng.choice(LICENSES),
         "generator": rng.choice(GENERATORS),

@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from reasoning_operator.api import BASE_MODEL_NAME, EvaluationStageConfig, load_config
+from reasoning_operator.api import EvaluationStageConfig, load_config
+from reasoning_operator.api.contract import BASE_MODEL_NAME
 
 
 def main(

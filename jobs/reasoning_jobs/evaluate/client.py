@@ -10,7 +10,15 @@ from typing import Any, Unpack
 import numpy as np
 from tenacity import RetryError, stop_after_attempt, stop_after_delay
 
-from .contract import FINISH_REASON, NUM_OUTPUT_TOKENS, SAMPLING_PARAMETERS, SYSTEM_PROMPT, TEXT_INPUT, TEXT_OUTPUT
+from reasoning_operator.api.contract import (
+    FINISH_REASON,
+    NUM_OUTPUT_TOKENS,
+    SAMPLING_PARAMETERS,
+    SYSTEM_PROMPT,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+)
+
 from .retrying import Completion, RetryingClient, RetryPolicy, ServerUnreachableError, host_port
 
 

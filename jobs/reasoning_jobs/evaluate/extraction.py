@@ -20,7 +20,7 @@ import re
 import string
 from dataclasses import dataclass
 
-from .contract import THINK_CLOSE, THINK_OPEN
+from reasoning_operator.api.contract import THINK_CLOSE, THINK_OPEN
 
 _NOT_MORE = r"(?!\s*(?:,|/|or\b|and\b|&)\s*\(?[A-Z]\b)"
 

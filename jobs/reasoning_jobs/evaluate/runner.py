@@ -9,9 +9,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from reasoning_operator.api import EvaluationStageConfig
+from reasoning_operator.api.contract import reasoning_system_prompt
 
 from .benchmarks import Question, load_benchmark
-from .contract import reasoning_system_prompt
 from .extraction import extract_answer
 from .prompts import format_question
 from .retrying import RequestError

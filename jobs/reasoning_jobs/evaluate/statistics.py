@@ -8,7 +8,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from .contract import THINK_CLOSE, THINK_OPEN
+from reasoning_operator.api.contract import THINK_CLOSE, THINK_OPEN
 
 #: Two-sided 95% normal quantile.
 Z_95 = 1.959963984540054

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reasoning_operator.api import EvaluationStageConfig
+from reasoning_operator.api.contract import SUMMARY_FILE
 
 from .statistics import CellScore
 
@@ -40,7 +41,7 @@ class TrackingLinks:
 def training_summary(config: EvaluationStageConfig) -> dict[str, Any]:
     if not config.trained_dir:
         return {}
-    path = Path(config.trained_dir) / "summary.json"
+    path = Path(config.trained_dir) / SUMMARY_FILE
     try:
         loaded = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):

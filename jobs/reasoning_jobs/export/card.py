@@ -10,11 +10,12 @@ from typing import Any
 import yaml
 
 from reasoning_operator.api import ExportStageConfig
+from reasoning_operator.api.contract import SUMMARY_FILE
 
 
 def _summary(directory: str) -> dict[str, Any]:
     try:
-        loaded = json.loads((Path(directory) / "summary.json").read_text(encoding="utf-8"))
+        loaded = json.loads((Path(directory) / SUMMARY_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return loaded if isinstance(loaded, dict) else {}

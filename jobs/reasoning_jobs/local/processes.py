@@ -14,6 +14,9 @@ import urllib.request
 from pathlib import Path
 from typing import IO
 
+from reasoning_operator.api import Stage
+from reasoning_operator.api.contract import TERMINATION_MESSAGE_PATH_ENV, job_args
+
 
 class StageFailedError(RuntimeError):
     def __init__(self, stage: str, message: str) -> None:
@@ -24,15 +27,15 @@ class StageFailedError(RuntimeError):
         self.note = ""
 
 
-def _command(stage_command: str, config: Path, extra: list[str]) -> list[str]:
-    return [sys.executable, "-m", "reasoning_operator.cli", stage_command, "--config", str(config), *extra]
+def _command(stage: Stage, config: Path, extra: list[str]) -> list[str]:
+    return [sys.executable, "-m", "reasoning_operator.cli", *job_args(stage, str(config)), *extra]
 
 
 def _env(termination: Path | None) -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     if termination is not None:
-        env["TERMINATION_MESSAGE_PATH"] = str(termination)
+        env[TERMINATION_MESSAGE_PATH_ENV] = str(termination)
     return env
 
 
@@ -47,8 +50,7 @@ def _pump(source: IO[bytes], log: IO[bytes], echo: bool) -> None:
 
 
 def run_stage(
-    stage: str,
-    stage_command: str,
+    job: Stage,
     config: Path,
     log_path: Path,
     termination: Path,
@@ -56,11 +58,12 @@ def run_stage(
     echo: bool = True,
 ) -> str:
     """Run one stage to completion; return its termination message (the compact result JSON)."""
+    stage = job.value
     termination.unlink(missing_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            _command(stage_command, config, extra or []),
+            _command(job, config, extra or []),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=_env(termination),
@@ -95,7 +98,7 @@ class Server:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            _command("serve", self.config, self.extra),
+            _command(Stage.SERVING, self.config, self.extra),
             stdout=log,
             stderr=subprocess.STDOUT,
             env=_env(None),

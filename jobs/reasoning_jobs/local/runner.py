@@ -33,6 +33,7 @@ from reasoning_operator.api import (
     stage_configs,
     timestamp,
 )
+from reasoning_operator.api.contract import PROGRAM, config_file_name, job_args
 
 from .assets import prepare
 from .cache import StageCache, StageRecord, fingerprint, stage_key
@@ -55,7 +56,6 @@ PHASE = {
     Stage.EVALUATION: Phase.EVALUATING,
     Stage.EXPORT: Phase.EXPORTING,
 }
-COMMAND = {Stage.CURATION: "curate", Stage.TRAINING: "train", Stage.EVALUATION: "evaluate", Stage.EXPORT: "export"}
 
 
 def _now() -> str:
@@ -134,7 +134,7 @@ class LocalRun:
         return stage_configs(self.spec, str(self.run_dir), server_url)
 
     def _write_config(self, stage: Stage, config: ApiModel) -> Path:
-        path = self.root / "configs" / f"{stage.value}.yaml"
+        path = self.root / "configs" / config_file_name(stage)
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(yaml.safe_dump(config.to_wire(), sort_keys=False), encoding="utf-8")
         return path
@@ -157,13 +157,12 @@ class LocalRun:
             stage,
             StagePhase.RUNNING,
             "Running",
-            f"reasoning {COMMAND[stage]} --config configs/{stage.value}.yaml{aside}",
+            " ".join([PROGRAM, *job_args(stage, f"configs/{config_file_name(stage)}")]) + aside,
         )
         started = time.monotonic()
         try:
             message = run_stage(
-                stage.value,
-                COMMAND[stage],
+                stage,
                 self._write_config(stage, config),
                 self.root / "logs" / f"{stage.value}.log",
                 self.root / "stages" / f"{stage.value}.termination",

@@ -1,39 +1,18 @@
-"""The generate contract every served model honours (KServe v2 infer and `/v2/models/NAME/generate`).
-
-The evaluation job speaks exactly this; it keeps its own copy of the names (jobs don't import each other)
-and a test checks that both copies agree.
+"""The serving job's side of the generate contract: how it parses the sampling-parameters tensor, and the
+name of each model's streaming twin. The tensor names, the served model names and the reasoning system
+prompts are the wire contract's (`reasoning_operator.api.contract`), which the evaluation job speaks too.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-#: User message (BYTES [1]); the chat template is applied on the server.
-TEXT_INPUT = "text_input"
-#: Optional system message (BYTES [1]); the reasoning toggle is `detailed thinking on|off`.
-SYSTEM_PROMPT = "system_prompt"
-#: Optional JSON object (BYTES [1]): max_tokens, temperature, top_p, seed.
-SAMPLING_PARAMETERS = "sampling_parameters"
-#: The generated text (BYTES [1]).
-TEXT_OUTPUT = "text_output"
-#: How many tokens were generated (INT32 [1]).
-NUM_OUTPUT_TOKENS = "num_output_tokens"
-#: "stop" (end of turn) or "length" (max_tokens reached) (BYTES [1]).
-FINISH_REASON = "finish_reason"
+from reasoning_operator.api.contract import SAMPLING_PARAMETERS
 
 #: Suffix of the decoupled twin of each model, served for `/v2/models/NAME_stream/generate_stream`.
 STREAM_SUFFIX = "_stream"
-
-REASONING_ON = "detailed thinking on"
-REASONING_OFF = "detailed thinking off"
-
-
-def reasoning_system_prompt(mode: Literal["on", "off"]) -> str:
-    """The system prompt that turns reasoning on or off (Llama-Nemotron convention)."""
-    return REASONING_ON if mode == "on" else REASONING_OFF
 
 
 class SamplingParameters(BaseModel):

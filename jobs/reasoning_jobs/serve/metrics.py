@@ -14,7 +14,7 @@ from typing import Literal
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
-from .contract import REASONING_OFF, REASONING_ON
+from reasoning_operator.api.contract import REASONING_OFF, REASONING_ON
 
 Mode = Literal["on", "off", "none"]
 #: Seconds: a short answer on a GPU to a 20k-token reasoning answer on a CPU.

@@ -16,7 +16,15 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .contract import NUM_OUTPUT_TOKENS, SAMPLING_PARAMETERS, STREAM_SUFFIX, SYSTEM_PROMPT, TEXT_INPUT, TEXT_OUTPUT
+from reasoning_operator.api.contract import (
+    NUM_OUTPUT_TOKENS,
+    SAMPLING_PARAMETERS,
+    SYSTEM_PROMPT,
+    TEXT_INPUT,
+    TEXT_OUTPUT,
+)
+
+from .contract import STREAM_SUFFIX
 
 
 class ChatRequestError(ValueError):

@@ -10,16 +10,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .contract import (
+from reasoning_operator.api.contract import (
     FINISH_REASON,
+    GRPC_PORT,
+    HTTP_PORT,
+    METRICS_PORT,
     NUM_OUTPUT_TOKENS,
     SAMPLING_PARAMETERS,
-    STREAM_SUFFIX,
     SYSTEM_PROMPT,
     TEXT_INPUT,
     TEXT_OUTPUT,
-    SamplingParameters,
 )
+
+from .contract import STREAM_SUFFIX, SamplingParameters
 from .python_library import prefer_interpreter_libpython
 
 if TYPE_CHECKING:
@@ -48,9 +51,9 @@ class ServedModel:
 
 @dataclass(frozen=True)
 class Ports:
-    http: int = 8000
-    grpc: int = 8001
-    metrics: int = 8002
+    http: int = HTTP_PORT
+    grpc: int = GRPC_PORT
+    metrics: int = METRICS_PORT
 
 
 def _scalar(request: Any, name: str) -> str | None:

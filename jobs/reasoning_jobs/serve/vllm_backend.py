@@ -25,7 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from .contract import FINISH_REASON, NUM_OUTPUT_TOKENS, STREAM_SUFFIX, TEXT_OUTPUT
+from reasoning_operator.api.contract import FINISH_REASON, NUM_OUTPUT_TOKENS, TEXT_OUTPUT
+
+from .contract import STREAM_SUFFIX
 from .metrics import ServingMetrics
 from .python_library import prefer_interpreter_libpython
 from .pytriton_backend import Ports, _inputs, decode_request

@@ -19,13 +19,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from reasoning_operator.api.contract import THINK_CLOSE
+
 from .chat_model import END_OF_TURN_TOKENS
 from .contract import SamplingParameters
 
 T = TypeVar("T")
 
 #: The end of a reasoning block (Llama-Nemotron / DeepSeek-R1 convention): tokens up to it are thinking tokens.
-THINK_END = "</think>"
 #: LoRA ranks vLLM accepts for max_lora_rank.
 VLLM_LORA_RANKS = (8, 16, 32, 64, 128, 256, 320, 512)
 
@@ -265,7 +266,7 @@ class VllmChat:
 
     def thinking_tokens(self, text: str) -> int:
         """Tokens of the reasoning block (up to and including `</think>`); 0 when the answer has none."""
-        end = text.find(THINK_END)
+        end = text.find(THINK_CLOSE)
         if end < 0:
             return 0
-        return len(self.tokenizer(text[: end + len(THINK_END)], add_special_tokens=False)["input_ids"])
+        return len(self.tokenizer(text[: end + len(THINK_CLOSE)], add_special_tokens=False)["input_ids"])

@@ -1,5 +1,5 @@
-"""Progress reporting: one JSON line per logged step on stdout (the `TrainingProgress` wire format the
-operator reads from the pod log), a richer line in `metrics.jsonl`, TensorBoard event files in `tensorboard/`
+"""Progress reporting: one line per logged step on stdout (the contract's `progress_line`, which the
+operator reads back from the pod log), a richer line in `metrics.jsonl`, TensorBoard event files in `tensorboard/`
 (and the same scalars to MLflow where configured), a tqdm bar on stderr and a PNG curve."""
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from reasoning_operator.api import TrainingProgress
+from reasoning_operator.api.contract import progress_line
 
 if TYPE_CHECKING:
     from reasoning_jobs.common.mlflow_tracking import MlflowRun
@@ -96,7 +97,7 @@ class ProgressReporter:
             tokens_per_second=round(record.tokens_per_second, 1),
             eta_seconds=round(record.eta_seconds, 1),
         )
-        print(json.dumps(progress.to_wire(), separators=(",", ":")), file=self.stream, flush=True)
+        print(progress_line(progress), file=self.stream, flush=True)
         scalars = {tag: float(getattr(record, field)) for field, tag in SCALARS.items()}
         for tag, value in scalars.items():
             self.writer.add_scalar(tag, value, record.step)

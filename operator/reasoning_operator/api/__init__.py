@@ -25,8 +25,6 @@ from .spec import (
     default_image,
 )
 from .stages import (
-    ADAPTER_MODEL_NAME,
-    BASE_MODEL_NAME,
     CurationStageConfig,
     EvaluationStageConfig,
     ExportStageConfig,
@@ -53,9 +51,7 @@ from .status import (
 from .tracking import MLFLOW_CREDENTIAL_VARIABLES, MlflowSpec, TrackingSpec
 
 __all__ = [
-    "ADAPTER_MODEL_NAME",
     "API_VERSION",
-    "BASE_MODEL_NAME",
     "GROUP",
     "IMAGE_REFERENCE_PATTERN",
     "IMAGE_REGISTRY",

@@ -9,15 +9,12 @@ from typing import Any, TypeVar
 from pydantic import Field
 
 from .base import ApiModel
+from .contract import ADAPTER_MODEL_NAME, BASE_MODEL_NAME, GRPC_PORT, HTTP_PORT, METRICS_PORT, OPENAI_PORT
 from .export import ExportSpec
 from .spec import CurationSpec, DatasetSpec, EvaluationSpec, ModelSpec, ReasoningRunSpec, ServingSpec, TrainingSpec
 from .tracking import TrackingSpec
 
 T = TypeVar("T", bound=ApiModel)
-
-BASE_MODEL_NAME = "base"
-ADAPTER_MODEL_NAME = "trained"
-
 
 #: bytes of input per curation task (line-aligned byte ranges): bounds a worker's memory
 DEFAULT_BLOCK_SIZE = 64 * 1024 * 1024
@@ -60,10 +57,10 @@ class ServingStageConfig(ApiModel):
     )
     base_model_name: str = BASE_MODEL_NAME
     adapter_model_name: str = ADAPTER_MODEL_NAME
-    http_port: int = Field(default=8000, ge=1, le=65535)
-    grpc_port: int = Field(default=8001, ge=1, le=65535)
-    metrics_port: int = Field(default=8002, ge=1, le=65535)
-    openai_port: int = Field(default=9000, ge=1, le=65535)
+    http_port: int = Field(default=HTTP_PORT, ge=1, le=65535)
+    grpc_port: int = Field(default=GRPC_PORT, ge=1, le=65535)
+    metrics_port: int = Field(default=METRICS_PORT, ge=1, le=65535)
+    openai_port: int = Field(default=OPENAI_PORT, ge=1, le=65535)
 
     def to_wire(self) -> dict[str, Any]:
         """Without ``serving.readyTimeoutSeconds``: only the operator reads it (the Deployment's progress

@@ -5,11 +5,11 @@ tested with plain dicts."""
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any
 
 from reasoning_operator.api import Stage, TrainingProgress
+from reasoning_operator.api.contract import parse_progress_line
 
 from .run import STAGE_LABEL
 from .stage_cache import CacheSource, sources
@@ -255,31 +255,12 @@ def deployment_obs(deployment: dict[str, Any]) -> DeploymentObs:
     )
 
 
-_PROGRESS_ALIASES = {"lr": "learning_rate", "eta_s": "eta_seconds", "tokens_per_s": "tokens_per_second"}
-_PROGRESS_KEYS = (
-    {n for n in TrainingProgress.model_fields}
-    | {f.alias for f in TrainingProgress.model_fields.values() if f.alias}
-    | set(_PROGRESS_ALIASES)
-)
-
-
 def parse_progress(log_tail: str) -> TrainingProgress | None:
-    """The last JSON progress line a training job printed (`{"step": …, "max_steps": …}`), if any."""
+    """The last progress line a training job printed (the contract's `progress_line`), if any."""
     for line in reversed(log_tail.splitlines()):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and "step" in record and ("max_steps" in record or "maxSteps" in record):
-            known = {k: v for k, v in record.items() if k in _PROGRESS_KEYS}
-            known = {_PROGRESS_ALIASES.get(k, k): v for k, v in known.items()}
-            try:
-                return TrainingProgress.model_validate(known)
-            except ValueError:
-                continue
+        progress = parse_progress_line(line)
+        if progress is not None:
+            return progress
     return None
 
 

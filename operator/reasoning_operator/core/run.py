@@ -11,7 +11,6 @@ MANAGED_BY = "reasoning-operator"
 RUN_LABEL = "reasoning-operator.dev/run"
 STAGE_LABEL = "reasoning-operator.dev/stage"
 WORKSPACE = "/workspace"
-CONFIG_MOUNT = "/etc/reasoning"
 
 
 @dataclass(frozen=True)

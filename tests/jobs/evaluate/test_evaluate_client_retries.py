@@ -12,10 +12,8 @@ from typing import Any
 
 import pytest
 
-from reasoning_jobs.evaluate import contract as evaluate_contract
 from reasoning_jobs.evaluate.client import TritonChatClient
 from reasoning_jobs.evaluate.retrying import RequestError, ServerUnreachableError, host_port
-from reasoning_jobs.serve import contract as serve_contract
 
 
 class Flaky:
@@ -166,9 +164,3 @@ def test_openai_model_names_resolve_to_lora_ids() -> None:
     assert resolve_model("other", served) is None
     assert is_openai_url("http://serving:9000/v1") and is_openai_url("http://serving:9000/v1/")
     assert not is_openai_url("http://serving:8000")
-
-
-def test_contract_copies_agree() -> None:
-    names = ["TEXT_INPUT", "SYSTEM_PROMPT", "SAMPLING_PARAMETERS", "TEXT_OUTPUT", "NUM_OUTPUT_TOKENS", "FINISH_REASON"]
-    for name in [*names, "REASONING_ON", "REASONING_OFF"]:
-        assert getattr(evaluate_contract, name) == getattr(serve_contract, name), name

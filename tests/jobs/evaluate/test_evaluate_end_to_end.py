@@ -15,11 +15,11 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from reasoning_jobs.evaluate.contract import REASONING_ON
 from reasoning_jobs.evaluate.statistics import wilson_interval
 from reasoning_jobs.serve.contract import SamplingParameters
 from reasoning_jobs.serve.openai_proxy import start_openai_proxy
 from reasoning_jobs.serve.pytriton_backend import Ports, ServedModel, start_triton
+from reasoning_operator.api.contract import REASONING_ON
 
 GPQA_QUESTIONS = 12
 MMLU_QUESTIONS = 8

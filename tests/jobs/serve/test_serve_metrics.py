@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from reasoning_jobs.common.assets import offline_tokenizer_path
-from reasoning_jobs.serve.contract import REASONING_OFF, REASONING_ON
 from reasoning_jobs.serve.metrics import ServingMetrics, mode_of
 from reasoning_jobs.serve.vllm_engine import EngineOptions, VllmChat, adapter_rank
+from reasoning_operator.api.contract import REASONING_OFF, REASONING_ON
 
 
 def sample(metrics: ServingMetrics, name: str, **labels: str) -> float:

@@ -14,7 +14,10 @@ import numpy as np
 import pytest
 
 from reasoning_jobs.serve.chat_model import ChatModel
-from reasoning_jobs.serve.contract import (
+from reasoning_jobs.serve.contract import SamplingParameters
+from reasoning_jobs.serve.openai_proxy import start_openai_proxy
+from reasoning_jobs.serve.pytriton_backend import Ports, chat_models, start_triton
+from reasoning_operator.api.contract import (
     FINISH_REASON,
     NUM_OUTPUT_TOKENS,
     REASONING_OFF,
@@ -23,10 +26,7 @@ from reasoning_jobs.serve.contract import (
     SYSTEM_PROMPT,
     TEXT_INPUT,
     TEXT_OUTPUT,
-    SamplingParameters,
 )
-from reasoning_jobs.serve.openai_proxy import start_openai_proxy
-from reasoning_jobs.serve.pytriton_backend import Ports, chat_models, start_triton
 
 QUESTION = "What is the capital of France?"
 

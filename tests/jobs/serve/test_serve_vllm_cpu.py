@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from reasoning_jobs.serve.contract import REASONING_OFF, REASONING_ON
 from reasoning_operator.api import ModelSpec, ServingSpec, ServingStageConfig
+from reasoning_operator.api.contract import REASONING_OFF, REASONING_ON
 
 REPO = Path(__file__).resolve().parents[3]
 VLLM_PYTHON = Path(

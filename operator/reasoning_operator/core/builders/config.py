@@ -9,14 +9,10 @@ from typing import Any
 import yaml
 
 from reasoning_operator.api import Stage, stage_configs
+from reasoning_operator.api.contract import config_file_name
 
-from ..run import CONFIG_MOUNT, Run
+from ..run import Run
 from ..stage_cache import output_dirs
-
-
-def config_file(stage: Stage) -> str:
-    return f"{CONFIG_MOUNT}/{stage.value}.yaml"
-
 
 #: Rendered stage configs by everything they are made of (spec, run directory, server URL): rendering them
 #: was the largest share of a reconcile's CPU (every reconcile plans the ConfigMap), the key is cheap.
@@ -33,7 +29,7 @@ def _render(run: Run, server_url: str) -> dict[str, str]:
     curated, trained = output_dirs(run)
     configs = stage_configs(run.spec, run.run_dir, server_url, curated_dir=curated, trained_dir=trained)
     return {
-        f"{stage.value}.yaml": yaml.dump(config.to_wire(), Dumper=_DUMPER, sort_keys=False)
+        config_file_name(stage): yaml.dump(config.to_wire(), Dumper=_DUMPER, sort_keys=False)
         for stage in Stage
         if (config := getattr(configs, stage.value)) is not None
     }

@@ -6,10 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from reasoning_operator.api import QUEUE_NAME_LABEL, Stage
+from reasoning_operator.api.contract import job_args
 
 from ..observe import HELD_ANNOTATION
 from ..run import Run
-from .config import config_file
 from .pod import container, gpu_placement, pod_security, resources, volumes
 
 #: Room for one 8B step at the reference batch (tens of seconds) and a checkpoint of the adapter and optimizer.
@@ -80,7 +80,7 @@ def build_curation_job(run: Run) -> dict[str, Any]:
                 run,
                 Stage.CURATION,
                 spec.images.curation,
-                ["curate", "--config", config_file(Stage.CURATION)],
+                job_args(Stage.CURATION),
                 resources(spec.curation.resources),
                 shm=True,  # Ray's object store lives in /dev/shm
                 env_from_secret=spec.dataset.credentials_secret,  # object-store credentials, if any
@@ -99,7 +99,7 @@ def build_training_job(run: Run) -> dict[str, Any]:
                 run,
                 Stage.TRAINING,
                 spec.images.training,
-                ["train", "--config", config_file(Stage.TRAINING)],
+                job_args(Stage.TRAINING),
                 resources(spec.training.resources, gpus=1),
                 shm=True,
             )
@@ -120,7 +120,7 @@ def build_evaluation_job(run: Run) -> dict[str, Any]:
                 run,
                 Stage.EVALUATION,
                 spec.images.evaluation,
-                ["evaluate", "--config", config_file(Stage.EVALUATION)],
+                job_args(Stage.EVALUATION),
                 resources(spec.evaluation.resources),
             )
         ],
@@ -140,7 +140,7 @@ def build_export_job(run: Run) -> dict[str, Any]:
         run,
         Stage.EXPORT,
         spec.images.training,
-        ["export", "--config", config_file(Stage.EXPORT)],
+        job_args(Stage.EXPORT),
         resources(spec.training.resources),
         env_from_secret=export.credentials_secret,
     )

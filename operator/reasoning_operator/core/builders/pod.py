@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 from reasoning_operator.api import MLFLOW_CREDENTIAL_VARIABLES, Resources, Stage
+from reasoning_operator.api.contract import CONFIG_DIR, PROGRAM, TERMINATION_MESSAGE_PATH
 
-from ..run import CONFIG_MOUNT, WORKSPACE, Run
+from ..run import WORKSPACE, Run
 from ..stage_cache import CACHE_MOUNT
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -96,7 +97,7 @@ def cache_mounts(run: Run) -> list[dict[str, Any]]:
 def volume_mounts(shm: bool = False) -> list[dict[str, Any]]:
     mounts: list[dict[str, Any]] = [
         {"name": "workspace", "mountPath": WORKSPACE},
-        {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
         {"name": "scratch", "mountPath": SCRATCH_DIR},
     ]
     if shm:
@@ -142,13 +143,13 @@ def container(
         "name": stage.value,
         "image": image,
         "imagePullPolicy": run.spec.images.pull_policy,
-        "command": ["reasoning"],
+        "command": [PROGRAM],
         "args": args,
         "env": env(run) + tracking_env(run, stage),
         **extra,
         "resources": res,
         "volumeMounts": volume_mounts(shm) + cache_mounts(run),
-        "terminationMessagePath": "/dev/termination-log",
+        "terminationMessagePath": TERMINATION_MESSAGE_PATH,
         "terminationMessagePolicy": "FallbackToLogsOnError",
         "securityContext": container_security(),
     }

@@ -25,9 +25,9 @@ import shlex
 from typing import Any
 
 from reasoning_operator.api import CurationCluster, Stage
+from reasoning_operator.api.contract import PROGRAM, SUMMARY_FILE, TERMINATION_MESSAGE_PATH, job_args
 
 from ..run import Run
-from .config import config_file
 from .jobs import build_curation_job
 from .pod import container, pod_security, resources, volumes
 
@@ -43,7 +43,8 @@ SUBMITTER_BACKOFF_LIMIT = 2
 #: The submitter's script. KubeRay's own (common/job.go) submits only when the id is unknown, then follows the
 #: logs; ours does the same, then asks the job's status through Ray's SDK (`ray job status` prints it in
 #: words, "Job 'x' succeeded", once terminal) and on SUCCEEDED hands summary.json over as the termination
-#: message (compact JSON, as the job CLI writes it). ``{entrypoint}`` and ``{summary}`` are filled in.
+#: message (compact JSON, as the job CLI writes it). ``{entrypoint}``, ``{summary}`` and ``{termination}``
+#: are filled in.
 _SUBMIT = """\
 set -e
 ADDR="http://$RAY_DASHBOARD_ADDRESS"
@@ -55,13 +56,13 @@ python -c 'import os, sys; from ray.job_submission import JobSubmissionClient as
   s = C(sys.argv[1]).get_job_status(os.environ["RAY_JOB_SUBMISSION_ID"]); print("job status:", s); \\
   sys.exit(s != "SUCCEEDED")' "$ADDR"
 python -c 'import json, sys; sys.stdout.write(json.dumps(json.load(open(sys.argv[1])), \\
-  separators=(",", ":"), sort_keys=True))' {summary} > /dev/termination-log
+  separators=(",", ":"), sort_keys=True))' {summary} > {termination}
 """
 
 
 def curation_entrypoint() -> list[str]:
     """The same curation CLI and stage config as the single-pod Job."""
-    return ["reasoning", "curate", "--config", config_file(Stage.CURATION)]
+    return [PROGRAM, *job_args(Stage.CURATION)]
 
 
 def _ray_container(run: Run, res: dict[str, Any], name: str) -> dict[str, Any]:
@@ -95,8 +96,12 @@ def _pod_template(run: Run, containers: list[dict[str, Any]], restart: str | Non
 
 
 def _submitter(run: Run) -> dict[str, Any]:
-    summary = f"{run.run_dir}/curated/summary.json"
-    script = _SUBMIT.format(entrypoint=shlex.join(curation_entrypoint()), summary=shlex.quote(summary))
+    summary = f"{run.run_dir}/curated/{SUMMARY_FILE}"
+    script = _SUBMIT.format(
+        entrypoint=shlex.join(curation_entrypoint()),
+        summary=shlex.quote(summary),
+        termination=shlex.quote(TERMINATION_MESSAGE_PATH),
+    )
     sub = _ray_container(run, {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}, "submit")
     sub.pop("envFrom", None)
     sub["volumeMounts"] = [m for m in sub["volumeMounts"] if m["name"] in ("workspace", "scratch")]

@@ -5,18 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from reasoning_operator.api import ServingStageConfig, Stage
+from reasoning_operator.api import Stage
+from reasoning_operator.api.contract import ADAPTER_MODEL_NAME, HTTP_PORT, OPENAI_PORT, SERVING_PORTS, job_args
 
 from ..run import Run
-from .config import config_file
 from .pod import container, gpu_placement, pod_security, resources, volumes
-
-
-def _ports() -> dict[str, int]:
-    """Container/Service ports: the stage config's defaults, which the serving job binds."""
-    fields = ServingStageConfig.model_fields
-    return {name: int(fields[f"{name}_port"].default) for name in ("http", "grpc", "metrics", "openai")}
-
 
 #: Seconds Kubernetes waits after SIGTERM: the server drains in-flight requests for 25 s (`reasoning serve
 #: --grace`), then stops Triton and the engine (~20 s on a CPU).
@@ -27,14 +20,13 @@ def serving_url(run: Run) -> str:
     """Where evaluation talks to the server: Triton's KServe v2 HTTP port. Both backends serve the chat
     contract there (system prompt, chat template applied on the server)."""
     host = f"{run.child_name(Stage.SERVING)}.{run.ref.namespace}.svc"
-    return f"http://{host}:{_ports()['http']}"
+    return f"http://{host}:{HTTP_PORT}"
 
 
 def ready_path(run: Run) -> str:
     """The adapter model's own readiness (server readiness turns true before PyTriton's models finish loading;
     the vllm backend binds its models only once the engine has loaded)."""
-    name = ServingStageConfig.model_fields["adapter_model_name"].default
-    return f"/v2/models/{name}/ready"
+    return f"/v2/models/{ADAPTER_MODEL_NAME}/ready"
 
 
 def scrape_annotations() -> dict[str, str]:
@@ -42,23 +34,22 @@ def scrape_annotations() -> dict[str, str]:
     per-model metrics stay on the metrics port."""
     return {
         "prometheus.io/scrape": "true",
-        "prometheus.io/port": str(_ports()["openai"]),
+        "prometheus.io/port": str(OPENAI_PORT),
         "prometheus.io/path": "/metrics",
     }
 
 
 def build_serving_deployment(run: Run) -> dict[str, Any]:
     spec = run.spec
-    ports = _ports()
     serving = container(
         run,
         Stage.SERVING,
         spec.images.serving,
-        ["serve", "--config", config_file(Stage.SERVING)],
+        job_args(Stage.SERVING),
         resources(spec.serving.resources, gpus=spec.serving.gpus),
         shm=True,
     )
-    serving["ports"] = [{"name": name, "containerPort": port} for name, port in ports.items()]
+    serving["ports"] = [{"name": name, "containerPort": port} for name, port in SERVING_PORTS.items()]
     probe_port = "http"
     serving["readinessProbe"] = {
         "httpGet": {"path": ready_path(run), "port": probe_port},
@@ -113,7 +104,8 @@ def build_serving_service(run: Run) -> dict[str, Any]:
             "type": "ClusterIP",
             "selector": {k: labels[k] for k in ("app.kubernetes.io/instance", "reasoning-operator.dev/stage")},
             "ports": [
-                {"name": name, "port": port, "targetPort": name, "protocol": "TCP"} for name, port in _ports().items()
+                {"name": name, "port": port, "targetPort": name, "protocol": "TCP"}
+                for name, port in SERVING_PORTS.items()
             ],
         },
     }
