@@ -14,7 +14,8 @@ from .runner import EvaluationRun, records_as_dicts
 from .statistics import CellScore
 from .tracking import TrackingLinks
 
-#: Stay well under Kubernetes' 4096-byte termination message.
+#: Room under the termination message's limit (the contract's TERMINATION_MESSAGE_LIMIT, 4096 bytes) for what
+#: the CLI adds after: the inputs key and where stale artifacts went.
 COMPACT_LIMIT = 3800
 
 SHUFFLE_NOTE = "GPQA choices shuffled per question with random.Random(f'{seed}:{question_id}'); MMLU order kept"
