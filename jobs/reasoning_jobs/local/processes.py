@@ -50,7 +50,7 @@ def _pump(source: IO[bytes], log: IO[bytes], echo: bool) -> None:
 
 
 def run_stage(
-    job: Stage,
+    stage: Stage,
     config: Path,
     log_path: Path,
     termination: Path,
@@ -58,12 +58,12 @@ def run_stage(
     echo: bool = True,
 ) -> str:
     """Run one stage to completion; return its termination message (the compact result JSON)."""
-    stage = job.value
+    name = stage.value
     termination.unlink(missing_ok=True)
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            _command(job, config, extra or []),
+            _command(stage, config, extra or []),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=_env(termination),
@@ -78,9 +78,9 @@ def run_stage(
             raise
     if code != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
-        raise StageFailedError(stage, f"{stage} exited with code {code}; see {log_path}:\n" + "\n".join(tail))
+        raise StageFailedError(name, f"{name} exited with code {code}; see {log_path}:\n" + "\n".join(tail))
     if not termination.is_file() or not termination.read_text().strip():
-        raise StageFailedError(stage, f"{stage} exited 0 but reported no result ({termination} is missing or empty)")
+        raise StageFailedError(name, f"{name} exited 0 but reported no result ({termination} is missing or empty)")
     return termination.read_text(encoding="utf-8")
 
 
