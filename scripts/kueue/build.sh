@@ -19,6 +19,10 @@ fi
 mkdir -p "$DIR/bin"
 exec 9>"$CACHE_ROOT/kueue/.build.lock"
 flock 9
+if [[ -x "$DIR/bin/kueue" && -d "$DIR/crds" ]]; then   # built by another process while we waited for the lock
+  echo "$DIR"
+  exit 0
+fi
 
 export CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-mod=mod
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/kueue-build.XXXXXX")
@@ -26,7 +30,7 @@ trap 'rm -rf "$WORK"' EXIT
 cd "$WORK"
 printf 'module kueuebuild\n\ngo 1.26\n' > go.mod
 "$GO" get "sigs.k8s.io/kueue@$KUEUE_VERSION" >&2
-nice -n 10 "$GO" build -p "${KUEUE_BUILD_JOBS:-1}" -o "$WORK/kueue" sigs.k8s.io/kueue/cmd/kueue >&2
+nice -n 10 "$GO" build -p "${KUEUE_BUILD_JOBS:-2}" -o "$WORK/kueue" sigs.k8s.io/kueue/cmd/kueue >&2
 SRC=$("$GO" list -m -f '{{.Dir}}' sigs.k8s.io/kueue)
 rm -rf "$DIR/crds.tmp" && cp -r "$SRC/config/components/crd/bases" "$DIR/crds.tmp" && chmod -R u+w "$DIR/crds.tmp"
 mv "$WORK/kueue" "$DIR/bin/kueue"

@@ -22,7 +22,7 @@ def free_port() -> int:
 
 
 @contextmanager
-def mlflow_server(root: Path, timeout: float = 120.0) -> Iterator[str]:
+def mlflow_server(root: Path, timeout: float = 300.0) -> Iterator[str]:
     """Yields the server's URL once /health answers; stops the server (and its workers) afterwards."""
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()

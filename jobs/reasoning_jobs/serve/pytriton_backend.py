@@ -4,6 +4,7 @@ model under the base and adapter names, plus decoupled `NAME_stream` twins for `
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -148,12 +149,13 @@ def bind_models(triton: Triton, models: Sequence[ServedModel], instances: int = 
 
 
 def start_triton(
-    models: Sequence[ServedModel], ports: Ports, host: str = "0.0.0.0", instances: int = 1, attempts: int = 3
+    models: Sequence[ServedModel], ports: Ports, host: str = "0.0.0.0", instances: int = 1, attempts: int = 5
 ) -> Triton:
     """Start Triton in the background with `models` bound and loaded; the caller stops it (`.stop()`).
 
     A model load can fail when PyTriton's handshake with the stub loses a race on a busy machine
-    (`get_config_from_handshake_server ... Connection refused`); the whole start is retried then.
+    (`get_config_from_handshake_server ... Connection refused`, or its 1 s wait for the first instance's socket
+    timing out); the whole start is retried then, after a pause that grows, since the machine is busy.
     """
     prefer_interpreter_libpython()
     from pytriton.triton import Triton, TritonConfig
@@ -179,6 +181,7 @@ def start_triton(
             if attempt == attempts:
                 raise
             LOG.warning("Triton start failed (attempt %d/%d), retrying: %s", attempt, attempts, error)
+            time.sleep(2 * attempt)
     raise AssertionError("unreachable")
 
 

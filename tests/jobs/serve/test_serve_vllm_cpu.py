@@ -39,7 +39,7 @@ LORA_RANK = 16
 SERVED = ("base", "trained", "base_stream", "trained_stream")
 
 #: A loaded 2-core machine can take 15 minutes to import vLLM twice and start Triton; a quiet one, 2-3.
-pytestmark = pytest.mark.timeout(2400)
+pytestmark = [pytest.mark.timeout(2400), pytest.mark.needs_build("vllm")]
 
 
 def vllm_python() -> Path:
