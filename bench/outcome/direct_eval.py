@@ -192,4 +192,6 @@ def evaluate(
     examples = {}
     for record in records:
         examples.setdefault(f"{record.benchmark}/{record.model}/{record.mode}", record.response)
-    return {"scores": scores + free_scores, "seconds": seconds, "examples": examples}
+    # each multiple-choice answer as extracted, to compare question by question with the Triton-served run
+    answers = {f"{r.benchmark}/{r.model}/{r.mode}/{r.question_id}": r.extracted for r in records}
+    return {"scores": scores + free_scores, "seconds": seconds, "examples": examples, "answers": answers}

@@ -5,12 +5,16 @@
     # on one GPU (device_call.sh): the model from the GGUF, then the (rank, lr) sweep, or the three 600-step
     # trainings at once (all) and their evaluation (in the same call, or in a later `eval` after --skip-eval)
     python bench/outcome/outcome.py device --prep PREP --gguf FILE --phase sweep|all|eval --out RESULTS_DIR
+    # on one GPU, the pipeline end to end with serving: train the example (`train`), then serve it with the
+    # serve job (PyTriton, GPU) and score it with the evaluation job through tritonclient (`serve-eval`)
+    python bench/outcome/outcome.py device --prep PREP --gguf FILE --phase train|serve-eval --out RESULTS_DIR
     # here: report.md and outcome.png from the results
     python bench/outcome/outcome.py report --results bench/outcome/results
 
 Training runs the project's job (`reasoning train --config`, the config the operator would write from
 examples/smollm2-reasoning.yaml); the anchor runs bench/outcome/minimal_sft.py on the same curated file; every
-model is evaluated by direct_eval.py (the evaluation job's code, transformers instead of Triton as transport).
+model is evaluated by direct_eval.py (the evaluation job's code, transformers instead of Triton as transport);
+`serve-eval` (served_eval.py) runs the serve and evaluation jobs themselves.
 """
 
 from __future__ import annotations
@@ -190,8 +194,35 @@ def _evaluate_all(
 _FOLDER = {"trained-bf16": "bf16", "trained-fp8": "fp8", "anchor": "anchor"}
 
 
+def _probe(model: str, adapter: Path) -> dict[str, float]:
+    """Seconds per generated token of the serve job's chat model on the GPU, one request at a time (as Triton
+    calls it), to size the served evaluation of the next call."""
+    from reasoning_jobs.evaluate.contract import reasoning_system_prompt
+    from reasoning_jobs.serve.chat_model import ChatModel
+    from reasoning_jobs.serve.contract import SamplingParameters
+
+    chat = ChatModel(model, str(adapter), device="cuda")
+    params = SamplingParameters(max_tokens=384, temperature=0.0)
+    probe: dict[str, float] = {}
+    for mode, use_adapter in (("on", True), ("off", True), ("on", False), ("off", False)):
+        began = time.monotonic()
+        out = chat.generate("What is 37 * 24 + 15?", reasoning_system_prompt(mode), params, use_adapter=use_adapter)
+        seconds = time.monotonic() - began
+        name = f"{'trained' if use_adapter else 'base'}_{mode}"
+        probe[f"{name}_tokens"] = out.num_output_tokens
+        probe[f"{name}_seconds"] = round(seconds, 2)
+    return probe
+
+
 def device(
-    prep: Path, gguf: Path, phase: str, out: Path, state: Path, skip_eval: bool = False, only: list[str] | None = None
+    prep: Path,
+    gguf: Path,
+    phase: str,
+    out: Path,
+    state: Path,
+    skip_eval: bool = False,
+    only: list[str] | None = None,
+    limit: int = 50,
 ) -> None:
     """On the GPU: convert the model once (kept in `state`), then the sweep or the full comparison."""
     from direct_eval import Generator, evaluate
@@ -280,6 +311,20 @@ def device(
         results["chosen"] = {"from": "examples/smollm2-reasoning.yaml"}
         if not skip_eval:
             _merge(results, _evaluate_all(model, prep, trained, with_base=True, out=out))
+    elif phase == "train":  # the example's training alone, for `serve-eval` in a later call
+        results["training"] = _train(prep, model, runs, "example", [])
+        results["probe"] = _probe(model, Path(results["training"]["adapter"]))
+        print(json.dumps({"seconds": results["training"]["seconds"], "probe": results["probe"]}), flush=True)
+        results["eval"] = {"scores": []}
+    elif phase == "serve-eval":  # the adapter that `train` left on this machine, served and evaluated
+        from served_eval import serve_and_evaluate
+
+        trained_dir = runs.parent / "runs-train" / "example"
+        results["training"] = json.loads((state / "train.json").read_text(encoding="utf-8"))["training"]
+        served = serve_and_evaluate(model, trained_dir, prep / "eval", runs, limit, ["gpqa_diamond"])
+        results["stages"].update(served.pop("stages"))
+        results.update(served)
+        results["eval"] = {"scores": served["served_scores"]}
     elif phase == "eval":  # the adapters an earlier `all --skip-eval` call left on this machine
         done = json.loads((state / "all-training.json").read_text(encoding="utf-8"))
         trained = {
@@ -302,11 +347,12 @@ def main(argv: list[str] | None = None) -> None:
     d = sub.add_parser("device")
     d.add_argument("--prep", type=Path, required=True)
     d.add_argument("--gguf", type=Path, required=True)
-    d.add_argument("--phase", choices=["check", "sweep", "all", "eval"], required=True)
+    d.add_argument("--phase", choices=["check", "sweep", "all", "eval", "train", "serve-eval"], required=True)
     d.add_argument("--out", type=Path, required=True)
     d.add_argument("--state", type=Path, default=Path("/root/smollm2-state"))
     d.add_argument("--skip-eval", action="store_true", help="all: train only (evaluate in a later `eval` call)")
     d.add_argument("--only", default="", help="eval: these models only (comma-separated: base,trained-bf16,...)")
+    d.add_argument("--limit", type=int, default=50, help="serve-eval: held-out questions (of 200) asked through Triton")
     r = sub.add_parser("report")
     r.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args(argv)
@@ -314,7 +360,7 @@ def main(argv: list[str] | None = None) -> None:
         prepare(args.out)
     elif args.what == "device":
         only = [n for n in args.only.split(",") if n] or None
-        device(args.prep, args.gguf, args.phase, args.out, args.state, args.skip_eval, only)
+        device(args.prep, args.gguf, args.phase, args.out, args.state, args.skip_eval, only, args.limit)
     else:
         from report import write_report
 

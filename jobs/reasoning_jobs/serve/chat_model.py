@@ -2,6 +2,8 @@
 
 One model in memory serves both names: the adapter is switched off for the base model's requests, so a lock
 serialises generation (the adapter switch is not thread-safe, and one CPU generation at a time is fastest).
+With `serving.gpus` > 0 and CUDA present the model generates on the GPU (`serving_device`), still one request
+at a time.
 """
 
 from __future__ import annotations
@@ -25,10 +27,22 @@ class Generation:
     finish_reason: str
 
 
+def serving_device(gpus: int, cuda_available: bool) -> str:
+    """Where the chat model generates: the GPU when the serving spec asks for one and CUDA is there, else the
+    CPU (a `reasoning run` on a machine without a GPU keeps working with the spec's default of one GPU)."""
+    return "cuda" if gpus > 0 and cuda_available else "cpu"
+
+
 class ChatModel:
     """Loads the model (and adapter) once; `generate`/`stream` answer one chat request each."""
 
-    def __init__(self, model_path: str, adapter_path: str | None = None, tokenizer_path: str | None = None) -> None:
+    def __init__(
+        self,
+        model_path: str,
+        adapter_path: str | None = None,
+        tokenizer_path: str | None = None,
+        device: str = "cpu",
+    ) -> None:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -44,8 +58,8 @@ class ChatModel:
             if not (Path(adapter_path) / "adapter_config.json").is_file():
                 raise FileNotFoundError(f"adapter_path {adapter_path}: no adapter_config.json (not a PEFT adapter)")
             model = PeftModel.from_pretrained(model, adapter_path)
-        model.eval()
-        self.model: Any = model
+        self.device = device
+        self.model: Any = model.to(device).eval()
         vocab = self.tokenizer.get_vocab()
         self.stop_token_ids = [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
         if not self.stop_token_ids and self.tokenizer.eos_token_id is not None:
@@ -60,6 +74,7 @@ class ChatModel:
 
     def _generate_kwargs(self, user: str, system: str | None, params: SamplingParameters) -> dict[str, Any]:
         encoded = self.tokenizer(self.prompt(user, system), add_special_tokens=False, return_tensors="pt")
+        encoded = {name: tensor.to(self.device) for name, tensor in encoded.items()}
         sample = params.temperature > 0.0
         kwargs: dict[str, Any] = {
             **encoded,

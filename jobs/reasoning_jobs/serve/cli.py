@@ -97,17 +97,21 @@ def _serve_vllm(config: ServingStageConfig, host: str, grace: float) -> None:
 
 
 def _serve_pytriton(config: ServingStageConfig, host: str, tokenizer: str | None, stream: bool) -> None:
-    from .chat_model import ChatModel
+    import torch
+
+    from .chat_model import ChatModel, serving_device
     from .openai_proxy import start_openai_proxy
     from .pytriton_backend import Ports, chat_models, start_triton
 
-    typer.echo(f"loading {config.model.name}" + (f" + adapter {config.adapter_path}" if config.adapter_path else ""))
-    chat = ChatModel(config.model.name, config.adapter_path, tokenizer_path=tokenizer)
+    device = serving_device(config.serving.gpus, torch.cuda.is_available())
+    adapter = f" + adapter {config.adapter_path}" if config.adapter_path else ""
+    typer.echo(f"loading {config.model.name}{adapter} on {device}")
+    chat = ChatModel(config.model.name, config.adapter_path, tokenizer_path=tokenizer, device=device)
     served = chat_models(chat, config.base_model_name, config.adapter_model_name, stream=stream)
     if config.trained_model_path is not None:
         # Full fine-tuning: the trained weights are a second model, served under the adapter's name.
         typer.echo(f"loading the fully fine-tuned {config.trained_model_path}")
-        trained = ChatModel(config.trained_model_path, None, tokenizer_path=tokenizer)
+        trained = ChatModel(config.trained_model_path, None, tokenizer_path=tokenizer, device=device)
         served += chat_models(trained, config.adapter_model_name, None, stream=stream)
     ports = Ports(http=config.http_port, grpc=config.grpc_port, metrics=config.metrics_port)
     stop = threading.Event()
