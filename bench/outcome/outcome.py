@@ -197,9 +197,9 @@ _FOLDER = {"trained-bf16": "bf16", "trained-fp8": "fp8", "anchor": "anchor"}
 def _probe(model: str, adapter: Path) -> dict[str, float]:
     """Seconds per generated token of the serve job's chat model on the GPU, one request at a time (as Triton
     calls it), to size the served evaluation of the next call."""
-    from reasoning_jobs.evaluate.contract import reasoning_system_prompt
     from reasoning_jobs.serve.chat_model import ChatModel
     from reasoning_jobs.serve.contract import SamplingParameters
+    from reasoning_operator.api.contract import reasoning_system_prompt
 
     chat = ChatModel(model, str(adapter), device="cuda")
     params = SamplingParameters(max_tokens=384, temperature=0.0)
