@@ -115,9 +115,14 @@ def _serve_pytriton(config: ServingStageConfig, host: str, tokenizer: str | None
         served += chat_models(trained, config.adapter_model_name, None, stream=stream)
     ports = Ports(http=config.http_port, grpc=config.grpc_port, metrics=config.metrics_port)
     stop = threading.Event()
-    triton = start_triton(served, ports, host=host)
     triton_url = f"http://127.0.0.1:{config.http_port}"
+    # The proxy binds first: once Triton reports ready (the pod's readiness probe), its port already answers.
     proxy = start_openai_proxy(host, config.openai_port, triton_url, [m.name for m in served])
+    try:
+        triton = start_triton(served, ports, host=host)
+    except BaseException:
+        proxy.shutdown()
+        raise
     typer.echo(
         f"serving {', '.join(m.name for m in served)} on Triton http:{ports.http} grpc:{ports.grpc}; "
         f"OpenAI-style /v1/chat/completions on :{config.openai_port}"
