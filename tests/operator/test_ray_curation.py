@@ -11,7 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from reasoning_operator.api import CurationCluster, CurationStageConfig, Phase, StagePhase, stage_configs
-from reasoning_operator.core import builders
+from reasoning_operator.core import builders, stage_cache
 from reasoning_operator.core.decide import decide
 from reasoning_operator.core.observe import observe, ray_job_obs
 from reasoning_operator.core.run import Run
@@ -162,3 +162,23 @@ def test_a_succeeded_ray_job_without_a_result_is_not_a_silent_success(make_run: 
 def test_ray_job_states(deployment: str, job_status: str | None, complete: bool, failed: bool) -> None:
     obs = ray_job_obs(_ray_job(deployment, job_status))
     assert (obs.complete, obs.failed_final) == (complete, failed)
+
+
+@pytest.mark.parametrize("claim", ["shared-cache", "demo-data"])
+def test_with_the_stage_cache_the_submitter_reads_the_summary_where_curation_writes_it(
+    make_run: Any, claim: str
+) -> None:
+    """spec.cache moves curation's output to the cache claim (its own, or a subPath of the run's claim): the
+    submitter must mount that claim and read the summary from the directory the curation config names."""
+    run = Run.from_object(
+        make_run(spec={"curation": {"cluster": CLUSTER}, "cache": {"enabled": True, "claimName": claim}})
+    )
+    configs = stage_configs(run.spec, run.run_dir, "http://x", curated_dir=stage_cache.output_dirs(run)[0])
+    assert configs.curation is not None
+    curated = str(configs.curation.output_dir)
+    assert curated.startswith("/cache/curation/")
+    pod = builders.build_curation(run)["spec"]["submitterPodTemplate"]["spec"]
+    (sub,) = pod["containers"]
+    assert f"{curated}/summary.json" in sub["command"][-1]
+    mounted = {m["mountPath"]: m["name"] for m in sub["volumeMounts"]}
+    assert "/cache" in mounted and mounted["/cache"] in {v["name"] for v in pod["volumes"]}

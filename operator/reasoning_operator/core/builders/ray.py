@@ -28,6 +28,7 @@ from reasoning_operator.api import CurationCluster, Stage
 from reasoning_operator.api.contract import PROGRAM, SUMMARY_FILE, TERMINATION_MESSAGE_PATH, job_args
 
 from ..run import Run
+from ..stage_cache import output_dirs
 from .jobs import build_curation_job
 from .pod import container, pod_security, resources, volumes
 
@@ -95,8 +96,13 @@ def _pod_template(run: Run, containers: list[dict[str, Any]], restart: str | Non
     return {"metadata": {"labels": run.labels(Stage.CURATION)}, "spec": pod}
 
 
+#: The submitter mounts only what it reads: the summary on the run's volume, or on the cache claim (spec.cache).
+_SUBMITTER_VOLUMES = ("workspace", "scratch", "stage-cache")
+
+
 def _submitter(run: Run) -> dict[str, Any]:
-    summary = f"{run.run_dir}/curated/{SUMMARY_FILE}"
+    curated = output_dirs(run)[0] or f"{run.run_dir}/curated"
+    summary = f"{curated}/{SUMMARY_FILE}"
     script = _SUBMIT.format(
         entrypoint=shlex.join(curation_entrypoint()),
         summary=shlex.quote(summary),
@@ -104,10 +110,10 @@ def _submitter(run: Run) -> dict[str, Any]:
     )
     sub = _ray_container(run, {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}, "submit")
     sub.pop("envFrom", None)
-    sub["volumeMounts"] = [m for m in sub["volumeMounts"] if m["name"] in ("workspace", "scratch")]
+    sub["volumeMounts"] = [m for m in sub["volumeMounts"] if m["name"] in _SUBMITTER_VOLUMES]
     sub["command"] = ["bash", "-c", script]
     template = _pod_template(run, [sub], restart="Never")
-    template["spec"]["volumes"] = [v for v in template["spec"]["volumes"] if v["name"] in ("workspace", "scratch")]
+    template["spec"]["volumes"] = [v for v in template["spec"]["volumes"] if v["name"] in _SUBMITTER_VOLUMES]
     return template
 
 
