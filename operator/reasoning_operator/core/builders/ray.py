@@ -27,8 +27,13 @@ mounts, and the GCS is up only after the head's init container wrote the file. T
 once the head is ready, so the file is there; it still waits briefly for it, for a shared filesystem's
 delayed visibility, then fails with a clear message. The randomness is in the container, never here.
 
+tests/operator/test_ray_token.py checks this against a real local Ray 2.60 head: the submitter script with
+this env submits and hands the summary over; without a token or with a wrong one the dashboard refuses it.
+
 Not solved by this: KubeRay v1.5.0's own controller reads the job's status from the dashboard without a
-token, is refused, and so marks the RayJob Failed 30 s after the submitter finished (see the README).
+token, is refused, and so marks the RayJob Failed 30 s after the submitter finished. KubeRay v1.6.0's
+``authOptions`` (mode token) fixes that with a Secret KubeRay owns; it sets RAY_AUTH_TOKEN, which Ray's loader
+prefers to our path, only where a container lacks it. See the README.
 """
 
 from __future__ import annotations
