@@ -201,9 +201,20 @@ def test_kuberay_accepts_the_ray_job_and_its_cluster_pods_pass_restricted_pod_se
 
         # Created through the apiserver's restricted Pod Security admission, KubeRay's injected parts included.
         found = wait_until(pods, timeout=90, what="the head and worker pods")
+        token = builders.ray.token_path(Run.from_object(created))
         for pod in found:
             assert pod.metadata.labels["reasoning-operator.dev/run"] == "ray-real"
             assert pod.spec.containers[0].image == Run.from_object(created).spec.images.curation
+            # Ray's token auth: every container that talks to Ray, KubeRay's injected wait-gcs-ready included
+            # (it copies the worker's env and mounts), reads the run's one token file.
+            for c in [*(pod.spec.init_containers or []), pod.spec.containers[0]]:
+                if c.name == builders.ray.TOKEN_INIT_CONTAINER:
+                    assert c.command[-1] == token
+                    continue
+                auth = {e.name: e.value for e in c.env or [] if e.name.startswith("RAY_AUTH")}
+                assert auth == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token}, (pod.metadata.name, c.name)
+        inits = {p.metadata.labels["ray.io/node-type"]: [c.name for c in p.spec.init_containers or []] for p in found}
+        assert inits["head"] == [builders.ray.TOKEN_INIT_CONTAINER] and "wait-gcs-ready" in inits["worker"]
 
         def submitter() -> list[Any] | None:
             selector = "batch.kubernetes.io/job-name=ray-real-curation"
@@ -214,7 +225,8 @@ def test_kuberay_accepts_the_ray_job_and_its_cluster_pods_pass_restricted_pod_se
         (sub,) = wait_until(submitter, timeout=90, what="the submitter pod")
         assert sub.spec.containers[0].command[:2] == ["bash", "-c"]
         assert "/dev/termination-log" in sub.spec.containers[0].command[2]
-        env = {e.name for e in sub.spec.containers[0].env}
-        assert {"RAY_DASHBOARD_ADDRESS", "RAY_JOB_SUBMISSION_ID"} <= env
+        env = {e.name: e.value for e in sub.spec.containers[0].env}
+        assert {"RAY_DASHBOARD_ADDRESS", "RAY_JOB_SUBMISSION_ID"} <= set(env)
+        assert (env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN_PATH"]) == ("token", token)
     except TimeoutError:
         raise AssertionError(f"KubeRay's log:\n{kuberay_operator.read_text(errors='replace')[-4000:]}") from None

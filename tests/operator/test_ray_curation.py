@@ -82,11 +82,22 @@ def test_every_ray_pod_satisfies_restricted_pod_security(make_run: Any) -> None:
     for pod in _pods(builders.build_curation(_run(make_run))):
         assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] > 0
         assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
-        for c in pod["containers"]:
+        assert pod["containers"]
+        for c in [*pod.get("initContainers", []), *pod["containers"]]:
             sc = c["securityContext"]
             assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
-            assert sc["readOnlyRootFilesystem"] is True
-            assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
+            assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
+            assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+
+
+def test_the_head_has_its_token_writer_among_the_checked_containers(make_run: Any) -> None:
+    head = _pods(builders.build_curation(_run(make_run)))[0]
+    assert [c["name"] for c in head["initContainers"]] == ["ray-auth-token"]
+
+
+def test_every_ray_container_has_scratch_space(make_run: Any) -> None:
+    for c in _ray_containers(builders.build_curation(_run(make_run))):
+        assert "/tmp" in {m["mountPath"] for m in c["volumeMounts"]}
 
 
 def test_the_cluster_needs_one_worker_at_least() -> None:
@@ -182,3 +193,47 @@ def test_with_the_stage_cache_the_submitter_reads_the_summary_where_curation_wri
     assert f"{curated}/summary.json" in sub["command"][-1]
     mounted = {m["mountPath"]: m["name"] for m in sub["volumeMounts"]}
     assert "/cache" in mounted and mounted["/cache"] in {v["name"] for v in pod["volumes"]}
+
+
+def _ray_containers(ray_job: dict[str, Any]) -> list[dict[str, Any]]:
+    """Head, workers and submitter: every container that talks to Ray."""
+    return [c for pod in _pods(ray_job) for c in pod["containers"]]
+
+
+def test_head_workers_and_submitter_share_one_token_file_on_the_runs_claim(make_run: Any) -> None:
+    run = _run(make_run)
+    rj = builders.build_curation(run)
+    path = f"{run.run_dir}/ray/auth_token"
+    for c in _ray_containers(rj):
+        env = {e["name"]: e.get("value") for e in c["env"]}
+        assert (env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN_PATH"]) == ("token", path), c["name"]
+        assert "RAY_AUTH_TOKEN" not in env  # the token itself never passes through the operator
+        workspace = next(m for m in c["volumeMounts"] if m["name"] == "workspace")
+        assert path.startswith(workspace["mountPath"] + "/") and "subPath" not in workspace
+    head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    (writer,) = head["initContainers"]
+    assert writer["image"] == run.spec.images.curation
+    assert writer["command"][:2] == ["python", "-c"] and writer["command"][-1] == path
+    assert [m["name"] for m in writer["volumeMounts"]] == ["workspace"]
+    assert {v["name"]: v for v in head["volumes"]}["workspace"]["persistentVolumeClaim"] == {
+        "claimName": run.claim_name
+    }
+    assert "env" not in writer and "envFrom" not in writer  # no Secret, no dataset credentials
+
+
+def test_the_token_writer_writes_a_private_token_once(make_run: Any, tmp_path: Any) -> None:
+    """The init container's own python program, run here: 0600, 64 hex digits, kept on a second run (a KubeRay
+    retry starts a new head on the same claim)."""
+    import subprocess
+    import sys
+
+    run = _run(make_run)
+    head = builders.build_curation(run)["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    command = head["initContainers"][0]["command"]
+    path = tmp_path / "ray" / "auth_token"
+    subprocess.run([sys.executable, *command[1:-1], str(path)], check=True)
+    token = path.read_text()
+    assert len(token) == 64 and int(token, 16) >= 0
+    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
+    subprocess.run([sys.executable, *command[1:-1], str(path)], check=True)
+    assert path.read_text() == token and sorted(p.name for p in path.parent.iterdir()) == ["auth_token"]
