@@ -3,10 +3,12 @@ curriculum and write training.jsonl + summary.json."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import json
 import os
 import shutil
+import signal
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -191,18 +193,56 @@ def _start_ray(n_workers: int, on_cluster: bool = False) -> None:
             # preload does not (it is a raylet setting: the pods' own environment would have to carry it).
             ray.init(address=ray_address(True), runtime_env={"env_vars": dict(WORKER_ENV)}, log_to_driver=False)
         else:
-            ray.init(
-                address=ray_address(False),
-                num_cpus=n_workers,
-                include_dashboard=False,
-                log_to_driver=False,
-            )
+            _init_local_ray(n_workers)
     finally:
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+#: How many times a private local Ray is started before curation gives up (see _init_local_ray).
+RAY_START_ATTEMPTS = 3
+
+
+def _init_local_ray(n_workers: int) -> None:
+    """Start the private local Ray, again when its start times out. Ray gives its raylet a fixed 30 s to
+    register with the GCS (`raylet_start_wait_time_s` in ray/_private/node.py, not configurable), which an
+    overloaded node misses: seen on a 2-core machine running image and Go builds beside three test workers.
+    Each try is a fresh session: the processes the failed one started (GCS, raylet, reaper: nothing else of
+    this process runs yet) are killed first, since Ray forgets them when its start raises."""
+    import ray
+
+    for attempt in range(1, RAY_START_ATTEMPTS + 1):
+        try:
+            ray.init(address=ray_address(False), num_cpus=n_workers, include_dashboard=False, log_to_driver=False)
+            return
+        except Exception as error:
+            if "timed out during startup" not in str(error) or attempt == RAY_START_ATTEMPTS:
+                raise
+            logger.warning(f"Ray did not start (attempt {attempt}/{RAY_START_ATTEMPTS}): {error}; trying again")
+            ray.shutdown()
+            _kill_descendants()
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process below this one (Linux /proc; elsewhere nothing to do)."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            stat = entry.read_text()
+        except OSError:
+            continue
+        parents[int(entry.parent.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+    below: set[int] = set()
+    frontier = {os.getpid()}
+    while frontier:
+        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - below
+        below |= frontier
+    for pid in below:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _stop_ray() -> None:

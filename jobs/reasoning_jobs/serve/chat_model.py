@@ -1,20 +1,21 @@
-"""A transformers causal LM, with or without a PEFT adapter, answering chat requests on the CPU/dev backend.
+"""A transformers causal LM, with or without a PEFT adapter, answering chat requests (the pytriton backend).
 
 One model in memory serves both names: the adapter is switched off for the base model's requests, so a lock
-serialises generation (the adapter switch is not thread-safe, and one CPU generation at a time is fastest).
-With `serving.gpus` > 0 and CUDA present the model generates on the GPU (`serving_device`), still one request
-at a time.
+serialises generation (the adapter switch is not thread-safe). Requests that Triton's dynamic batcher hands over
+together are generated as one left-padded batch (`generate_batch`): on a GPU a batch of 64 costs little more than
+one request, which is what makes an evaluation of thousands of questions affordable on this backend. With
+`serving.gpus` > 0 and CUDA present the model generates on the GPU (`serving_device`).
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .contract import SamplingParameters
+from .contract import ChatRequest, SamplingParameters
 
 #: Tokens that end an assistant turn (Llama-3 chat format); whichever the tokenizer has are used.
 END_OF_TURN_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
@@ -64,6 +65,9 @@ class ChatModel:
         self.stop_token_ids = [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
         if not self.stop_token_ids and self.tokenizer.eos_token_id is not None:
             self.stop_token_ids = [int(self.tokenizer.eos_token_id)]
+        self.pad_token_id = int(self.tokenizer.pad_token_id or self.stop_token_ids[0])
+        if self.tokenizer.pad_token is None:  # batches are padded; masked out, so any token will do
+            self.tokenizer.pad_token = self.tokenizer.convert_ids_to_tokens(self.pad_token_id)
         self._lock = threading.Lock()
 
     def prompt(self, user: str, system: str | None) -> str:
@@ -81,7 +85,7 @@ class ChatModel:
             "max_new_tokens": params.max_tokens,
             "do_sample": sample,
             "eos_token_id": self.stop_token_ids,
-            "pad_token_id": self.tokenizer.pad_token_id or self.stop_token_ids[0],
+            "pad_token_id": self.pad_token_id,
         }
         if sample:
             kwargs.update(temperature=params.temperature, top_p=params.top_p)
@@ -113,6 +117,49 @@ class ChatModel:
                 self._torch.manual_seed(params.seed)
             output = self.model.generate(**kwargs)
         return self._finish(output[0, prompt_length:].tolist(), params)
+
+    def generate_batch(self, requests: Sequence[ChatRequest], use_adapter: bool) -> list[Generation]:
+        """Answers in request order. Requests that sample alike (temperature, top_p) go through `generate` as
+        one left-padded batch run to the longest `max_tokens` of the group, each answer cut at its own
+        `max_tokens` and first end-of-turn token: for greedy decoding that is exactly what the request alone
+        gives (the tokens before a cut do not depend on what comes after it). A seeded request runs alone, so
+        its seed means the same whatever else is in flight."""
+        if use_adapter and not self.has_adapter:
+            raise ValueError("this server was started without an adapter")
+        groups: dict[tuple[Any, ...], list[int]] = {}
+        for index, (_, _, params) in enumerate(requests):
+            alike = ("seed", index) if params.seed is not None else (params.temperature, params.top_p)
+            groups.setdefault(alike, []).append(index)
+        answers: dict[int, Generation] = {}
+        for indices in groups.values():
+            if len(indices) == 1:
+                answers[indices[0]] = self.generate(*requests[indices[0]], use_adapter=use_adapter)
+                continue
+            together = self._generate_together([requests[i] for i in indices], use_adapter)
+            answers.update(zip(indices, together, strict=True))
+        return [answers[index] for index in range(len(requests))]
+
+    def _generate_together(self, requests: Sequence[ChatRequest], use_adapter: bool) -> list[Generation]:
+        params = [p for _, _, p in requests]
+        kwargs = self._generate_kwargs(*requests[0][:2], params[0])
+        encoded = self.tokenizer(
+            [self.prompt(user, system) for user, system, _ in requests],
+            add_special_tokens=False,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+        )
+        kwargs.update({name: tensor.to(self.device) for name, tensor in encoded.items()})
+        kwargs["max_new_tokens"] = max(p.max_tokens for p in params)
+        width = int(encoded["input_ids"].shape[1])
+        with self._lock, self._adapter_off(use_adapter), self._torch.inference_mode():
+            output = self.model.generate(**kwargs)
+        answers = []
+        for row, request_params in zip(output[:, width:].tolist(), params, strict=True):
+            row = row[: request_params.max_tokens]
+            stop = next((i for i, token in enumerate(row) if token in self.stop_token_ids), None)
+            answers.append(self._finish(row if stop is None else row[: stop + 1], request_params))
+        return answers
 
     def stream(self, user: str, system: str | None, params: SamplingParameters, use_adapter: bool) -> Iterator[str]:
         """Text pieces as they are generated (for the decoupled `_stream` models); stops at end of turn."""

@@ -35,3 +35,7 @@ class SamplingParameters(BaseModel):
             return cls.model_validate(json.loads(text))
         except (json.JSONDecodeError, ValidationError) as error:
             raise ValueError(f"{SAMPLING_PARAMETERS}: {error}") from error
+
+
+#: One chat request, decoded: user message, system prompt (the reasoning toggle), sampling parameters.
+ChatRequest = tuple[str, str | None, SamplingParameters]
