@@ -34,6 +34,7 @@ from reasoning_operator.api import (
     timestamp,
 )
 from reasoning_operator.api.contract import PROGRAM, config_file_name, job_args
+from reasoning_operator.api.stage_defs import definition
 
 from .assets import prepare
 from .cache import StageCache, StageRecord, fingerprint, stage_key
@@ -42,20 +43,6 @@ from .processes import Server, StageFailedError, run_stage
 from .workspace import localize_spec
 
 R = TypeVar("R", bound=ApiModel)
-CONDITION = {
-    Stage.CURATION: ConditionType.DATA_CURATED,
-    Stage.TRAINING: ConditionType.MODEL_TRAINED,
-    Stage.SERVING: ConditionType.SERVING_READY,
-    Stage.EVALUATION: ConditionType.EVALUATED,
-    Stage.EXPORT: ConditionType.EXPORTED,
-}
-PHASE = {
-    Stage.CURATION: Phase.CURATING,
-    Stage.TRAINING: Phase.TRAINING,
-    Stage.SERVING: Phase.SERVING,
-    Stage.EVALUATION: Phase.EVALUATING,
-    Stage.EXPORT: Phase.EXPORTING,
-}
 
 
 def _now() -> str:
@@ -105,9 +92,11 @@ class LocalRun:
             record.start_time = record.start_time or now
             record.completion_time = record.completion_time or now
         ok = {StagePhase.SUCCEEDED: True, StagePhase.FAILED: False}.get(phase, False)
-        self.status.conditions = set_condition(self.status.conditions, CONDITION[stage], ok, reason, message, now, 1)
+        self.status.conditions = set_condition(
+            self.status.conditions, definition(stage).condition, ok, reason, message, now, 1
+        )
         if phase == StagePhase.RUNNING:
-            self.status.phase = PHASE[stage]
+            self.status.phase = definition(stage).phase
             self.status.current_stage = stage
             self.status.progress = stage.value
         self._save_status()

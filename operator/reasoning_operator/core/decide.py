@@ -16,41 +16,24 @@ from pydantic import ValidationError
 from reasoning_operator.api import (
     ApiModel,
     ConditionType,
-    CurationResult,
-    EvaluationResult,
-    ExportResult,
     Phase,
     ReasoningRunStatus,
     Stage,
     StagePhase,
     StageStatus,
-    TrainingResult,
     get_condition,
     seconds_between,
     set_condition,
     timestamp,
 )
+from reasoning_operator.api.stage_defs import definition, pipeline
 
 from . import builders, stage_cache, suspension
 from .observe import JobObs, Observed, PodObs
-from .rejection import CHILD_REJECTED, OOM_KILLED, STAGE_CONDITION, TRANSIENT, pod_creation_refused
+from .rejection import CHILD_REJECTED, OOM_KILLED, TRANSIENT, pod_creation_refused
 from .run import Run
 
-STAGE_ORDER = [Stage.CURATION, Stage.TRAINING, Stage.SERVING, Stage.EVALUATION]
-STAGE_PHASE = {
-    Stage.CURATION: Phase.CURATING,
-    Stage.TRAINING: Phase.TRAINING,
-    Stage.SERVING: Phase.SERVING,
-    Stage.EVALUATION: Phase.EVALUATING,
-    Stage.EXPORT: Phase.EXPORTING,
-}
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
-RESULT_MODELS: dict[Stage, type[ApiModel]] = {
-    Stage.CURATION: CurationResult,
-    Stage.TRAINING: TrainingResult,
-    Stage.EVALUATION: EvaluationResult,
-    Stage.EXPORT: ExportResult,
-}
 JOB_BUILDERS: dict[Stage, Callable[[Run], dict[str, Any]]] = {
     Stage.CURATION: builders.build_curation,  # a RayJob when spec.curation.cluster is set
     Stage.TRAINING: builders.build_training_job,
@@ -60,8 +43,8 @@ JOB_BUILDERS: dict[Stage, Callable[[Run], dict[str, Any]]] = {
 
 
 def stage_order(run: Run) -> list[Stage]:
-    """The four stages, then export where spec.export is set."""
-    return STAGE_ORDER + ([Stage.EXPORT] if run.spec.export is not None else [])
+    """The four stages, then export where spec.export is set (the registry's order)."""
+    return [d.stage for d in pipeline(run.spec)]
 
 
 @dataclass(frozen=True)
@@ -119,8 +102,11 @@ def _result(stage: Stage, pods: list[PodObs]) -> ApiModel | str:
     message = succeeded[-1].termination_message
     if not message:
         return f"pod {succeeded[-1].name} reported no result (empty termination message)"
+    model = definition(stage).result
+    if model is None:
+        raise ValueError(f"stage {stage.value} reports no result")
     try:
-        return RESULT_MODELS[stage].model_validate(json.loads(message))
+        return model.model_validate(json.loads(message))
     except (json.JSONDecodeError, ValidationError) as err:
         return f"pod {succeeded[-1].name} reported an invalid result: {str(err).splitlines()[0]}"
 
@@ -299,7 +285,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
             status.progress = "done"
             plan.events.append(Event("Normal", "RunSucceeded", _summary(status)))
         else:
-            status.phase = STAGE_PHASE[current]
+            status.phase = definition(current).phase
             status.current_stage = current
             status.progress = _progress(current, status, current_outcome)
 
@@ -339,7 +325,7 @@ def _record(
     ok = {StagePhase.SUCCEEDED: True, StagePhase.FAILED: False}.get(outcome.phase)
     status.conditions = set_condition(
         status.conditions,
-        STAGE_CONDITION[stage],
+        definition(stage).condition,
         ok if ok is not None else False,
         outcome.reason,
         outcome.message,

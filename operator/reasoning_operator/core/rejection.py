@@ -21,6 +21,7 @@ from reasoning_operator.api import (
     set_condition,
     timestamp,
 )
+from reasoning_operator.api.stage_defs import definition
 
 CHILD_REJECTED = "ChildRejected"
 #: The kubelet's reason for a container the kernel killed at its memory limit; a stage that failed so says it
@@ -29,13 +30,6 @@ OOM_KILLED = "OOMKilled"
 TRANSIENT = "TransientApiError"
 #: HTTP statuses that mean "this object will never be accepted as it is".
 REFUSED = frozenset({400, 403, 413, 422})
-STAGE_CONDITION = {
-    Stage.CURATION: ConditionType.DATA_CURATED,
-    Stage.TRAINING: ConditionType.MODEL_TRAINED,
-    Stage.SERVING: ConditionType.SERVING_READY,
-    Stage.EVALUATION: ConditionType.EVALUATED,
-    Stage.EXPORT: ConditionType.EXPORTED,
-}
 #: Consecutive failed reconciles before the Stalled condition reports transient errors.
 TRANSIENT_ATTEMPTS_BEFORE_CONDITION = 3
 
@@ -120,7 +114,7 @@ def rejected_status(
         stage_status.message = message
         stage_status.completion_time = stage_status.completion_time or stamp
         out.conditions = set_condition(
-            out.conditions, STAGE_CONDITION[stage], False, CHILD_REJECTED, message, stamp, generation
+            out.conditions, definition(stage).condition, False, CHILD_REJECTED, message, stamp, generation
         )
     out.phase = Phase.FAILED
     out.current_stage = None
