@@ -6,7 +6,6 @@ operator restart, gives the same answer and never asks for a second copy of a ch
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -34,12 +33,6 @@ from .rejection import CHILD_REJECTED, OOM_KILLED, TRANSIENT, pod_creation_refus
 from .run import Run
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
-JOB_BUILDERS: dict[Stage, Callable[[Run], dict[str, Any]]] = {
-    Stage.CURATION: builders.build_curation,  # a RayJob when spec.curation.cluster is set
-    Stage.TRAINING: builders.build_training_job,
-    Stage.EVALUATION: builders.build_evaluation_job,
-    Stage.EXPORT: builders.build_export_job,
-}
 
 
 def stage_order(run: Run) -> list[Stage]:
@@ -253,7 +246,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
         else:
             job = observed.jobs.get(stage)
             if job is None and not run.spec.suspend:
-                plan.ops.append((CREATE, JOB_BUILDERS[stage](run)))
+                plan.ops.append((CREATE, builders.build_stage_child(run, stage)))
             flip = suspension.suspension_op(run, stage, job, observed) if job is not None else None
             if flip is not None:
                 plan.ops.append((APPLY, flip))
