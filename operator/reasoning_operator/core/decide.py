@@ -24,6 +24,7 @@ from reasoning_operator.api import (
     seconds_between,
     set_condition,
     timestamp,
+    transitions,
 )
 from reasoning_operator.api.stage_defs import definition, pipeline
 
@@ -106,7 +107,7 @@ def _result(stage: Stage, pods: list[PodObs]) -> ApiModel | str:
 
 def _job_outcome(stage: Stage, job: JobObs | None, pods: list[PodObs]) -> StageOutcome:
     if job is None:
-        return StageOutcome(StagePhase.PENDING, "Creating", f"creating Job for {stage.value}")
+        return StageOutcome(StagePhase.PENDING, transitions.CREATING, f"creating Job for {stage.value}")
     if job.failed_final:
         detail = next((p.termination_message for p in reversed(pods) if p.termination_message), None)
         message = f"Job {job.name} failed: {job.failure_reason or 'Failed'}: {job.failure_message or ''}".strip()
@@ -162,7 +163,7 @@ def _job_outcome(stage: Stage, job: JobObs | None, pods: list[PodObs]) -> StageO
 def _serving_outcome(run: Run, observed: Observed) -> StageOutcome:
     dep = observed.deployment
     if dep is None:
-        return StageOutcome(StagePhase.PENDING, "Creating", "creating the Triton Deployment")
+        return StageOutcome(StagePhase.PENDING, transitions.CREATING, "creating the Triton Deployment")
     if dep.failed_message:
         return StageOutcome(StagePhase.FAILED, "ServingFailed", f"Deployment {dep.name}: {dep.failed_message}")
     if dep.available >= 1 and dep.ready >= 1:
@@ -268,22 +269,16 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
 
     if not terminal:
         if failed_reason is not None:
-            status.phase = Phase.FAILED
-            status.current_stage = None
-            status.progress = "failed"
+            transitions.end_run(status, Phase.FAILED)
             plan.events.append(Event("Warning", "RunFailed", status.failure_reason or "failed"))
         elif current is None:
-            status.phase = Phase.SUCCEEDED
-            status.current_stage = None
-            status.progress = "done"
+            transitions.end_run(status, Phase.SUCCEEDED)
             plan.events.append(Event("Normal", "RunSucceeded", _summary(status)))
         else:
-            status.phase = definition(current).phase
-            status.current_stage = current
-            status.progress = _progress(current, status, current_outcome)
+            transitions.enter_stage(status, current, _progress(current, status, current_outcome))
 
     suspension.hold_conditions(run, status, current, observed, terminal, stamp, generation)
-    _final_conditions(status, stamp, generation, failed_reason)
+    transitions.run_conditions(status, stamp, generation, failed_reason, _summary(status))
     plan.recheck_at = _stalled(run, status, current_outcome if not terminal else None, now, stamp, generation)
     _serving_after_evaluation(run, status, observed, plan, stamp, generation)
     status.headline_accuracy = status.evaluation.headline() if status.evaluation else None
@@ -301,30 +296,15 @@ def _record(
     child: str,
     keep_phase: bool = False,
 ) -> None:
+    """The shared transition (api/transitions.py), plus what only the operator keeps: the duration, the
+    result, and an Event for each phase change."""
+    before = transitions.mark_stage(
+        status, stage, outcome.phase, outcome.reason, outcome.message, stamp, generation, child, keep_phase
+    )
     stage_status: StageStatus = status.stages.get(stage)
-    before = stage_status.phase
-    if not keep_phase:
-        stage_status.phase = outcome.phase
-        stage_status.message = outcome.message
-    if stage_status.phase != StagePhase.PENDING or outcome.reason == "Creating":
-        stage_status.child = child
-    if stage_status.phase != StagePhase.PENDING and stage_status.start_time is None:
-        stage_status.start_time = stamp
-    if stage_status.phase in (StagePhase.SUCCEEDED, StagePhase.FAILED) and stage_status.completion_time is None:
-        stage_status.completion_time = stamp
     stage_status.duration_seconds = seconds_between(stage_status.start_time, stage_status.completion_time)
     if outcome.result is not None:
         setattr(status, stage.value, outcome.result)
-    ok = {StagePhase.SUCCEEDED: True, StagePhase.FAILED: False}.get(outcome.phase)
-    status.conditions = set_condition(
-        status.conditions,
-        definition(stage).condition,
-        ok if ok is not None else False,
-        outcome.reason,
-        outcome.message,
-        stamp,
-        generation,
-    )
     after = stage_status.phase
     if after != before:
         name = stage.value.capitalize()
@@ -384,39 +364,6 @@ def _stalled(
     return recheck
 
 
-def _final_conditions(status: ReasoningRunStatus, stamp: str, generation: int, failed_reason: str | None) -> None:
-    if status.phase == Phase.SUCCEEDED:
-        status.conditions = set_condition(
-            status.conditions, ConditionType.SUCCEEDED, True, "Succeeded", _summary(status), stamp, generation
-        )
-    elif status.phase == Phase.FAILED:
-        existing = get_condition(status.conditions, ConditionType.FAILED)
-        reason = failed_reason or (existing.reason if existing is not None else "StageFailed")
-        message = status.failure_reason or ""
-        status.conditions = set_condition(
-            status.conditions,
-            ConditionType.SUCCEEDED,
-            False,
-            reason if reason == CHILD_REJECTED else "Failed",
-            message,
-            stamp,
-            generation,
-        )
-        status.conditions = set_condition(
-            status.conditions, ConditionType.FAILED, True, reason, message, stamp, generation
-        )
-    else:
-        status.conditions = set_condition(
-            status.conditions,
-            ConditionType.SUCCEEDED,
-            None,
-            status.phase.value,
-            status.progress or "",
-            stamp,
-            generation,
-        )
-
-
 def _serving_after_evaluation(
     run: Run, status: ReasoningRunStatus, observed: Observed, plan: Plan, stamp: str, generation: int
 ) -> None:
@@ -447,14 +394,8 @@ def _serving_after_evaluation(
     if observed.service_exists:
         plan.delete.append(("Service", name))
     if status.stages.serving.phase == StagePhase.SUCCEEDED:
-        status.conditions = set_condition(
-            status.conditions,
-            ConditionType.SERVING_READY,
-            False,
-            "ServingStopped",
-            "evaluation finished; set spec.serving.keepServing to keep the server",
-            stamp,
-            generation,
+        transitions.serving_stopped(
+            status, "evaluation finished; set spec.serving.keepServing to keep the server", stamp, generation
         )
 
 

@@ -22,8 +22,8 @@ from reasoning_operator.api import (
     timestamp,
 )
 from reasoning_operator.api.stage_defs import definition
+from reasoning_operator.api.transitions import CHILD_REJECTED as CHILD_REJECTED  # re-exported: its home is the API
 
-CHILD_REJECTED = "ChildRejected"
 #: The kubelet's reason for a container the kernel killed at its memory limit; a stage that failed so says it
 #: in the run's Failed condition (the fix is the stage's resources.memory, not a retry).
 OOM_KILLED = "OOMKilled"
