@@ -6,9 +6,7 @@ operator restart, gives the same answer and never asks for a second copy of a ch
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -26,66 +24,21 @@ from reasoning_operator.api import (
     timestamp,
     transitions,
 )
-from reasoning_operator.api.stage_defs import definition, pipeline
+from reasoning_operator.api.stage_defs import StageKind, definition, pipeline
 
-from . import builders, stage_cache, suspension
+from . import builders, service, stage_cache, suspension
 from .observe import JobObs, Observed, PodObs
+from .plan import APPLY, CREATE, Event, Plan, StageOutcome
 from .rejection import CHILD_REJECTED, OOM_KILLED, TRANSIENT, pod_creation_refused
 from .run import Run
 
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
+__all__ = ["APPLY", "CREATE", "TERMINAL", "Event", "Plan", "StageOutcome", "decide", "stage_order"]
 
 
 def stage_order(run: Run) -> list[Stage]:
     """The four stages, then export where spec.export is set (the registry's order)."""
     return [d.stage for d in pipeline(run.spec)]
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-CREATE = "create"
-APPLY = "apply"
-
-
-@dataclass
-class Plan:
-    """What the shell must do. `ops` are (CREATE | APPLY, child) in dependency order (ConfigMap and claim
-    before the pods that mount them, the Service before the Job that calls it): the shell stops at the first
-    child the apiserver refuses, so nothing that depends on it is created. CREATE is create-if-absent (Jobs,
-    PVC: immutable specs), APPLY is server-side apply; `delete` lists (kind, name) of children no longer
-    wanted."""
-
-    ops: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    delete: list[tuple[str, str]] = field(default_factory=list)
-    status: ReasoningRunStatus = field(default_factory=ReasoningRunStatus)
-    events: list[Event] = field(default_factory=list)
-    #: When the answer would change with time alone (the progress deadline of a waiting stage), if ever:
-    #: until then, the same run and children give the same plan.
-    recheck_at: datetime | None = None
-
-    @property
-    def create(self) -> list[dict[str, Any]]:
-        return [obj for op, obj in self.ops if op == CREATE]
-
-    @property
-    def apply(self) -> list[dict[str, Any]]:
-        return [obj for op, obj in self.ops if op == APPLY]
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    phase: StagePhase
-    reason: str
-    message: str
-    result: ApiModel | None = None
-    #: Since when the stage has waited without progress (a pod unscheduled or not starting, serving not
-    #: ready); None while it progresses. Past spec.progressDeadlineSeconds, Stalled says so.
-    waiting_since: str | None = None
 
 
 def _result(stage: Stage, pods: list[PodObs]) -> ApiModel | str:
@@ -160,31 +113,37 @@ def _job_outcome(stage: Stage, job: JobObs | None, pods: list[PodObs]) -> StageO
     )
 
 
-def _serving_outcome(run: Run, observed: Observed) -> StageOutcome:
-    dep = observed.deployment
-    if dep is None:
-        return StageOutcome(StagePhase.PENDING, transitions.CREATING, "creating the Triton Deployment")
-    if dep.failed_message:
-        return StageOutcome(StagePhase.FAILED, "ServingFailed", f"Deployment {dep.name}: {dep.failed_message}")
-    if dep.available >= 1 and dep.ready >= 1:
-        return StageOutcome(StagePhase.SUCCEEDED, "Ready", f"Deployment {dep.name}: {dep.ready}/{dep.replicas} ready")
-    pods = observed.pods.get(Stage.SERVING, [])
-    blocked = next((p for p in pods if p.unschedulable), None)
-    if blocked is not None:
-        return StageOutcome(
-            StagePhase.RUNNING,
-            "Unschedulable",
-            f"pod {blocked.name} cannot be scheduled: {blocked.unschedulable}",
-            waiting_since=blocked.created,
-        )
-    if run.spec.serving.replicas == 0:
-        return StageOutcome(StagePhase.RUNNING, "ScaledToZero", "spec.serving.replicas is 0: nothing will serve")
-    return StageOutcome(
-        StagePhase.RUNNING,
-        "NotReady",
-        f"Deployment {dep.name}: {dep.ready}/{dep.replicas} ready",
-        waiting_since=run.status.stages.serving.start_time or dep.created,
-    )
+def _job_step(
+    run: Run, stage: Stage, status: ReasoningRunStatus, observed: Observed, plan: Plan
+) -> StageOutcome | None:
+    """A one-shot stage's part of the pipeline pass: None once it succeeded (it stays done); else the output
+    of another run (spec.cache) taken instead of a Job, or its Job (created here, (un)suspended) and what it
+    says."""
+    stage_status = status.stages.get(stage)
+    if stage_status.phase == StagePhase.SUCCEEDED:
+        return None
+    # spec.cache: a finished run's output of this stage, taken instead of a Job (never once a Job exists).
+    source = stage_cache.reusable(run, stage, observed.cache_sources) if stage not in observed.jobs else None
+    if source is not None and source.result is None:
+        message = f"run {source.run} is making this {stage.value} output (cache key {source.key}): waiting for it"
+        return StageOutcome(StagePhase.PENDING, "WaitingForCache", message)
+    if source is not None:
+        message = f"reused the {stage.value} output of run {source.run} (cache key {source.key})"
+        stage_status.reused_from = source.run
+        return StageOutcome(StagePhase.SUCCEEDED, "Reused", message, source.result)
+    job = observed.jobs.get(stage)
+    if job is None and not run.spec.suspend:
+        plan.ops.append((CREATE, builders.build_stage_child(run, stage)))
+    flip = suspension.suspension_op(run, stage, job, observed) if job is not None else None
+    if flip is not None:
+        plan.ops.append((APPLY, flip))
+    outcome = suspension.held_outcome(run, stage, job, _job_outcome(stage, job, observed.pods.get(stage, [])))
+    if stage == Stage.TRAINING and observed.training_progress is not None:
+        status.training_progress = observed.training_progress
+    if job is not None:
+        stage_status.start_time = stage_status.start_time or job.start_time
+        stage_status.completion_time = job.completion_time or stage_status.completion_time
+    return outcome
 
 
 def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOutcome | None) -> str | None:
@@ -195,7 +154,8 @@ def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOut
     if stage == Stage.TRAINING and status.training_progress is not None:
         p = status.training_progress
         return f"step {p.step}/{p.max_steps} ({100 * p.step // max(p.max_steps, 1)}%)"
-    return outcome.message if outcome is not None and stage == Stage.SERVING else stage.value
+    long_running = definition(stage).kind == StageKind.SERVICE
+    return outcome.message if outcome is not None and long_running else stage.value
 
 
 def decide(run: Run, observed: Observed, now: datetime) -> Plan:
@@ -219,44 +179,24 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
     current_outcome: StageOutcome | None = None
     failed_reason: str | None = None
 
-    for stage in stage_order(run):
+    # Each stage by its kind: a one-shot Job stage (_job_step) or the long-running service (service.step).
+    for stage_def in [] if terminal else pipeline(run.spec):
+        stage = stage_def.stage
         stage_status = status.stages.get(stage)
-        if terminal:
-            break
-        if stage_status.phase == StagePhase.SUCCEEDED and stage != Stage.SERVING:
-            continue
-        # spec.cache: a finished run's output of this stage, taken instead of a Job (never once a Job exists).
-        source = stage_cache.reusable(run, stage, observed.cache_sources) if stage not in observed.jobs else None
-        if stage == Stage.SERVING:
-            evaluated = status.stages.evaluation.phase == StagePhase.SUCCEEDED
-            if evaluated:
+        if stage_def.kind == StageKind.SERVICE:
+            served = service.step(run, status, observed)
+            if served is None:
                 continue
-            plan.ops += [(APPLY, builders.build_serving_deployment(run)), (APPLY, builders.build_serving_service(run))]
-            outcome = suspension.serving_held(run, _serving_outcome(run, observed))
-            if stage_status.phase == StagePhase.SUCCEEDED and outcome.phase != StagePhase.FAILED:
-                # Ready once is enough to start evaluating; a later blip shows in ServingReady only.
+            plan.ops += served.ops
+            outcome = served.outcome
+            if served.keep_phase:
                 _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage), keep_phase=True)
                 continue
-        elif source is not None and source.result is None:
-            message = f"run {source.run} is making this {stage.value} output (cache key {source.key}): waiting for it"
-            outcome = StageOutcome(StagePhase.PENDING, "WaitingForCache", message)
-        elif source is not None:
-            message = f"reused the {stage.value} output of run {source.run} (cache key {source.key})"
-            outcome = StageOutcome(StagePhase.SUCCEEDED, "Reused", message, source.result)
-            stage_status.reused_from = source.run
         else:
-            job = observed.jobs.get(stage)
-            if job is None and not run.spec.suspend:
-                plan.ops.append((CREATE, builders.build_stage_child(run, stage)))
-            flip = suspension.suspension_op(run, stage, job, observed) if job is not None else None
-            if flip is not None:
-                plan.ops.append((APPLY, flip))
-            outcome = suspension.held_outcome(run, stage, job, _job_outcome(stage, job, observed.pods.get(stage, [])))
-            if stage == Stage.TRAINING and observed.training_progress is not None:
-                status.training_progress = observed.training_progress
-            if job is not None:
-                stage_status.start_time = stage_status.start_time or job.start_time
-                stage_status.completion_time = job.completion_time or stage_status.completion_time
+            job_outcome = _job_step(run, stage, status, observed, plan)
+            if job_outcome is None:
+                continue
+            outcome = job_outcome
         _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage))
         if stage_status.reused_from is not None:
             stage_status.child = None  # no Job of its own
@@ -280,7 +220,7 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
     suspension.hold_conditions(run, status, current, observed, terminal, stamp, generation)
     transitions.run_conditions(status, stamp, generation, failed_reason, _summary(status))
     plan.recheck_at = _stalled(run, status, current_outcome if not terminal else None, now, stamp, generation)
-    _serving_after_evaluation(run, status, observed, plan, stamp, generation)
+    service.after_evaluation(run, status, observed, plan, stamp, generation)
     status.headline_accuracy = status.evaluation.headline() if status.evaluation else None
     plan.status = status
     return plan
@@ -362,41 +302,6 @@ def _stalled(
             generation,
         )
     return recheck
-
-
-def _serving_after_evaluation(
-    run: Run, status: ReasoningRunStatus, observed: Observed, plan: Plan, stamp: str, generation: int
-) -> None:
-    """Once evaluation is over (or the run failed), serving stays only if spec.serving.keepServing."""
-    # Evaluation over: the export stage (where set) needs no server.
-    done = status.phase in (Phase.SUCCEEDED, Phase.FAILED) or status.stages.evaluation.phase == StagePhase.SUCCEEDED
-    if not done:
-        return
-    keep = run.spec.serving.keep_serving and status.phase != Phase.FAILED
-    if keep:
-        plan.ops += [(APPLY, builders.build_serving_deployment(run)), (APPLY, builders.build_serving_service(run))]
-        dep = observed.deployment
-        ready = dep is not None and dep.ready >= 1
-        message = f"kept serving: {dep.ready if dep else 0}/{run.spec.serving.replicas} ready"
-        status.conditions = set_condition(
-            status.conditions,
-            ConditionType.SERVING_READY,
-            ready,
-            "KeptServing" if ready else "Starting",
-            message,
-            stamp,
-            generation,
-        )
-        return
-    name = run.child_name(Stage.SERVING)
-    if observed.deployment is not None:
-        plan.delete.append(("Deployment", name))
-    if observed.service_exists:
-        plan.delete.append(("Service", name))
-    if status.stages.serving.phase == StagePhase.SUCCEEDED:
-        transitions.serving_stopped(
-            status, "evaluation finished; set spec.serving.keepServing to keep the server", stamp, generation
-        )
 
 
 def _summary(status: ReasoningRunStatus) -> str:

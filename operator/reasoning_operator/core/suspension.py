@@ -19,13 +19,14 @@ from reasoning_operator.api import (
     get_condition,
     set_condition,
 )
+from reasoning_operator.api.stage_defs import StageKind, definition
 
 from . import builders
 from .observe import JobObs, Observed
 from .run import Run
 
 if TYPE_CHECKING:
-    from .decide import StageOutcome
+    from .plan import StageOutcome
 
 SUSPENDED = "Suspended"
 WAITING_FOR_ADMISSION = "WaitingForAdmission"
@@ -128,7 +129,7 @@ def hold_conditions(
         status.conditions = set_condition(
             status.conditions, ConditionType.SUSPENDED, False, "Resumed", "spec.suspend is false", stamp, generation
         )
-    if run.queue_name is None or terminal or current is None or current == Stage.SERVING:
+    if run.queue_name is None or terminal or current is None or definition(current).kind != StageKind.JOB:
         return
     job = observed.jobs.get(current)
     if job is None:
