@@ -20,6 +20,7 @@ from reasoning_operator.api import (
     StagePhase,
     set_condition,
     timestamp,
+    transitions,
 )
 from reasoning_operator.api.stage_defs import definition
 from reasoning_operator.api.transitions import CHILD_REJECTED as CHILD_REJECTED  # re-exported: its home is the API
@@ -116,12 +117,9 @@ def rejected_status(
         out.conditions = set_condition(
             out.conditions, definition(stage).condition, False, CHILD_REJECTED, message, stamp, generation
         )
-    out.phase = Phase.FAILED
-    out.current_stage = None
-    out.progress = "failed"
     out.failure_reason = message
-    for kind, value in ((ConditionType.SUCCEEDED, False), (ConditionType.FAILED, True)):
-        out.conditions = set_condition(out.conditions, kind, value, CHILD_REJECTED, message, stamp, generation)
+    transitions.end_run(out, Phase.FAILED)
+    transitions.run_conditions(out, stamp, generation, CHILD_REJECTED, message)  # Succeeded False, Failed True
     return out
 
 
