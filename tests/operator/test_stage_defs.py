@@ -76,3 +76,21 @@ def test_one_job_builder_for_the_one_shot_stages(make_run: Any) -> None:
     plain = Run.from_object(make_run())
     with pytest.raises(ValueError, match=r"no spec\.export"):
         builders.build_export_job(plain)
+
+
+def test_stage_durations_are_exported_for_every_stage_the_run_has() -> None:
+    from reasoning_operator import metrics
+
+    status = ReasoningRunStatus.model_validate(
+        {"stages": {"training": {"durationSeconds": 12.0}, "export": {"durationSeconds": 3.0}}}
+    )
+    metrics.observe_status("ns", "stage-defs-run", status)
+    seconds = {
+        stage.value: metrics.REGISTRY.get_sample_value(
+            "reasoning_stage_duration_seconds", {"namespace": "ns", "run": "stage-defs-run", "stage": stage.value}
+        )
+        for stage in Stage
+    }
+    assert seconds == {"curation": None, "training": 12.0, "serving": None, "evaluation": None, "export": 3.0}
+    assert ReasoningRunStatus().stages.export is None  # reading the registry gave no run an export status
+    metrics.forget("ns", "stage-defs-run")
