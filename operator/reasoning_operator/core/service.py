@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from reasoning_operator.api import ConditionType, Phase, ReasoningRunStatus, Stage, StagePhase, set_condition
+from reasoning_operator.api.stage_defs import pipeline
 from reasoning_operator.api.transitions import CREATING, serving_stopped
 
 from . import builders, suspension
@@ -60,10 +61,16 @@ def outcome(run: Run, observed: Observed) -> StageOutcome:
     )
 
 
+def served(run: Run, status: ReasoningRunStatus) -> bool:
+    """Whether every stage that uses the service (evaluation) has succeeded: nothing needs the server now."""
+    users = [d.stage for d in pipeline(run.spec) if d.uses_service]
+    return all(status.stages.get(stage).phase == StagePhase.SUCCEEDED for stage in users)
+
+
 def step(run: Run, status: ReasoningRunStatus, observed: Observed) -> ServiceStep | None:
-    """The service stage's part of a pipeline pass; None once evaluation succeeded (after_evaluation then
-    decides whether the server stays)."""
-    if status.stages.evaluation.phase == StagePhase.SUCCEEDED:
+    """The service stage's part of a pipeline pass; None once its users (evaluation) succeeded
+    (after_evaluation then decides whether the server stays)."""
+    if served(run, status):
         return None
     seen = suspension.serving_held(run, outcome(run, observed))
     was_ready = status.stages.get(Stage.SERVING).phase == StagePhase.SUCCEEDED
@@ -75,7 +82,7 @@ def after_evaluation(
 ) -> None:
     """Once evaluation is over (or the run failed), serving stays only if spec.serving.keepServing."""
     # Evaluation over: the export stage (where set) needs no server.
-    done = status.phase in (Phase.SUCCEEDED, Phase.FAILED) or status.stages.evaluation.phase == StagePhase.SUCCEEDED
+    done = status.phase in (Phase.SUCCEEDED, Phase.FAILED) or served(run, status)
     if not done:
         return
     keep = run.spec.serving.keep_serving and status.phase != Phase.FAILED

@@ -58,7 +58,7 @@ def suspension_op(run: Run, stage: Stage, job: JobObs, observed: Observed) -> di
         return None
     if run.spec.suspend:
         return None if job.suspended else builders.job_suspension(run, stage, True)
-    if job.suspended and run.queue_name is None and (stage != Stage.EVALUATION or _serving_ready(observed)):
+    if job.suspended and run.queue_name is None and (not definition(stage).uses_service or _serving_ready(observed)):
         return builders.job_suspension(run, stage, False)
     return None
 

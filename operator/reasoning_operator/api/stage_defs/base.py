@@ -74,5 +74,8 @@ class StageDef:
     tracked: bool = False
     #: The pod's terminationGracePeriodSeconds, where the default 30 s is too short.
     grace_seconds: int | None = None
+    #: JOB: whether it talks to the SERVICE stage (evaluation: the served models). The service is kept up until
+    #: every such stage succeeded, and such a stage's suspended Job is resumed only once the service is ready.
+    uses_service: bool = False
     #: JOB: a KubeRay cluster to run on instead of a single pod (a RayJob), where the spec asks for one.
     ray_cluster: Callable[[ReasoningRunSpec], CurationCluster | None] = _no_cluster

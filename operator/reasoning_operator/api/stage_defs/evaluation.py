@@ -16,4 +16,5 @@ EVALUATION = StageDef(
     resources=lambda spec: spec.evaluation.resources,
     result=EvaluationResult,
     tracked=True,
+    uses_service=True,
 )
