@@ -10,8 +10,8 @@ from typing import Any
 
 import typer
 
-from reasoning_operator.api import Stage
-from reasoning_operator.api.contract import JOB_SUBCOMMANDS, PROGRAM
+from reasoning_operator.api.contract import PROGRAM
+from reasoning_operator.api.stage_defs import STAGES
 
 app = typer.Typer(
     name=PROGRAM,
@@ -26,32 +26,12 @@ def _root() -> None:
     """Turn a Kubernetes GPU cluster into a reasoning-model factory."""
 
 
-#: subcommand -> (module, function, help). Each function is a typer-annotated command; the stage jobs' names are
-#: the wire contract's (the operator's pods run them).
+#: subcommand -> (module, function, help). Each function is a typer-annotated command; the stage jobs' come from
+#: their stage definitions (the wire contract's names, which the operator's pods run).
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "operator": ("reasoning_operator.main", "main", "Run the operator (kopf) against the current kubeconfig."),
     "crds": ("reasoning_operator.api.crd", "main", "Generate the CRD YAML from the API models."),
-    JOB_SUBCOMMANDS[Stage.CURATION]: (
-        "reasoning_jobs.curate.cli",
-        "main",
-        "Curation job: Llama-Nemotron data -> training.jsonl.",
-    ),
-    JOB_SUBCOMMANDS[Stage.TRAINING]: (
-        "reasoning_jobs.train.cli",
-        "main",
-        "Training job: LoRA SFT on the curated data.",
-    ),
-    JOB_SUBCOMMANDS[Stage.SERVING]: ("reasoning_jobs.serve.cli", "main", "Serving: Triton with base model + adapter."),
-    JOB_SUBCOMMANDS[Stage.EVALUATION]: (
-        "reasoning_jobs.evaluate.cli",
-        "main",
-        "Evaluation job: GPQA/MMLU, reasoning on vs off.",
-    ),
-    JOB_SUBCOMMANDS[Stage.EXPORT]: (
-        "reasoning_jobs.export.cli",
-        "main",
-        "Export job: merged model and/or adapter, with a model card.",
-    ),
+    **{d.subcommand: (d.module, "main", d.help) for d in STAGES},
     "run": ("reasoning_jobs.local.cli", "main", "Run a whole ReasoningRun locally, no cluster, no GPU."),
     "assets": ("reasoning_jobs.common.assets_cli", "main", "Make a real model's directory (smollm2) once, cached."),
 }

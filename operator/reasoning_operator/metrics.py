@@ -6,6 +6,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from reasoning_operator.api import Phase, ReasoningRunStatus
+from reasoning_operator.api.stage_defs import STAGES
 
 REGISTRY = CollectorRegistry()
 RUNS_BY_PHASE = Gauge(
@@ -54,10 +55,10 @@ RECONCILE_SECONDS = Histogram("reasoning_reconcile_duration_seconds", "Time spen
 def observe_status(namespace: str, run: str, status: ReasoningRunStatus) -> None:
     for phase in Phase:
         RUNS_BY_PHASE.labels(namespace, run, phase.value).set(1 if status.phase == phase else 0)
-    for stage in ("curation", "training", "serving", "evaluation"):
-        seconds = getattr(status.stages, stage).duration_seconds
-        if seconds is not None:
-            STAGE_SECONDS.labels(namespace, run, stage).set(seconds)
+    for stage in STAGES:
+        record = getattr(status.stages, stage.stage.value)  # not .get(): that would give export a status
+        if record is not None and record.duration_seconds is not None:
+            STAGE_SECONDS.labels(namespace, run, stage.stage.value).set(record.duration_seconds)
     if status.training_progress is not None:
         TRAINING_STEP.labels(namespace, run).set(status.training_progress.step)
         TRAINING_MAX_STEPS.labels(namespace, run).set(status.training_progress.max_steps)

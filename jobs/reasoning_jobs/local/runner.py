@@ -18,7 +18,6 @@ from rich.console import Console
 from reasoning_jobs.common.artifacts import move_aside
 from reasoning_operator.api import (
     ApiModel,
-    ConditionType,
     CurationResult,
     EvaluationResult,
     ExportResult,
@@ -29,9 +28,9 @@ from reasoning_operator.api import (
     StagePhase,
     TrainingResult,
     seconds_between,
-    set_condition,
     stage_configs,
     timestamp,
+    transitions,
 )
 from reasoning_operator.api.contract import PROGRAM, config_file_name, job_args
 
@@ -42,20 +41,6 @@ from .processes import Server, StageFailedError, run_stage
 from .workspace import localize_spec
 
 R = TypeVar("R", bound=ApiModel)
-CONDITION = {
-    Stage.CURATION: ConditionType.DATA_CURATED,
-    Stage.TRAINING: ConditionType.MODEL_TRAINED,
-    Stage.SERVING: ConditionType.SERVING_READY,
-    Stage.EVALUATION: ConditionType.EVALUATED,
-    Stage.EXPORT: ConditionType.EXPORTED,
-}
-PHASE = {
-    Stage.CURATION: Phase.CURATING,
-    Stage.TRAINING: Phase.TRAINING,
-    Stage.SERVING: Phase.SERVING,
-    Stage.EVALUATION: Phase.EVALUATING,
-    Stage.EXPORT: Phase.EXPORTING,
-}
 
 
 def _now() -> str:
@@ -94,39 +79,21 @@ class LocalRun:
         (self.root / "status.yaml").write_text(yaml.safe_dump(body, sort_keys=False), encoding="utf-8")
 
     def _mark(self, stage: Stage, phase: StagePhase, reason: str, message: str) -> None:
-        record = self.status.stages.get(stage)
-        record.phase = phase
-        record.message = message
-        record.child = f"{self.manifest.name}-{stage.value}"
         now = _now()
-        if phase == StagePhase.RUNNING and record.start_time is None:
-            record.start_time = now
-        if phase in (StagePhase.SUCCEEDED, StagePhase.FAILED):
-            record.start_time = record.start_time or now
-            record.completion_time = record.completion_time or now
-        ok = {StagePhase.SUCCEEDED: True, StagePhase.FAILED: False}.get(phase, False)
-        self.status.conditions = set_condition(self.status.conditions, CONDITION[stage], ok, reason, message, now, 1)
+        child = f"{self.manifest.name}-{stage.value}"
+        transitions.mark_stage(self.status, stage, phase, reason, message, now, 1, child)
         if phase == StagePhase.RUNNING:
-            self.status.phase = PHASE[stage]
-            self.status.current_stage = stage
-            self.status.progress = stage.value
+            transitions.enter_stage(self.status, stage, stage.value)
         self._save_status()
         colour = {StagePhase.SUCCEEDED: "green", StagePhase.FAILED: "red"}.get(phase, "cyan")
         self.console.print(f"[bold {colour}]● {stage.value}: {phase.value}[/] [dim]{message}[/]")
 
     def _finish(self, phase: Phase, message: str) -> None:
-        self.status.phase = phase
-        self.status.current_stage = None
-        self.status.progress = "done" if phase == Phase.SUCCEEDED else "failed"
-        now = _now()
-        self.status.conditions = set_condition(
-            self.status.conditions, ConditionType.SUCCEEDED, phase == Phase.SUCCEEDED, phase.value, message, now, 1
-        )
         if phase == Phase.FAILED:
             self.status.failure_reason = message
-            self.status.conditions = set_condition(
-                self.status.conditions, ConditionType.FAILED, True, "StageFailedError", message, now, 1
-            )
+        transitions.end_run(self.status, phase)
+        failed = "StageFailedError" if phase == Phase.FAILED else None
+        transitions.run_conditions(self.status, _now(), 1, failed, message)
         self._save_status()
 
     # -- stages -----------------------------------------------------------------------------------------
@@ -275,15 +242,7 @@ class LocalRun:
             return
         server.stop()
         if self.status.stages.serving.phase == StagePhase.SUCCEEDED:
-            self.status.conditions = set_condition(
-                self.status.conditions,
-                ConditionType.SERVING_READY,
-                False,
-                "ServingStopped",
-                "evaluation finished; the local server was stopped",
-                _now(),
-                1,
-            )
+            transitions.serving_stopped(self.status, "evaluation finished; the local server was stopped", _now(), 1)
             self._save_status()
 
 

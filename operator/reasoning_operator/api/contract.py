@@ -13,20 +13,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from .results import TrainingProgress
+from .stage_defs import STAGES
 from .status import Stage
 
 # -- the job command lines -----------------------------------------------------------------------------------
 
 #: The one console script of both images; each stage is one of its subcommands.
 PROGRAM = "reasoning"
-#: `reasoning <subcommand> --config FILE`, by stage.
-JOB_SUBCOMMANDS: dict[Stage, str] = {
-    Stage.CURATION: "curate",
-    Stage.TRAINING: "train",
-    Stage.SERVING: "serve",
-    Stage.EVALUATION: "evaluate",
-    Stage.EXPORT: "export",
-}
+#: `reasoning <subcommand> --config FILE`, by stage (each stage's definition names its own).
+JOB_SUBCOMMANDS: dict[Stage, str] = {d.stage: d.subcommand for d in STAGES}
 
 # -- the stage config ----------------------------------------------------------------------------------------
 

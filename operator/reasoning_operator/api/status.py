@@ -89,15 +89,17 @@ class StagesStatus(ApiModel):
     export: StageStatus | None = Field(default=None, description="Only where spec.export is set.")
 
     def get(self, stage: Stage) -> StageStatus:
-        """The stage's status; the export stage's is created on first use (runs without it never have one)."""
-        if stage == Stage.EXPORT and self.export is None:
-            self.export = StageStatus()
-        status: StageStatus = getattr(self, stage.value)
+        """The stage's status; an optional stage's (export) is created on first use (runs without it never
+        have one)."""
+        status: StageStatus | None = getattr(self, stage.value)
+        if status is None:
+            status = StageStatus()
+            setattr(self, stage.value, status)
         return status
 
     def present(self) -> list[Stage]:
-        """The stages this run has: the four, and export where it has a status."""
-        return [stage for stage in Stage if stage != Stage.EXPORT or self.export is not None]
+        """The stages this run has: the four, and an optional one (export) where it has a status."""
+        return [stage for stage in Stage if getattr(self, stage.value) is not None]
 
 
 class ReasoningRunStatus(ApiModel):

@@ -6,109 +6,39 @@ operator restart, gives the same answer and never asks for a second copy of a ch
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
 
 from pydantic import ValidationError
 
 from reasoning_operator.api import (
     ApiModel,
     ConditionType,
-    CurationResult,
-    EvaluationResult,
-    ExportResult,
     Phase,
     ReasoningRunStatus,
     Stage,
     StagePhase,
     StageStatus,
-    TrainingResult,
     get_condition,
     seconds_between,
     set_condition,
     timestamp,
+    transitions,
 )
+from reasoning_operator.api.stage_defs import StageKind, definition, pipeline
 
-from . import builders, stage_cache, suspension
+from . import builders, service, stage_cache, suspension
 from .observe import JobObs, Observed, PodObs
-from .rejection import CHILD_REJECTED, OOM_KILLED, STAGE_CONDITION, TRANSIENT, pod_creation_refused
+from .plan import APPLY, CREATE, Event, Plan, StageOutcome
+from .rejection import CHILD_REJECTED, OOM_KILLED, TRANSIENT, pod_creation_refused
 from .run import Run
 
-STAGE_ORDER = [Stage.CURATION, Stage.TRAINING, Stage.SERVING, Stage.EVALUATION]
-STAGE_PHASE = {
-    Stage.CURATION: Phase.CURATING,
-    Stage.TRAINING: Phase.TRAINING,
-    Stage.SERVING: Phase.SERVING,
-    Stage.EVALUATION: Phase.EVALUATING,
-    Stage.EXPORT: Phase.EXPORTING,
-}
 TERMINAL = (Phase.SUCCEEDED, Phase.FAILED)
-RESULT_MODELS: dict[Stage, type[ApiModel]] = {
-    Stage.CURATION: CurationResult,
-    Stage.TRAINING: TrainingResult,
-    Stage.EVALUATION: EvaluationResult,
-    Stage.EXPORT: ExportResult,
-}
-JOB_BUILDERS: dict[Stage, Callable[[Run], dict[str, Any]]] = {
-    Stage.CURATION: builders.build_curation,  # a RayJob when spec.curation.cluster is set
-    Stage.TRAINING: builders.build_training_job,
-    Stage.EVALUATION: builders.build_evaluation_job,
-    Stage.EXPORT: builders.build_export_job,
-}
+__all__ = ["APPLY", "CREATE", "TERMINAL", "Event", "Plan", "StageOutcome", "decide", "stage_order"]
 
 
 def stage_order(run: Run) -> list[Stage]:
-    """The four stages, then export where spec.export is set."""
-    return STAGE_ORDER + ([Stage.EXPORT] if run.spec.export is not None else [])
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal | Warning
-    reason: str
-    message: str
-
-
-CREATE = "create"
-APPLY = "apply"
-
-
-@dataclass
-class Plan:
-    """What the shell must do. `ops` are (CREATE | APPLY, child) in dependency order (ConfigMap and claim
-    before the pods that mount them, the Service before the Job that calls it): the shell stops at the first
-    child the apiserver refuses, so nothing that depends on it is created. CREATE is create-if-absent (Jobs,
-    PVC: immutable specs), APPLY is server-side apply; `delete` lists (kind, name) of children no longer
-    wanted."""
-
-    ops: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    delete: list[tuple[str, str]] = field(default_factory=list)
-    status: ReasoningRunStatus = field(default_factory=ReasoningRunStatus)
-    events: list[Event] = field(default_factory=list)
-    #: When the answer would change with time alone (the progress deadline of a waiting stage), if ever:
-    #: until then, the same run and children give the same plan.
-    recheck_at: datetime | None = None
-
-    @property
-    def create(self) -> list[dict[str, Any]]:
-        return [obj for op, obj in self.ops if op == CREATE]
-
-    @property
-    def apply(self) -> list[dict[str, Any]]:
-        return [obj for op, obj in self.ops if op == APPLY]
-
-
-@dataclass(frozen=True)
-class StageOutcome:
-    phase: StagePhase
-    reason: str
-    message: str
-    result: ApiModel | None = None
-    #: Since when the stage has waited without progress (a pod unscheduled or not starting, serving not
-    #: ready); None while it progresses. Past spec.progressDeadlineSeconds, Stalled says so.
-    waiting_since: str | None = None
+    """The four stages, then export where spec.export is set (the registry's order)."""
+    return [d.stage for d in pipeline(run.spec)]
 
 
 def _result(stage: Stage, pods: list[PodObs]) -> ApiModel | str:
@@ -119,15 +49,18 @@ def _result(stage: Stage, pods: list[PodObs]) -> ApiModel | str:
     message = succeeded[-1].termination_message
     if not message:
         return f"pod {succeeded[-1].name} reported no result (empty termination message)"
+    model = definition(stage).result
+    if model is None:
+        raise ValueError(f"stage {stage.value} reports no result")
     try:
-        return RESULT_MODELS[stage].model_validate(json.loads(message))
+        return model.model_validate(json.loads(message))
     except (json.JSONDecodeError, ValidationError) as err:
         return f"pod {succeeded[-1].name} reported an invalid result: {str(err).splitlines()[0]}"
 
 
 def _job_outcome(stage: Stage, job: JobObs | None, pods: list[PodObs]) -> StageOutcome:
     if job is None:
-        return StageOutcome(StagePhase.PENDING, "Creating", f"creating Job for {stage.value}")
+        return StageOutcome(StagePhase.PENDING, transitions.CREATING, f"creating Job for {stage.value}")
     if job.failed_final:
         detail = next((p.termination_message for p in reversed(pods) if p.termination_message), None)
         message = f"Job {job.name} failed: {job.failure_reason or 'Failed'}: {job.failure_message or ''}".strip()
@@ -180,31 +113,37 @@ def _job_outcome(stage: Stage, job: JobObs | None, pods: list[PodObs]) -> StageO
     )
 
 
-def _serving_outcome(run: Run, observed: Observed) -> StageOutcome:
-    dep = observed.deployment
-    if dep is None:
-        return StageOutcome(StagePhase.PENDING, "Creating", "creating the Triton Deployment")
-    if dep.failed_message:
-        return StageOutcome(StagePhase.FAILED, "ServingFailed", f"Deployment {dep.name}: {dep.failed_message}")
-    if dep.available >= 1 and dep.ready >= 1:
-        return StageOutcome(StagePhase.SUCCEEDED, "Ready", f"Deployment {dep.name}: {dep.ready}/{dep.replicas} ready")
-    pods = observed.pods.get(Stage.SERVING, [])
-    blocked = next((p for p in pods if p.unschedulable), None)
-    if blocked is not None:
-        return StageOutcome(
-            StagePhase.RUNNING,
-            "Unschedulable",
-            f"pod {blocked.name} cannot be scheduled: {blocked.unschedulable}",
-            waiting_since=blocked.created,
-        )
-    if run.spec.serving.replicas == 0:
-        return StageOutcome(StagePhase.RUNNING, "ScaledToZero", "spec.serving.replicas is 0: nothing will serve")
-    return StageOutcome(
-        StagePhase.RUNNING,
-        "NotReady",
-        f"Deployment {dep.name}: {dep.ready}/{dep.replicas} ready",
-        waiting_since=run.status.stages.serving.start_time or dep.created,
-    )
+def _job_step(
+    run: Run, stage: Stage, status: ReasoningRunStatus, observed: Observed, plan: Plan
+) -> StageOutcome | None:
+    """A one-shot stage's part of the pipeline pass: None once it succeeded (it stays done); else the output
+    of another run (spec.cache) taken instead of a Job, or its Job (created here, (un)suspended) and what it
+    says."""
+    stage_status = status.stages.get(stage)
+    if stage_status.phase == StagePhase.SUCCEEDED:
+        return None
+    # spec.cache: a finished run's output of this stage, taken instead of a Job (never once a Job exists).
+    source = stage_cache.reusable(run, stage, observed.cache_sources) if stage not in observed.jobs else None
+    if source is not None and source.result is None:
+        message = f"run {source.run} is making this {stage.value} output (cache key {source.key}): waiting for it"
+        return StageOutcome(StagePhase.PENDING, "WaitingForCache", message)
+    if source is not None:
+        message = f"reused the {stage.value} output of run {source.run} (cache key {source.key})"
+        stage_status.reused_from = source.run
+        return StageOutcome(StagePhase.SUCCEEDED, "Reused", message, source.result)
+    job = observed.jobs.get(stage)
+    if job is None and not run.spec.suspend:
+        plan.ops.append((CREATE, builders.build_stage_child(run, stage)))
+    flip = suspension.suspension_op(run, stage, job, observed) if job is not None else None
+    if flip is not None:
+        plan.ops.append((APPLY, flip))
+    outcome = suspension.held_outcome(run, stage, job, _job_outcome(stage, job, observed.pods.get(stage, [])))
+    if stage == Stage.TRAINING and observed.training_progress is not None:
+        status.training_progress = observed.training_progress
+    if job is not None:
+        stage_status.start_time = stage_status.start_time or job.start_time
+        stage_status.completion_time = job.completion_time or stage_status.completion_time
+    return outcome
 
 
 def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOutcome | None) -> str | None:
@@ -215,7 +154,8 @@ def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOut
     if stage == Stage.TRAINING and status.training_progress is not None:
         p = status.training_progress
         return f"step {p.step}/{p.max_steps} ({100 * p.step // max(p.max_steps, 1)}%)"
-    return outcome.message if outcome is not None and stage == Stage.SERVING else stage.value
+    long_running = definition(stage).kind == StageKind.SERVICE
+    return outcome.message if outcome is not None and long_running else stage.value
 
 
 def decide(run: Run, observed: Observed, now: datetime) -> Plan:
@@ -239,44 +179,24 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
     current_outcome: StageOutcome | None = None
     failed_reason: str | None = None
 
-    for stage in stage_order(run):
+    # Each stage by its kind: a one-shot Job stage (_job_step) or the long-running service (service.step).
+    for stage_def in [] if terminal else pipeline(run.spec):
+        stage = stage_def.stage
         stage_status = status.stages.get(stage)
-        if terminal:
-            break
-        if stage_status.phase == StagePhase.SUCCEEDED and stage != Stage.SERVING:
-            continue
-        # spec.cache: a finished run's output of this stage, taken instead of a Job (never once a Job exists).
-        source = stage_cache.reusable(run, stage, observed.cache_sources) if stage not in observed.jobs else None
-        if stage == Stage.SERVING:
-            evaluated = status.stages.evaluation.phase == StagePhase.SUCCEEDED
-            if evaluated:
+        if stage_def.kind == StageKind.SERVICE:
+            served = service.step(run, status, observed)
+            if served is None:
                 continue
-            plan.ops += [(APPLY, builders.build_serving_deployment(run)), (APPLY, builders.build_serving_service(run))]
-            outcome = suspension.serving_held(run, _serving_outcome(run, observed))
-            if stage_status.phase == StagePhase.SUCCEEDED and outcome.phase != StagePhase.FAILED:
-                # Ready once is enough to start evaluating; a later blip shows in ServingReady only.
+            plan.ops += served.ops
+            outcome = served.outcome
+            if served.keep_phase:
                 _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage), keep_phase=True)
                 continue
-        elif source is not None and source.result is None:
-            message = f"run {source.run} is making this {stage.value} output (cache key {source.key}): waiting for it"
-            outcome = StageOutcome(StagePhase.PENDING, "WaitingForCache", message)
-        elif source is not None:
-            message = f"reused the {stage.value} output of run {source.run} (cache key {source.key})"
-            outcome = StageOutcome(StagePhase.SUCCEEDED, "Reused", message, source.result)
-            stage_status.reused_from = source.run
         else:
-            job = observed.jobs.get(stage)
-            if job is None and not run.spec.suspend:
-                plan.ops.append((CREATE, JOB_BUILDERS[stage](run)))
-            flip = suspension.suspension_op(run, stage, job, observed) if job is not None else None
-            if flip is not None:
-                plan.ops.append((APPLY, flip))
-            outcome = suspension.held_outcome(run, stage, job, _job_outcome(stage, job, observed.pods.get(stage, [])))
-            if stage == Stage.TRAINING and observed.training_progress is not None:
-                status.training_progress = observed.training_progress
-            if job is not None:
-                stage_status.start_time = stage_status.start_time or job.start_time
-                stage_status.completion_time = job.completion_time or stage_status.completion_time
+            job_outcome = _job_step(run, stage, status, observed, plan)
+            if job_outcome is None:
+                continue
+            outcome = job_outcome
         _record(plan, status, stage, outcome, stamp, generation, run.child_name(stage))
         if stage_status.reused_from is not None:
             stage_status.child = None  # no Job of its own
@@ -289,24 +209,18 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
 
     if not terminal:
         if failed_reason is not None:
-            status.phase = Phase.FAILED
-            status.current_stage = None
-            status.progress = "failed"
+            transitions.end_run(status, Phase.FAILED)
             plan.events.append(Event("Warning", "RunFailed", status.failure_reason or "failed"))
         elif current is None:
-            status.phase = Phase.SUCCEEDED
-            status.current_stage = None
-            status.progress = "done"
+            transitions.end_run(status, Phase.SUCCEEDED)
             plan.events.append(Event("Normal", "RunSucceeded", _summary(status)))
         else:
-            status.phase = STAGE_PHASE[current]
-            status.current_stage = current
-            status.progress = _progress(current, status, current_outcome)
+            transitions.enter_stage(status, current, _progress(current, status, current_outcome))
 
     suspension.hold_conditions(run, status, current, observed, terminal, stamp, generation)
-    _final_conditions(status, stamp, generation, failed_reason)
+    transitions.run_conditions(status, stamp, generation, failed_reason, _summary(status))
     plan.recheck_at = _stalled(run, status, current_outcome if not terminal else None, now, stamp, generation)
-    _serving_after_evaluation(run, status, observed, plan, stamp, generation)
+    service.after_evaluation(run, status, observed, plan, stamp, generation)
     status.headline_accuracy = status.evaluation.headline() if status.evaluation else None
     plan.status = status
     return plan
@@ -322,30 +236,15 @@ def _record(
     child: str,
     keep_phase: bool = False,
 ) -> None:
+    """The shared transition (api/transitions.py), plus what only the operator keeps: the duration, the
+    result, and an Event for each phase change."""
+    before = transitions.mark_stage(
+        status, stage, outcome.phase, outcome.reason, outcome.message, stamp, generation, child, keep_phase
+    )
     stage_status: StageStatus = status.stages.get(stage)
-    before = stage_status.phase
-    if not keep_phase:
-        stage_status.phase = outcome.phase
-        stage_status.message = outcome.message
-    if stage_status.phase != StagePhase.PENDING or outcome.reason == "Creating":
-        stage_status.child = child
-    if stage_status.phase != StagePhase.PENDING and stage_status.start_time is None:
-        stage_status.start_time = stamp
-    if stage_status.phase in (StagePhase.SUCCEEDED, StagePhase.FAILED) and stage_status.completion_time is None:
-        stage_status.completion_time = stamp
     stage_status.duration_seconds = seconds_between(stage_status.start_time, stage_status.completion_time)
     if outcome.result is not None:
         setattr(status, stage.value, outcome.result)
-    ok = {StagePhase.SUCCEEDED: True, StagePhase.FAILED: False}.get(outcome.phase)
-    status.conditions = set_condition(
-        status.conditions,
-        STAGE_CONDITION[stage],
-        ok if ok is not None else False,
-        outcome.reason,
-        outcome.message,
-        stamp,
-        generation,
-    )
     after = stage_status.phase
     if after != before:
         name = stage.value.capitalize()
@@ -403,80 +302,6 @@ def _stalled(
             generation,
         )
     return recheck
-
-
-def _final_conditions(status: ReasoningRunStatus, stamp: str, generation: int, failed_reason: str | None) -> None:
-    if status.phase == Phase.SUCCEEDED:
-        status.conditions = set_condition(
-            status.conditions, ConditionType.SUCCEEDED, True, "Succeeded", _summary(status), stamp, generation
-        )
-    elif status.phase == Phase.FAILED:
-        existing = get_condition(status.conditions, ConditionType.FAILED)
-        reason = failed_reason or (existing.reason if existing is not None else "StageFailed")
-        message = status.failure_reason or ""
-        status.conditions = set_condition(
-            status.conditions,
-            ConditionType.SUCCEEDED,
-            False,
-            reason if reason == CHILD_REJECTED else "Failed",
-            message,
-            stamp,
-            generation,
-        )
-        status.conditions = set_condition(
-            status.conditions, ConditionType.FAILED, True, reason, message, stamp, generation
-        )
-    else:
-        status.conditions = set_condition(
-            status.conditions,
-            ConditionType.SUCCEEDED,
-            None,
-            status.phase.value,
-            status.progress or "",
-            stamp,
-            generation,
-        )
-
-
-def _serving_after_evaluation(
-    run: Run, status: ReasoningRunStatus, observed: Observed, plan: Plan, stamp: str, generation: int
-) -> None:
-    """Once evaluation is over (or the run failed), serving stays only if spec.serving.keepServing."""
-    # Evaluation over: the export stage (where set) needs no server.
-    done = status.phase in (Phase.SUCCEEDED, Phase.FAILED) or status.stages.evaluation.phase == StagePhase.SUCCEEDED
-    if not done:
-        return
-    keep = run.spec.serving.keep_serving and status.phase != Phase.FAILED
-    if keep:
-        plan.ops += [(APPLY, builders.build_serving_deployment(run)), (APPLY, builders.build_serving_service(run))]
-        dep = observed.deployment
-        ready = dep is not None and dep.ready >= 1
-        message = f"kept serving: {dep.ready if dep else 0}/{run.spec.serving.replicas} ready"
-        status.conditions = set_condition(
-            status.conditions,
-            ConditionType.SERVING_READY,
-            ready,
-            "KeptServing" if ready else "Starting",
-            message,
-            stamp,
-            generation,
-        )
-        return
-    name = run.child_name(Stage.SERVING)
-    if observed.deployment is not None:
-        plan.delete.append(("Deployment", name))
-    if observed.service_exists:
-        plan.delete.append(("Service", name))
-    if status.stages.serving.phase == StagePhase.SUCCEEDED:
-        status.conditions = set_condition(
-            status.conditions,
-            ConditionType.SERVING_READY,
-            False,
-            "ServingStopped",
-            "evaluation finished; set spec.serving.keepServing to keep the server",
-            stamp,
-            generation,
-        )
 
 
 def _summary(status: ReasoningRunStatus) -> str:

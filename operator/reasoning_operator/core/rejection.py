@@ -20,22 +20,17 @@ from reasoning_operator.api import (
     StagePhase,
     set_condition,
     timestamp,
+    transitions,
 )
+from reasoning_operator.api.stage_defs import definition
+from reasoning_operator.api.transitions import CHILD_REJECTED as CHILD_REJECTED  # re-exported: its home is the API
 
-CHILD_REJECTED = "ChildRejected"
 #: The kubelet's reason for a container the kernel killed at its memory limit; a stage that failed so says it
 #: in the run's Failed condition (the fix is the stage's resources.memory, not a retry).
 OOM_KILLED = "OOMKilled"
 TRANSIENT = "TransientApiError"
 #: HTTP statuses that mean "this object will never be accepted as it is".
 REFUSED = frozenset({400, 403, 413, 422})
-STAGE_CONDITION = {
-    Stage.CURATION: ConditionType.DATA_CURATED,
-    Stage.TRAINING: ConditionType.MODEL_TRAINED,
-    Stage.SERVING: ConditionType.SERVING_READY,
-    Stage.EVALUATION: ConditionType.EVALUATED,
-    Stage.EXPORT: ConditionType.EXPORTED,
-}
 #: Consecutive failed reconciles before the Stalled condition reports transient errors.
 TRANSIENT_ATTEMPTS_BEFORE_CONDITION = 3
 
@@ -120,14 +115,11 @@ def rejected_status(
         stage_status.message = message
         stage_status.completion_time = stage_status.completion_time or stamp
         out.conditions = set_condition(
-            out.conditions, STAGE_CONDITION[stage], False, CHILD_REJECTED, message, stamp, generation
+            out.conditions, definition(stage).condition, False, CHILD_REJECTED, message, stamp, generation
         )
-    out.phase = Phase.FAILED
-    out.current_stage = None
-    out.progress = "failed"
     out.failure_reason = message
-    for kind, value in ((ConditionType.SUCCEEDED, False), (ConditionType.FAILED, True)):
-        out.conditions = set_condition(out.conditions, kind, value, CHILD_REJECTED, message, stamp, generation)
+    transitions.end_run(out, Phase.FAILED)
+    transitions.run_conditions(out, stamp, generation, CHILD_REJECTED, message)  # Succeeded False, Failed True
     return out
 
 

@@ -19,13 +19,14 @@ from reasoning_operator.api import (
     get_condition,
     set_condition,
 )
+from reasoning_operator.api.stage_defs import StageKind, definition
 
 from . import builders
 from .observe import JobObs, Observed
 from .run import Run
 
 if TYPE_CHECKING:
-    from .decide import StageOutcome
+    from .plan import StageOutcome
 
 SUSPENDED = "Suspended"
 WAITING_FOR_ADMISSION = "WaitingForAdmission"
@@ -57,7 +58,7 @@ def suspension_op(run: Run, stage: Stage, job: JobObs, observed: Observed) -> di
         return None
     if run.spec.suspend:
         return None if job.suspended else builders.job_suspension(run, stage, True)
-    if job.suspended and run.queue_name is None and (stage != Stage.EVALUATION or _serving_ready(observed)):
+    if job.suspended and run.queue_name is None and (not definition(stage).uses_service or _serving_ready(observed)):
         return builders.job_suspension(run, stage, False)
     return None
 
@@ -128,7 +129,7 @@ def hold_conditions(
         status.conditions = set_condition(
             status.conditions, ConditionType.SUSPENDED, False, "Resumed", "spec.suspend is false", stamp, generation
         )
-    if run.queue_name is None or terminal or current is None or current == Stage.SERVING:
+    if run.queue_name is None or terminal or current is None or definition(current).kind != StageKind.JOB:
         return
     job = observed.jobs.get(current)
     if job is None:

@@ -5,11 +5,12 @@ from .jobs import (
     build_curation_job,
     build_evaluation_job,
     build_export_job,
+    build_stage_job,
     build_training_job,
     job_suspension,
     workload_activation,
 )
-from .ray import build_curation, build_curation_rayjob
+from .ray import build_curation, build_curation_rayjob, build_stage_child
 from .serving import build_serving_deployment, build_serving_service, serving_url
 from .storage import build_claim
 
@@ -23,6 +24,8 @@ __all__ = [
     "build_export_job",
     "build_serving_deployment",
     "build_serving_service",
+    "build_stage_child",
+    "build_stage_job",
     "build_training_job",
     "job_suspension",
     "serving_url",

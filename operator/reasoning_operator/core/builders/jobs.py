@@ -1,5 +1,6 @@
-"""The batch stages (curation, training, evaluation, export) as Jobs. Jobs are created once and never updated
-(their pod template is immutable); retries happen inside the Job within its backoff limit."""
+"""The one-shot stages (StageKind.JOB: curation, training, evaluation, export) as Jobs, one builder for all,
+parameterised by the stage's definition. Jobs are created once and never updated (their pod template is
+immutable); retries happen inside the Job within its backoff limit."""
 
 from __future__ import annotations
 
@@ -7,13 +8,11 @@ from typing import Any
 
 from reasoning_operator.api import QUEUE_NAME_LABEL, Stage
 from reasoning_operator.api.contract import job_args
+from reasoning_operator.api.stage_defs import StageKind, definition
 
 from ..observe import HELD_ANNOTATION
 from ..run import Run
 from .pod import container, gpu_placement, pod_security, resources, volumes
-
-#: Room for one 8B step at the reference batch (tens of seconds) and a checkpoint of the adapter and optimizer.
-TRAINING_GRACE_SECONDS = 300
 
 
 def _job(run: Run, stage: Stage, pod_spec: dict[str, Any], backoff_limit: int) -> dict[str, Any]:
@@ -72,79 +71,46 @@ def workload_activation(run: Run, workload: str, active: bool) -> dict[str, Any]
     }
 
 
-def build_curation_job(run: Run) -> dict[str, Any]:
+def build_stage_job(run: Run, stage: Stage) -> dict[str, Any]:
+    """A one-shot stage's Job, from its definition: the stage's image, resources, GPUs (pinned to
+    spec.training.acceptedGpuProducts), /dev/shm, Secret environment, grace period and backoff limit."""
     spec = run.spec
-    pod = {
-        "containers": [
-            container(
-                run,
-                Stage.CURATION,
-                spec.images.curation,
-                job_args(Stage.CURATION),
-                resources(spec.curation.resources),
-                shm=True,  # Ray's object store lives in /dev/shm
-                env_from_secret=spec.dataset.credentials_secret,  # object-store credentials, if any
-            )
-        ],
-        "volumes": volumes(run, shm=True),
-    }
-    return _job(run, Stage.CURATION, pod, backoff_limit=2)
+    stage_def = definition(stage)
+    if stage_def.kind != StageKind.JOB:
+        raise ValueError(f"build_stage_job: {stage.value} is a {stage_def.kind.value} stage, not a Job")
+    if not stage_def.enabled(spec):
+        raise ValueError(f"build_{stage.value}_job: the run has no spec.{stage.value}")
+    gpus = stage_def.gpus(spec)
+    box = container(
+        run,
+        stage,
+        stage_def.image(spec),
+        job_args(stage),
+        resources(stage_def.resources(spec), gpus=gpus),
+        shm=stage_def.shm,
+        env_from_secret=stage_def.env_from_secret(spec),
+    )
+    if not stage_def.hub_token(spec):
+        box["env"] = [e for e in box["env"] if e["name"] != "HF_TOKEN"]
+    pod: dict[str, Any] = {"containers": [box], "volumes": volumes(run, shm=stage_def.shm)}
+    if stage_def.grace_seconds is not None:
+        pod["terminationGracePeriodSeconds"] = stage_def.grace_seconds
+    if gpus:
+        pod.update(gpu_placement(spec.training.accepted_gpu_products))
+    return _job(run, stage, pod, backoff_limit=stage_def.backoff_limit(spec))
+
+
+def build_curation_job(run: Run) -> dict[str, Any]:
+    return build_stage_job(run, Stage.CURATION)
 
 
 def build_training_job(run: Run) -> dict[str, Any]:
-    spec = run.spec
-    pod = {
-        "containers": [
-            container(
-                run,
-                Stage.TRAINING,
-                spec.images.training,
-                job_args(Stage.TRAINING),
-                resources(spec.training.resources, gpus=1),
-                shm=True,
-            )
-        ],
-        "volumes": volumes(run, shm=True),
-        # On SIGTERM the trainer finishes the step in flight and saves it as a checkpoint before it exits.
-        "terminationGracePeriodSeconds": TRAINING_GRACE_SECONDS,
-        **gpu_placement(spec.training.accepted_gpu_products),
-    }
-    return _job(run, Stage.TRAINING, pod, backoff_limit=spec.training.backoff_limit)
+    return build_stage_job(run, Stage.TRAINING)
 
 
 def build_evaluation_job(run: Run) -> dict[str, Any]:
-    spec = run.spec
-    pod = {
-        "containers": [
-            container(
-                run,
-                Stage.EVALUATION,
-                spec.images.evaluation,
-                job_args(Stage.EVALUATION),
-                resources(spec.evaluation.resources),
-            )
-        ],
-        "volumes": volumes(run),
-    }
-    return _job(run, Stage.EVALUATION, pod, backoff_limit=2)
+    return build_stage_job(run, Stage.EVALUATION)
 
 
 def build_export_job(run: Run) -> dict[str, Any]:
-    """In the training image (it holds torch, transformers, peft and s3fs), on the CPU with training's requests:
-    merging loads the same model. The destination's credentials come from spec.export.credentialsSecret."""
-    spec = run.spec
-    export = spec.export
-    if export is None:
-        raise ValueError("build_export_job: the run has no spec.export")
-    box = container(
-        run,
-        Stage.EXPORT,
-        spec.images.training,
-        job_args(Stage.EXPORT),
-        resources(spec.training.resources),
-        env_from_secret=export.credentials_secret,
-    )
-    if export.destination is not None and export.destination.startswith("hf://"):
-        # env wins over envFrom: the hub token for the upload is the export Secret's, not the model's.
-        box["env"] = [e for e in box["env"] if e["name"] != "HF_TOKEN"]
-    return _job(run, Stage.EXPORT, {"containers": [box], "volumes": volumes(run)}, backoff_limit=2)
+    return build_stage_job(run, Stage.EXPORT)

@@ -6,6 +6,7 @@ from typing import Any
 
 from reasoning_operator.api import MLFLOW_CREDENTIAL_VARIABLES, Resources, Stage
 from reasoning_operator.api.contract import CONFIG_DIR, PROGRAM, TERMINATION_MESSAGE_PATH
+from reasoning_operator.api.stage_defs import definition
 
 from ..run import WORKSPACE, Run
 from ..stage_cache import CACHE_MOUNT
@@ -59,7 +60,7 @@ def tracking_env(run: Run, stage: Stage) -> list[dict[str, Any]]:
     """The MLflow credentials for the stages that log metrics, by reference to the Secret's same-named keys
     (optional: a token alone, or a username and password); their values never pass through the operator."""
     tracking = run.spec.tracking
-    if stage not in (Stage.TRAINING, Stage.EVALUATION) or tracking is None or tracking.mlflow is None:
+    if not definition(stage).tracked or tracking is None or tracking.mlflow is None:
         return []
     secret = tracking.mlflow.credentials_secret
     if secret is None:

@@ -43,10 +43,11 @@ from typing import Any
 
 from reasoning_operator.api import CurationCluster, Stage
 from reasoning_operator.api.contract import PROGRAM, SUMMARY_FILE, TERMINATION_MESSAGE_PATH, job_args
+from reasoning_operator.api.stage_defs import definition
 
 from ..run import WORKSPACE, Run
 from ..stage_cache import output_dirs
-from .jobs import build_curation_job
+from .jobs import build_stage_job
 from .pod import container, container_security, pod_security, resources, volumes
 
 RAY_API_VERSION = "ray.io/v1"
@@ -232,6 +233,16 @@ def build_curation_rayjob(run: Run) -> dict[str, Any]:
     }
 
 
+def build_stage_child(run: Run, stage: Stage) -> dict[str, Any]:
+    """A one-shot stage's child: a RayJob where its definition finds a KubeRay cluster in the spec (curation
+    with spec.curation.cluster, the one stage that has one), else its single-pod Job."""
+    if definition(stage).ray_cluster(run.spec) is None:
+        return build_stage_job(run, stage)
+    if stage != Stage.CURATION:
+        raise ValueError(f"build_stage_child: no RayJob for the {stage.value} stage")
+    return build_curation_rayjob(run)
+
+
 def build_curation(run: Run) -> dict[str, Any]:
     """The curation child: a RayJob when spec.curation.cluster is set, else the single-pod Job as before."""
-    return build_curation_rayjob(run) if run.spec.curation.cluster is not None else build_curation_job(run)
+    return build_stage_child(run, Stage.CURATION)

@@ -7,6 +7,7 @@ from typing import Any
 
 from reasoning_operator.api import Stage
 from reasoning_operator.api.contract import ADAPTER_MODEL_NAME, HTTP_PORT, OPENAI_PORT, SERVING_PORTS, job_args
+from reasoning_operator.api.stage_defs import definition
 
 from ..run import Run
 from .pod import container, gpu_placement, pod_security, resources, volumes
@@ -41,13 +42,15 @@ def scrape_annotations() -> dict[str, str]:
 
 def build_serving_deployment(run: Run) -> dict[str, Any]:
     spec = run.spec
+    stage_def = definition(Stage.SERVING)
+    gpus = stage_def.gpus(spec)
     serving = container(
         run,
         Stage.SERVING,
-        spec.images.serving,
+        stage_def.image(spec),
         job_args(Stage.SERVING),
-        resources(spec.serving.resources, gpus=spec.serving.gpus),
-        shm=True,
+        resources(stage_def.resources(spec), gpus=gpus),
+        shm=stage_def.shm,
     )
     serving["ports"] = [{"name": name, "containerPort": port} for name, port in SERVING_PORTS.items()]
     probe_port = "http"
@@ -69,12 +72,12 @@ def build_serving_deployment(run: Run) -> dict[str, Any]:
     }
     pod: dict[str, Any] = {
         "containers": [serving],
-        "volumes": volumes(run, shm=True),
+        "volumes": volumes(run, shm=stage_def.shm),
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": TERMINATION_GRACE_SECONDS,
         "securityContext": pod_security(),
     }
-    if spec.serving.gpus:
+    if gpus:
         pod.update(gpu_placement(spec.training.accepted_gpu_products))
     labels = run.labels(Stage.SERVING)
     return {

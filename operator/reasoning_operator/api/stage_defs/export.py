@@ -1,0 +1,31 @@
+"""Export (only where spec.export is set): the merged model and/or adapter, with a model card.
+
+In the training image (it holds torch, transformers, peft and s3fs), on the CPU with training's requests:
+merging loads the same model. The destination's credentials come from spec.export.credentialsSecret."""
+
+from ..results import ExportResult
+from ..status import ConditionType, Phase, Stage
+from .base import StageDef, StageKind
+
+EXPORT = StageDef(
+    stage=Stage.EXPORT,
+    kind=StageKind.JOB,
+    phase=Phase.EXPORTING,
+    condition=ConditionType.EXPORTED,
+    subcommand="export",
+    module="reasoning_jobs.export.cli",
+    help="Export job: merged model and/or adapter, with a model card.",
+    image=lambda spec: spec.images.training,
+    resources=lambda spec: spec.training.resources,
+    result=ExportResult,
+    enabled=lambda spec: spec.export is not None,
+    env_from_secret=lambda spec: spec.export.credentials_secret if spec.export is not None else None,
+    # env wins over envFrom: the hub token for an upload is the export Secret's, not the model's.
+    hub_token=lambda spec: (
+        not (
+            spec.export is not None
+            and spec.export.destination is not None
+            and spec.export.destination.startswith("hf://")
+        )
+    ),
+)
