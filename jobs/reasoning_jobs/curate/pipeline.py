@@ -11,6 +11,7 @@ import shutil
 import signal
 import time
 from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -202,21 +203,26 @@ def _start_ray(n_workers: int, on_cluster: bool = False) -> None:
                 os.environ[name] = value
 
 
-#: How many times a private local Ray is started before curation gives up (see _init_local_ray).
-RAY_START_ATTEMPTS = 3
+#: How many times a private local Ray is started before curation gives up, and how long each start lets the raylet
+#: take to register with the GCS (see _init_local_ray).
+RAY_START_ATTEMPTS = 5
+RAYLET_REGISTRATION_SECONDS = 180.0
 
 
 def _init_local_ray(n_workers: int) -> None:
-    """Start the private local Ray, again when its start times out. Ray gives its raylet a fixed 30 s to
-    register with the GCS (`raylet_start_wait_time_s` in ray/_private/node.py, not configurable), which an
-    overloaded node misses: seen on a 2-core machine running image and Go builds beside three test workers.
-    Each try is a fresh session: the processes the failed one started (GCS, raylet, reaper: nothing else of
-    this process runs yet) are killed first, since Ray forgets them when its start raises."""
+    """Start the private local Ray, patiently. Ray gives its raylet a fixed 30 s to register with the GCS
+    (`raylet_start_wait_time_s`, a local variable in ray/_private/node.py), which an overloaded node misses: seen
+    on a 2-core machine running image and Go builds beside three test workers (load 20), three starts in a row.
+    So the registration check waits up to RAYLET_REGISTRATION_SECONDS (`_patient_registration`), and a start
+    that still times out is tried again as a fresh session: the processes the failed one started (GCS, raylet,
+    agents, reaper: nothing else of this process runs yet) are killed first, since Ray forgets them when its
+    start raises."""
     import ray
 
     for attempt in range(1, RAY_START_ATTEMPTS + 1):
         try:
-            ray.init(address=ray_address(False), num_cpus=n_workers, include_dashboard=False, log_to_driver=False)
+            with _patient_registration():
+                ray.init(address=ray_address(False), num_cpus=n_workers, include_dashboard=False, log_to_driver=False)
             return
         except Exception as error:
             if "timed out during startup" not in str(error) or attempt == RAY_START_ATTEMPTS:
@@ -226,21 +232,63 @@ def _init_local_ray(n_workers: int) -> None:
             _kill_descendants()
 
 
-def _kill_descendants() -> None:
-    """SIGKILL every process below this one (Linux /proc; elsewhere nothing to do)."""
-    parents: dict[int, int] = {}
+@contextlib.contextmanager
+def _patient_registration() -> Iterator[None]:
+    """While Ray starts: its node-registration lookup (`ray._private.services.get_node`, which raises
+    RuntimeError until the raylet has registered) keeps asking for up to RAYLET_REGISTRATION_SECONDS before it
+    raises, so Ray's own 30 s loop around it sees a registered node instead of giving up. A Ray without that
+    function starts unchanged."""
+    from ray._private import services
+
+    original = getattr(services, "get_node", None)
+    if original is None:
+        yield
+        return
+
+    def patient(*args: Any, **kwargs: Any) -> Any:
+        deadline = time.monotonic() + RAYLET_REGISTRATION_SECONDS
+        while True:
+            try:
+                return original(*args, **kwargs)
+            except RuntimeError:
+                # A raylet that crashed will never register (under load it can fail a check on a GCS reply).
+                if time.monotonic() > deadline or _raylet_died():
+                    raise
+                time.sleep(0.5)
+
+    services.get_node = patient
+    try:
+        yield
+    finally:
+        services.get_node = original
+
+
+def _descendants() -> dict[int, tuple[str, str]]:
+    """Every process below this one: pid -> (command name, state), from Linux /proc (elsewhere: none)."""
+    stats: dict[int, tuple[int, str, str]] = {}
     for entry in Path("/proc").glob("[0-9]*/stat"):
         try:
             stat = entry.read_text()
         except OSError:
             continue
-        parents[int(entry.parent.name)] = int(stat.rsplit(")", 1)[1].split()[1])
-    below: set[int] = set()
+        name, rest = stat.split("(", 1)[1].rsplit(")", 1)
+        state, ppid = rest.split()[:2]
+        stats[int(entry.parent.name)] = (int(ppid), name, state)
+    below: dict[int, tuple[str, str]] = {}
     frontier = {os.getpid()}
     while frontier:
-        frontier = {pid for pid, ppid in parents.items() if ppid in frontier} - below
-        below |= frontier
-    for pid in below:
+        frontier = {pid for pid, (ppid, _, _) in stats.items() if ppid in frontier and pid not in below}
+        below.update({pid: stats[pid][1:] for pid in frontier})
+    return below
+
+
+def _raylet_died() -> bool:
+    return any(name == "raylet" and state in ("Z", "X") for name, state in _descendants().values())
+
+
+def _kill_descendants() -> None:
+    """SIGKILL every process below this one."""
+    for pid in _descendants():
         with contextlib.suppress(OSError):
             os.kill(pid, signal.SIGKILL)
 

@@ -96,3 +96,50 @@ def _alive(pid: int) -> bool:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def test_the_registration_lookup_waits_while_ray_starts(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inside the start, Ray's lookup of its own node keeps asking until the raylet has registered (Ray's
+    loop around it gives up after 30 s); outside it, Ray's function is back."""
+    from ray._private import services
+
+    answers = iter([RuntimeError("not yet")] * 3 + [{"node": "info"}])
+
+    def get_node(gcs_address: str, node_id: str) -> dict[str, str]:
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(services, "get_node", get_node)
+    with pipeline._patient_registration():
+        assert services.get_node("gcs:1", "n") == {"node": "info"}  # after three refusals
+    assert services.get_node is get_node
+
+    def never(gcs_address: str, node_id: str) -> None:
+        raise RuntimeError("never registers")
+
+    monkeypatch.setattr(services, "get_node", never)
+    monkeypatch.setattr(pipeline, "RAYLET_REGISTRATION_SECONDS", 1.0)
+    started = time.monotonic()
+    with pipeline._patient_registration(), pytest.raises(RuntimeError, match="never registers"):
+        services.get_node("gcs:1", "n")
+    assert 1.0 <= time.monotonic() - started < 10
+
+
+def test_a_crashed_raylet_is_seen(tmp_path: Path) -> None:
+    """A raylet that exited (a zombie until Ray reaps it) ends the wait for its registration at once."""
+    import shutil
+
+    raylet = tmp_path / "raylet"
+    shutil.copy("/bin/true", raylet)
+    assert not pipeline._raylet_died()
+    process = subprocess.Popen([str(raylet)])
+    deadline = time.monotonic() + 10
+    while not pipeline._raylet_died() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    try:
+        assert pipeline._raylet_died()
+    finally:
+        process.wait()
+    assert not pipeline._raylet_died()
