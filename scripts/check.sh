@@ -27,7 +27,10 @@ background() {
   while [[ $1 != -- ]]; do names+=("$1"); shift; done
   shift
   # A chain step that never ran (an earlier one failed) still gets an exit status, so no test waits on it.
-  setsid bash -c '"$@"; for n in '"${names[*]}"'; do
+  # Niced: the builds take the CPU the tests leave. At the same priority a cold gate's Go compiles held both
+  # cores, and the tests' servers missed fixed start-up deadlines (Ray's raylet waits ~15 s for its dashboard
+  # agent's port file and exits; PyTriton's 1 s handshake), failing curation and serving tests.
+  setsid nice -n 15 bash -c '"$@"; for n in '"${names[*]}"'; do
       [[ -f $GATE_DIR/$n.rc ]] || { echo "not run: an earlier step failed" >"$GATE_DIR/$n.log"; echo 1 >"$GATE_DIR/$n.rc"; }
     done' background "$@" >"$GATE_DIR/${names[0]}.bg.log" 2>&1 &
   pids+=("$!")
