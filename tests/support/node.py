@@ -129,6 +129,19 @@ def _run(args: Sequence[str], *, check: bool = True, timeout: float = 60) -> sub
     return proc
 
 
+def _remove_stale_guard() -> None:
+    """The guard chain and its jumps left by a run that was killed before its teardown (a second -N fails with
+    "Chain already exists"): removed before the rules are snapshotted, so teardown does not keep them either."""
+    ipt = ["iptables", "-w", "-t", "filter"]
+    if _run([*ipt, "-S", GUARD_CHAIN], check=False).returncode != 0:
+        return
+    for rule in _iptables_rules("filter"):
+        if rule.startswith("-A ") and rule.endswith(f"-j {GUARD_CHAIN}"):
+            _run([*ipt, "-D", *shlex.split(rule)[1:]], check=False)
+    _run([*ipt, "-F", GUARD_CHAIN], check=False)
+    _run([*ipt, "-X", GUARD_CHAIN], check=False)
+
+
 def _iptables_rules(table: str) -> list[str]:
     out = _run(["iptables", "-w", "-t", table, "-S"], check=False).stdout
     return [line for line in out.splitlines() if line.strip()]
@@ -342,6 +355,7 @@ class RealNode:
         self.log_dir.mkdir()
         atexit.register(self.stop)
         try:
+            _remove_stale_guard()
             self._iptables_before = {t: _iptables_rules(t) for t in IPTABLES_TABLES}
             self._timed("network", self._setup_network)
         except BaseException:

@@ -1,9 +1,5 @@
-"""The pytriton backend: a real Triton Inference Server (shipped in the PyTriton wheel) hosting a transformers
-model under the base and adapter names, plus decoupled `NAME_stream` twins for `generate_stream`.
-
-The answering models have Triton's dynamic batcher, like the vllm backend's (the same model config, so a client
-sends the same shapes to either backend): requests that arrive while a batch generates are answered together
-by the next one."""
+"""The CPU/dev backend: a real Triton Inference Server (shipped in the PyTriton wheel) hosting a transformers
+model under the base and adapter names, plus decoupled `NAME_stream` twins for `generate_stream`."""
 
 from __future__ import annotations
 
@@ -37,15 +33,8 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-#: The most requests one generate call answers together, and how long the batcher waits to fill a batch
-#: when the model is idle (a busy model batches whatever queued meanwhile).
-MAX_BATCH = 64
-QUEUE_DELAY_MICROSECONDS = 2000
-
-#: Answers a batch of requests, in order: (text, num_output_tokens, finish_reason) each.
-Answer = Callable[[Sequence[ChatRequest]], list[tuple[str, int, str]]]
-#: Answers one request.
-AnswerOne = Callable[[str, str | None, SamplingParameters], tuple[str, int, str]]
+#: Answers one request: returns (text, num_output_tokens, finish_reason).
+Answer = Callable[[str, str | None, SamplingParameters], tuple[str, int, str]]
 #: Streams one request's answer as text pieces.
 StreamAnswer = Callable[[str, str | None, SamplingParameters], Iterator[str]]
 
@@ -64,15 +53,6 @@ class Ports:
     http: int = HTTP_PORT
     grpc: int = GRPC_PORT
     metrics: int = METRICS_PORT
-
-
-def one_by_one(answer: AnswerOne) -> Answer:
-    """An `Answer` that takes a batch's requests one after the other (scripted models in tests, benchmarks)."""
-
-    def each(requests: Sequence[ChatRequest]) -> list[tuple[str, int, str]]:
-        return [answer(*request) for request in requests]
-
-    return each
 
 
 def _scalar(request: Any, name: str) -> str | None:
@@ -103,25 +83,23 @@ def _inputs() -> list[Any]:
     ]
 
 
-def _text(value: str, batched: bool = False) -> Any:
-    array = np.array([value.encode("utf-8")], dtype=object)
-    return array.reshape(1, 1) if batched else array
+def _text(value: str) -> Any:
+    return np.array([value.encode("utf-8")], dtype=object)
 
 
 def _infer_function(answer: Answer) -> Callable[[list[Any]], list[dict[str, Any]]]:
-    """The batcher's requests (each of batch size 1) → one `answer` call → one response each."""
-
     def infer(requests: list[Any]) -> list[dict[str, Any]]:
-        answers = answer([decode_request(request) for request in requests])
-        LOG.debug("answered a batch of %d", len(requests))
-        return [
-            {
-                TEXT_OUTPUT: _text(text, batched=True),
-                NUM_OUTPUT_TOKENS: np.array([[tokens]], dtype=np.int32),
-                FINISH_REASON: _text(reason, batched=True),
-            }
-            for text, tokens, reason in answers
-        ]
+        responses = []
+        for request in requests:
+            text, tokens, reason = answer(*decode_request(request))
+            responses.append(
+                {
+                    TEXT_OUTPUT: _text(text),
+                    NUM_OUTPUT_TOKENS: np.array([tokens], dtype=np.int32),
+                    FINISH_REASON: _text(reason),
+                }
+            )
+        return responses
 
     return infer
 
@@ -137,7 +115,7 @@ def _stream_function(stream: StreamAnswer) -> Callable[[list[Any]], Iterator[lis
 
 def bind_models(triton: Triton, models: Sequence[ServedModel], instances: int = 1) -> list[str]:
     """Bind each model (and its stream twin); `instances` > 1 runs that many requests of one model at once."""
-    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
+    from pytriton.model_config import ModelConfig, Tensor
 
     names = []
     outputs = [
@@ -151,11 +129,7 @@ def bind_models(triton: Triton, models: Sequence[ServedModel], instances: int = 
             infer_func=[_infer_function(model.answer)] * instances,
             inputs=_inputs(),
             outputs=outputs,
-            config=ModelConfig(
-                batching=True,
-                max_batch_size=MAX_BATCH,
-                batcher=DynamicBatcher(max_queue_delay_microseconds=QUEUE_DELAY_MICROSECONDS),
-            ),
+            config=ModelConfig(batching=False),
             strict=True,
         )
         names.append(model.name)
@@ -213,9 +187,9 @@ def chat_models(chat: ChatModel, base_name: str, adapter_name: str | None, strea
     """The base name (adapter off) and, when an adapter is loaded, the adapter name (adapter on)."""
 
     def answering(use_adapter: bool) -> Answer:
-        def answer(requests: Sequence[ChatRequest]) -> list[tuple[str, int, str]]:
-            outs = chat.generate_batch(requests, use_adapter=use_adapter)
-            return [(out.text, out.num_output_tokens, out.finish_reason) for out in outs]
+        def answer(user: str, system: str | None, params: SamplingParameters) -> tuple[str, int, str]:
+            out = chat.generate(user, system, params, use_adapter=use_adapter)
+            return out.text, out.num_output_tokens, out.finish_reason
 
         return answer
 
