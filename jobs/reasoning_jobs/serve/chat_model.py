@@ -79,10 +79,11 @@ class ChatModel:
 
     def _generate_kwargs(self, user: str, system: str | None, params: SamplingParameters) -> dict[str, Any]:
         encoded = self.tokenizer(self.prompt(user, system), add_special_tokens=False, return_tensors="pt")
-        encoded = {name: tensor.to(self.device) for name, tensor in encoded.items()}
+        return {**{name: tensor.to(self.device) for name, tensor in encoded.items()}, **self._sampling_kwargs(params)}
+
+    def _sampling_kwargs(self, params: SamplingParameters) -> dict[str, Any]:
         sample = params.temperature > 0.0
         kwargs: dict[str, Any] = {
-            **encoded,
             "max_new_tokens": params.max_tokens,
             "do_sample": sample,
             "eos_token_id": self.stop_token_ids,
@@ -142,7 +143,7 @@ class ChatModel:
 
     def _generate_together(self, requests: Sequence[ChatRequest], use_adapter: bool) -> list[Generation]:
         params = [p for _, _, p in requests]
-        kwargs = self._generate_kwargs(*requests[0][:2], params[0])
+        kwargs = self._sampling_kwargs(params[0])  # the group samples alike
         encoded = self.tokenizer(
             [self.prompt(user, system) for user, system, _ in requests],
             add_special_tokens=False,

@@ -186,3 +186,18 @@ def test_openai_chat_completions_proxy(server: Server) -> None:
     with pytest.raises(urllib.error.HTTPError) as info:
         post(f"{server.openai_url}/v1/chat/completions", {**body, "model": "gpt-4"})
     assert info.value.code == 404
+
+
+def test_generate_batch_answers_each_request_as_it_would_alone(server: Server) -> None:
+    """ChatModel.generate_batch (not yet used by the backend: one failing request would fail its whole Triton
+    batch): prompts of different lengths and max_tokens in one left-padded batch give each greedy answer exactly
+    as the request alone does, in request order."""
+    cases = [
+        (user, system, SamplingParameters(max_tokens=tokens))
+        for user in (QUESTION, "Hi")
+        for system in (REASONING_ON, None)
+        for tokens in (3, 12)
+    ]
+    for use_adapter in (False, True):
+        alone = [server.chat.generate(*case, use_adapter=use_adapter) for case in cases]
+        assert server.chat.generate_batch(cases, use_adapter=use_adapter) == alone, use_adapter
