@@ -24,6 +24,7 @@ from reasoning_operator.api.contract import (
 )
 
 from .contract import STREAM_SUFFIX, ChatRequest, SamplingParameters
+from .handshake import patient_handshake
 from .python_library import prefer_interpreter_libpython
 
 if TYPE_CHECKING:
@@ -151,11 +152,12 @@ def start_triton(
 ) -> Triton:
     """Start Triton in the background with `models` bound and loaded; the caller stops it (`.stop()`).
 
-    A model load can fail when PyTriton's handshake with the stub loses a race on a busy machine
-    (`get_config_from_handshake_server ... Connection refused`, or its 1 s wait for the first instance's socket
-    timing out); the whole start is retried then, after a pause that grows, since the machine is busy.
+    PyTriton's handshake with the stubs is made patient (`handshake.py`: its 1 s one-shot fetch lost races on a
+    busy machine); a load that still fails (a stub that dies starting) retries the whole start after a pause
+    that grows.
     """
     prefer_interpreter_libpython()
+    patient_handshake()
     from pytriton.triton import Triton, TritonConfig
 
     config = TritonConfig(

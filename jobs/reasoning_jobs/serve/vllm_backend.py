@@ -28,6 +28,7 @@ import numpy as np
 from reasoning_operator.api.contract import FINISH_REASON, NUM_OUTPUT_TOKENS, TEXT_OUTPUT
 
 from .contract import STREAM_SUFFIX
+from .handshake import patient_handshake
 from .metrics import ServingMetrics
 from .python_library import prefer_interpreter_libpython
 from .pytriton_backend import Ports, _inputs, decode_request
@@ -198,6 +199,7 @@ def start_vllm_triton(
 ) -> tuple[Triton, list[str]]:
     """Start Triton with the engine's models bound and loaded (the engine is started already)."""
     prefer_interpreter_libpython()
+    patient_handshake()
     from pytriton.triton import Triton, TritonConfig
 
     config = TritonConfig(

@@ -27,10 +27,16 @@ ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
 BAD_JSON_LINE, MISSING_FIELD_LINE = 3, 10
 
 
-def run_cli(*args: str, timeout: int = 300, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def run_cli(*args: str, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """One `reasoning curate` run; a run past `timeout` fails the test with the tail of what it printed, so a
+    slow machine (a loaded CI runner) and a hung Ray start can be told apart."""
     command = [sys.executable, "-m", "reasoning_operator.cli", "curate", *args]
-    return subprocess.run(command, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=timeout,
-                          check=False)  # fmt: skip
+    try:
+        return subprocess.run(command, capture_output=True, text=True, env={**ENV, **(env or {})},
+                              timeout=timeout, check=False)  # fmt: skip
+    except subprocess.TimeoutExpired as expired:
+        printed = expired.stderr.decode(errors="replace") if isinstance(expired.stderr, bytes) else expired.stderr
+        pytest.fail(f"reasoning curate ran past {timeout} s; the end of its stderr:\n{(printed or '')[-4000:]}")
 
 
 def curriculum_args(source: str, out: Path) -> list[str]:
