@@ -28,7 +28,7 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "jobs")]
 from reasoning_jobs.evaluate.benchmarks import Question  # noqa: E402
 from reasoning_jobs.evaluate.runner import run_requests, score  # noqa: E402
 from reasoning_jobs.serve.contract import SamplingParameters  # noqa: E402
-from reasoning_jobs.serve.pytriton_backend import Ports, ServedModel, start_triton  # noqa: E402
+from reasoning_jobs.serve.pytriton_backend import Ports, ServedModel, one_by_one, start_triton  # noqa: E402
 from reasoning_operator.api import EvaluationSpec, EvaluationStageConfig  # noqa: E402
 
 
@@ -54,7 +54,7 @@ def sleeping_model(latency: float) -> ServedModel:
         time.sleep(latency)
         return "<think>short</think>\nAnswer: A", 8, "stop"
 
-    return ServedModel("trained", answer)
+    return ServedModel("trained", one_by_one(answer))
 
 
 def questions(n: int) -> dict[str, list[Question]]:
@@ -84,8 +84,8 @@ def run_threads(url: str, concurrency: int, n: int) -> float:
     def one(i: int) -> None:
         if not hasattr(local, "client"):
             local.client = httpclient.InferenceServerClient(url.removeprefix("http://"))
-        tensor = httpclient.InferInput("text_input", [1], "BYTES")
-        tensor.set_data_from_numpy(np.array([f"Question {i}?".encode()], dtype=object))
+        tensor = httpclient.InferInput("text_input", [1, 1], "BYTES")  # batched models: a batch of one
+        tensor.set_data_from_numpy(np.array([[f"Question {i}?".encode()]], dtype=object))
         local.client.infer("trained", [tensor])
 
     started = time.perf_counter()

@@ -1,5 +1,9 @@
-"""The CPU/dev backend: a real Triton Inference Server (shipped in the PyTriton wheel) hosting a transformers
-model under the base and adapter names, plus decoupled `NAME_stream` twins for `generate_stream`."""
+"""The pytriton backend: a real Triton Inference Server (shipped in the PyTriton wheel) hosting a transformers
+model under the base and adapter names, plus decoupled `NAME_stream` twins for `generate_stream`.
+
+The answering models have Triton's dynamic batcher, like the vllm backend's (the same model config, so a client
+sends the same shapes to either backend): requests that arrive while a batch generates are answered together
+by the next one."""
 
 from __future__ import annotations
 
@@ -24,8 +28,8 @@ from reasoning_operator.api.contract import (
 )
 
 from .contract import STREAM_SUFFIX, ChatRequest, SamplingParameters
-from .handshake import patient_handshake
 from .python_library import prefer_interpreter_libpython
+from .pytriton_stub import failed_response, patch_pytriton
 
 if TYPE_CHECKING:
     from pytriton.triton import Triton
@@ -34,8 +38,17 @@ if TYPE_CHECKING:
 
 LOG = logging.getLogger(__name__)
 
-#: Answers one request: returns (text, num_output_tokens, finish_reason).
-Answer = Callable[[str, str | None, SamplingParameters], tuple[str, int, str]]
+#: The most requests one generate call answers together, and how long the batcher waits to fill a batch
+#: when the model is idle (a busy model batches whatever queued meanwhile).
+MAX_BATCH = 64
+QUEUE_DELAY_MICROSECONDS = 2000
+
+#: One request's answer: (text, num_output_tokens, finish_reason).
+Answered = tuple[str, int, str]
+#: Answers a batch of requests, in order.
+Answer = Callable[[Sequence[ChatRequest]], list[Answered]]
+#: Answers one request.
+AnswerOne = Callable[[str, str | None, SamplingParameters], tuple[str, int, str]]
 #: Streams one request's answer as text pieces.
 StreamAnswer = Callable[[str, str | None, SamplingParameters], Iterator[str]]
 
@@ -54,6 +67,15 @@ class Ports:
     http: int = HTTP_PORT
     grpc: int = GRPC_PORT
     metrics: int = METRICS_PORT
+
+
+def one_by_one(answer: AnswerOne) -> Answer:
+    """An `Answer` that takes a batch's requests one after the other (scripted models in tests, benchmarks)."""
+
+    def each(requests: Sequence[ChatRequest]) -> list[tuple[str, int, str]]:
+        return [answer(*request) for request in requests]
+
+    return each
 
 
 def _scalar(request: Any, name: str) -> str | None:
@@ -84,23 +106,58 @@ def _inputs() -> list[Any]:
     ]
 
 
-def _text(value: str) -> Any:
-    return np.array([value.encode("utf-8")], dtype=object)
+def _text(value: str, batched: bool = False) -> Any:
+    array = np.array([value.encode("utf-8")], dtype=object)
+    return array.reshape(1, 1) if batched else array
+
+
+def _answered(text: str, tokens: int, reason: str) -> dict[str, Any]:
+    return {
+        TEXT_OUTPUT: _text(text, batched=True),
+        NUM_OUTPUT_TOKENS: np.array([[tokens]], dtype=np.int32),
+        FINISH_REASON: _text(reason, batched=True),
+    }
+
+
+def answer_isolated(answer: Answer, requests: Sequence[ChatRequest | Exception]) -> list[Answered | Exception]:
+    """`answer` over a batch in one call, each request failing alone: a request that did not decode (an
+    Exception here) is left out, and when the batch call raises, its requests are answered one by one so that
+    only those that fail alone get their error."""
+    results: dict[int, Answered | Exception] = {i: r for i, r in enumerate(requests) if isinstance(r, Exception)}
+    valid = [(i, r) for i, r in enumerate(requests) if not isinstance(r, Exception)]
+    try:
+        answers = answer([r for _, r in valid]) if valid else []
+    except Exception as error:
+        if len(valid) == 1:
+            results[valid[0][0]] = error
+        else:
+            LOG.warning("a batch of %d failed (%s: %s); answering its requests one by one", len(valid),
+                        type(error).__name__, error)  # fmt: skip
+            for i, request in valid:
+                try:
+                    results[i] = answer([request])[0]
+                except Exception as alone:
+                    results[i] = alone
+    else:
+        results.update(zip((i for i, _ in valid), answers, strict=True))
+    return [results[i] for i in range(len(requests))]
+
+
+def _decode(request: Any) -> ChatRequest | Exception:
+    try:
+        return decode_request(request)
+    except ValueError as error:
+        return error
 
 
 def _infer_function(answer: Answer) -> Callable[[list[Any]], list[dict[str, Any]]]:
+    """The batcher's requests (each of batch size 1) → one `answer` call → one response each; a request that
+    fails gets its own error response (`pytriton_stub.failed_response`), the others their answers."""
+
     def infer(requests: list[Any]) -> list[dict[str, Any]]:
-        responses = []
-        for request in requests:
-            text, tokens, reason = answer(*decode_request(request))
-            responses.append(
-                {
-                    TEXT_OUTPUT: _text(text),
-                    NUM_OUTPUT_TOKENS: np.array([tokens], dtype=np.int32),
-                    FINISH_REASON: _text(reason),
-                }
-            )
-        return responses
+        results = answer_isolated(answer, [_decode(request) for request in requests])
+        LOG.debug("answered a batch of %d", len(requests))
+        return [failed_response(r) if isinstance(r, Exception) else _answered(*r) for r in results]
 
     return infer
 
@@ -116,7 +173,7 @@ def _stream_function(stream: StreamAnswer) -> Callable[[list[Any]], Iterator[lis
 
 def bind_models(triton: Triton, models: Sequence[ServedModel], instances: int = 1) -> list[str]:
     """Bind each model (and its stream twin); `instances` > 1 runs that many requests of one model at once."""
-    from pytriton.model_config import ModelConfig, Tensor
+    from pytriton.model_config import DynamicBatcher, ModelConfig, Tensor
 
     names = []
     outputs = [
@@ -130,7 +187,11 @@ def bind_models(triton: Triton, models: Sequence[ServedModel], instances: int = 
             infer_func=[_infer_function(model.answer)] * instances,
             inputs=_inputs(),
             outputs=outputs,
-            config=ModelConfig(batching=False),
+            config=ModelConfig(
+                batching=True,
+                max_batch_size=MAX_BATCH,
+                batcher=DynamicBatcher(max_queue_delay_microseconds=QUEUE_DELAY_MICROSECONDS),
+            ),
             strict=True,
         )
         names.append(model.name)
@@ -152,12 +213,12 @@ def start_triton(
 ) -> Triton:
     """Start Triton in the background with `models` bound and loaded; the caller stops it (`.stop()`).
 
-    PyTriton's handshake with the stubs is made patient (`handshake.py`: its 1 s one-shot fetch lost races on a
-    busy machine); a load that still fails (a stub that dies starting) retries the whole start after a pause
-    that grows.
+    The stubs run PyTriton's code with two changes (`pytriton_stub.py`: a patient handshake, one error per failed
+    request); a load that still fails (a stub that dies starting) retries the whole start after a pause that
+    grows.
     """
     prefer_interpreter_libpython()
-    patient_handshake()
+    patch_pytriton()
     from pytriton.triton import Triton, TritonConfig
 
     config = TritonConfig(
@@ -189,9 +250,9 @@ def chat_models(chat: ChatModel, base_name: str, adapter_name: str | None, strea
     """The base name (adapter off) and, when an adapter is loaded, the adapter name (adapter on)."""
 
     def answering(use_adapter: bool) -> Answer:
-        def answer(user: str, system: str | None, params: SamplingParameters) -> tuple[str, int, str]:
-            out = chat.generate(user, system, params, use_adapter=use_adapter)
-            return out.text, out.num_output_tokens, out.finish_reason
+        def answer(requests: Sequence[ChatRequest]) -> list[tuple[str, int, str]]:
+            outs = chat.generate_batch(requests, use_adapter=use_adapter)
+            return [(out.text, out.num_output_tokens, out.finish_reason) for out in outs]
 
         return answer
 

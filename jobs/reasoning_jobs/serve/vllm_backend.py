@@ -28,10 +28,10 @@ import numpy as np
 from reasoning_operator.api.contract import FINISH_REASON, NUM_OUTPUT_TOKENS, TEXT_OUTPUT
 
 from .contract import STREAM_SUFFIX
-from .handshake import patient_handshake
 from .metrics import ServingMetrics
 from .python_library import prefer_interpreter_libpython
 from .pytriton_backend import Ports, _inputs, decode_request
+from .pytriton_stub import failed_response, patch_pytriton
 from .vllm_engine import EngineOptions, VllmChat, adapter_rank
 
 if TYPE_CHECKING:
@@ -124,7 +124,9 @@ def infer_function(
         }
 
     async def infer(requests: list[Any]) -> list[dict[str, Any]]:
-        return list(await asyncio.gather(*(answer(request) for request in requests)))
+        """Each request fails alone: its exception becomes its own error response (`pytriton_stub`)."""
+        results = await asyncio.gather(*(answer(request) for request in requests), return_exceptions=True)
+        return [failed_response(r) if isinstance(r, BaseException) else r for r in results]
 
     return infer
 
@@ -199,7 +201,7 @@ def start_vllm_triton(
 ) -> tuple[Triton, list[str]]:
     """Start Triton with the engine's models bound and loaded (the engine is started already)."""
     prefer_interpreter_libpython()
-    patient_handshake()
+    patch_pytriton()
     from pytriton.triton import Triton, TritonConfig
 
     config = TritonConfig(

@@ -18,7 +18,7 @@ import pytest
 from reasoning_jobs.evaluate.statistics import wilson_interval
 from reasoning_jobs.serve.contract import SamplingParameters
 from reasoning_jobs.serve.openai_proxy import start_openai_proxy
-from reasoning_jobs.serve.pytriton_backend import Ports, ServedModel, start_triton
+from reasoning_jobs.serve.pytriton_backend import Ports, ServedModel, one_by_one, start_triton
 from reasoning_operator.api.contract import REASONING_ON
 
 GPQA_QUESTIONS = 12
@@ -103,7 +103,7 @@ def servers(ports: Callable[[], int]) -> Iterator[tuple[str, str]]:
     """(Triton KServe URL, OpenAI-style URL ending in /v1 in front of the same Triton)."""
     triton_ports = Ports(http=ports(), grpc=ports(), metrics=ports())
     triton = start_triton(
-        [ServedModel("trained", scripted("trained")), ServedModel("base", scripted("base"))],
+        [ServedModel("trained", one_by_one(scripted("trained"))), ServedModel("base", one_by_one(scripted("base")))],
         triton_ports,
         host="127.0.0.1",
         instances=4,

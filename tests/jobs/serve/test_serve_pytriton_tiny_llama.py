@@ -140,14 +140,46 @@ def test_kserve_infer_through_tritonclient(server: Server) -> None:
         (SYSTEM_PROMPT, REASONING_ON),
         (SAMPLING_PARAMETERS, json.dumps({"max_tokens": 4})),
     ):
-        tensor = httpclient.InferInput(name, [1], "BYTES")
-        tensor.set_data_from_numpy(np.array([value.encode()], dtype=object))
+        tensor = httpclient.InferInput(name, [1, 1], "BYTES")  # dynamic batching: a batch of one request
+        tensor.set_data_from_numpy(np.array([[value.encode()]], dtype=object))
         inputs.append(tensor)
+    assert client.get_model_config("base")["max_batch_size"] > 0
     result = client.infer("base", inputs)
-    text = result.as_numpy(TEXT_OUTPUT)[0].decode()
+    text = result.as_numpy(TEXT_OUTPUT).reshape(-1)[0].decode()
     assert text == generate(server, "base", REASONING_ON, 4)[TEXT_OUTPUT]
-    assert int(result.as_numpy(NUM_OUTPUT_TOKENS)[0]) <= 4
+    assert int(result.as_numpy(NUM_OUTPUT_TOKENS).reshape(-1)[0]) <= 4
     assert client.is_server_ready() and client.is_model_ready("trained")
+
+
+def test_concurrent_requests_are_batched_and_answer_as_alone(server: Server, tiny_llama: tuple[Path, Path]) -> None:
+    """Requests in flight together are generated as one padded batch (the server's debug log counts them), and
+    each greedy answer equals the request's own answer alone: other prompts and longer max_tokens in the same
+    batch change nothing, and each stops at its own max_tokens or end of turn."""
+    import logging
+    from concurrent.futures import ThreadPoolExecutor
+
+    cases = [(system, tokens) for system in (REASONING_ON, REASONING_OFF, None) for tokens in (2, 5, 12)]
+    alone = {case: generate(server, "trained", *case) for case in cases}
+    batches: list[int] = []
+
+    class Count(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage().startswith("answered a batch of "):
+                batches.append(int(record.getMessage().rsplit(" ", 1)[1]))
+
+    backend = logging.getLogger("reasoning_jobs.serve.pytriton_backend")
+    handler, level = Count(), backend.level
+    backend.addHandler(handler)
+    backend.setLevel(logging.DEBUG)
+    try:
+        with ThreadPoolExecutor(len(cases)) as pool:
+            together = list(pool.map(lambda case: generate(server, "trained", *case), cases * 3))
+    finally:
+        backend.removeHandler(handler)
+        backend.setLevel(level)
+    assert max(batches) > 1, batches
+    for case, result in zip(cases * 3, together, strict=True):
+        assert result == alone[case], case
 
 
 def test_bad_sampling_parameters_is_a_clear_error(server: Server) -> None:
@@ -189,9 +221,9 @@ def test_openai_chat_completions_proxy(server: Server) -> None:
 
 
 def test_generate_batch_answers_each_request_as_it_would_alone(server: Server) -> None:
-    """ChatModel.generate_batch (not yet used by the backend: one failing request would fail its whole Triton
-    batch): prompts of different lengths and max_tokens in one left-padded batch give each greedy answer exactly
-    as the request alone does, in request order."""
+    """ChatModel.generate_batch directly (the batcher decides what shares a batch; here the test does): prompts of
+    different lengths and max_tokens in one left-padded batch give each greedy answer exactly as the request
+    alone does, in request order."""
     cases = [
         (user, system, SamplingParameters(max_tokens=tokens))
         for user in (QUESTION, "Hi")
