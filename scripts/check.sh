@@ -4,8 +4,8 @@
 #
 # On a fresh machine the builds take longer than the tests, so they run in the background while the static checks
 # and the tests go ahead: the control plane, node, Kueue and KubeRay binaries (one Go build at a time), the five
-# images, and the vLLM CPU environment. Each leaves build/gate/<name>.pid while it runs, <name>.rc and <name>.log when it
-# ends; a test waits for the builds it needs before its timeout starts (tests/support/gate.py), so nothing skips.
+# images, and the vLLM CPU environment. Each leaves build/gate/<name>.pid while it runs, <name>.rc and <name>.log
+# when it ends; a test waits for the builds it needs before its timeout starts (tests/support/gate.py), so nothing skips.
 # Extra arguments go to pytest; PYTEST_WORKERS (default 3) sets how many xdist workers run the tests.
 set -euo pipefail
 cd "$(dirname "$0")/.."

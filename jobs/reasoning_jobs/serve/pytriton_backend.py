@@ -29,7 +29,7 @@ from reasoning_operator.api.contract import (
 
 from .contract import STREAM_SUFFIX, ChatRequest, SamplingParameters
 from .python_library import prefer_interpreter_libpython
-from .pytriton_stub import failed_response, patch_pytriton
+from .pytriton_stub import FAILED, patch_pytriton
 
 if TYPE_CHECKING:
     from pytriton.triton import Triton
@@ -48,7 +48,7 @@ Answered = tuple[str, int, str]
 #: Answers a batch of requests, in order.
 Answer = Callable[[Sequence[ChatRequest]], list[Answered]]
 #: Answers one request.
-AnswerOne = Callable[[str, str | None, SamplingParameters], tuple[str, int, str]]
+AnswerOne = Callable[[str, str | None, SamplingParameters], Answered]
 #: Streams one request's answer as text pieces.
 StreamAnswer = Callable[[str, str | None, SamplingParameters], Iterator[str]]
 
@@ -72,7 +72,7 @@ class Ports:
 def one_by_one(answer: AnswerOne) -> Answer:
     """An `Answer` that takes a batch's requests one after the other (scripted models in tests, benchmarks)."""
 
-    def each(requests: Sequence[ChatRequest]) -> list[tuple[str, int, str]]:
+    def each(requests: Sequence[ChatRequest]) -> list[Answered]:
         return [answer(*request) for request in requests]
 
     return each
@@ -111,12 +111,19 @@ def _text(value: str, batched: bool = False) -> Any:
     return array.reshape(1, 1) if batched else array
 
 
-def _answered(text: str, tokens: int, reason: str) -> dict[str, Any]:
+def answered_response(text: str, tokens: int, reason: str) -> dict[str, Any]:
+    """One request's response in a batched model (both backends' answering models)."""
     return {
         TEXT_OUTPUT: _text(text, batched=True),
         NUM_OUTPUT_TOKENS: np.array([[tokens]], dtype=np.int32),
         FINISH_REASON: _text(reason, batched=True),
     }
+
+
+def failed_response(error: BaseException) -> dict[str, Any]:
+    """The response of one request that failed: the stub answers it alone with Triton's error carrying `error`
+    (`pytriton_stub`: the FAILED finish reason marks it)."""
+    return answered_response(f"{type(error).__name__}: {error}", 0, FAILED)
 
 
 def answer_isolated(answer: Answer, requests: Sequence[ChatRequest | Exception]) -> list[Answered | Exception]:
@@ -152,12 +159,12 @@ def _decode(request: Any) -> ChatRequest | Exception:
 
 def _infer_function(answer: Answer) -> Callable[[list[Any]], list[dict[str, Any]]]:
     """The batcher's requests (each of batch size 1) → one `answer` call → one response each; a request that
-    fails gets its own error response (`pytriton_stub.failed_response`), the others their answers."""
+    fails gets its own error response (`failed_response`), the others their answers."""
 
     def infer(requests: list[Any]) -> list[dict[str, Any]]:
         results = answer_isolated(answer, [_decode(request) for request in requests])
         LOG.debug("answered a batch of %d", len(requests))
-        return [failed_response(r) if isinstance(r, Exception) else _answered(*r) for r in results]
+        return [failed_response(r) if isinstance(r, Exception) else answered_response(*r) for r in results]
 
     return infer
 
@@ -250,7 +257,7 @@ def chat_models(chat: ChatModel, base_name: str, adapter_name: str | None, strea
     """The base name (adapter off) and, when an adapter is loaded, the adapter name (adapter on)."""
 
     def answering(use_adapter: bool) -> Answer:
-        def answer(requests: Sequence[ChatRequest]) -> list[tuple[str, int, str]]:
+        def answer(requests: Sequence[ChatRequest]) -> list[Answered]:
             outs = chat.generate_batch(requests, use_adapter=use_adapter)
             return [(out.text, out.num_output_tokens, out.finish_reason) for out in outs]
 

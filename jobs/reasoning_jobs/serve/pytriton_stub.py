@@ -13,7 +13,7 @@ no longer hold the definitions replaced is refused at start-up, not silently lef
   HANDSHAKE_TIMEOUT_S.
 - **Per-request errors.** A batched model (Triton's dynamic batcher) answers a list of requests with a list of
   responses, and PyTriton turns an exception into one error for every request of the batch: one bad request
-  fails its neighbours. An infer function marks a request that failed with `failed_response(error)`, and the
+  fails its neighbours. An infer function marks a request that failed (`pytriton_backend.failed_response`), and the
   stub sends that request, alone, Triton's error response with the message.
 """
 
@@ -26,9 +26,7 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
-import numpy as np
-
-from reasoning_operator.api.contract import FINISH_REASON, NUM_OUTPUT_TOKENS, TEXT_OUTPUT
+from reasoning_operator.api.contract import FINISH_REASON, TEXT_OUTPUT
 
 #: Long enough for a stub that starts on a saturated 2-core machine; a stub that never comes still fails.
 HANDSHAKE_TIMEOUT_S = 60.0
@@ -57,19 +55,8 @@ def patient_fetch(socket_path: pathlib.Path, timeout_s: float = HANDSHAKE_TIMEOU
             _time.sleep(0.05)
 
 
-def failed_response(error: BaseException, batched: bool = True) -> dict[str, Any]:
-    """The response of one request that failed: the stub answers it with Triton's error carrying `error`."""
-    shape = (1, 1) if batched else (1,)
-    message = f"{type(error).__name__}: {error}"
-    return {
-        TEXT_OUTPUT: np.array([message.encode("utf-8")], dtype=object).reshape(shape),
-        NUM_OUTPUT_TOKENS: np.zeros(shape, dtype=np.int32),
-        FINISH_REASON: np.array([FAILED.encode()], dtype=object).reshape(shape),
-    }
-
-
 def _stub_error(response: Any) -> str | None:
-    """In the stub: the message of a `failed_response`, or None (self-contained: appended as source)."""
+    """In the stub: the message of a failed request's response, or None (self-contained: appended as source)."""
 
     def first(value: Any) -> str:
         item = value.reshape(-1)[0] if value.size else b""
@@ -109,7 +96,6 @@ _MODEL_TAIL = (
     .replace('"TEXT_OUTPUT"', repr(TEXT_OUTPUT))
     .replace('"FAILED"', repr(FAILED))
     .replace("Any", "object")
-    .replace(" -> str | None", "")
 )
 
 

@@ -30,8 +30,8 @@ from reasoning_operator.api.contract import FINISH_REASON, NUM_OUTPUT_TOKENS, TE
 from .contract import STREAM_SUFFIX
 from .metrics import ServingMetrics
 from .python_library import prefer_interpreter_libpython
-from .pytriton_backend import Ports, _inputs, decode_request
-from .pytriton_stub import failed_response, patch_pytriton
+from .pytriton_backend import Ports, _inputs, _text, answered_response, decode_request, failed_response
+from .pytriton_stub import patch_pytriton
 from .vllm_engine import EngineOptions, VllmChat, adapter_rank
 
 if TYPE_CHECKING:
@@ -75,11 +75,6 @@ def engine_options(config: ServingStageConfig) -> EngineOptions:
     )
 
 
-def _text(value: str, batched: bool) -> Any:
-    array = np.array([value.encode("utf-8")], dtype=object)
-    return array.reshape(1, 1) if batched else array
-
-
 class InFlight:
     """Counts requests being answered, so a graceful shutdown can wait for them."""
 
@@ -117,11 +112,7 @@ def infer_function(
         with in_flight, metrics.request(name, system) as mode:
             out = await chat.generate(user, system, params, use_adapter)
             metrics.tokens(name, mode, out.prompt_tokens, out.num_output_tokens, out.thinking_tokens)
-        return {
-            TEXT_OUTPUT: _text(out.text, batched=True),
-            NUM_OUTPUT_TOKENS: np.array([[out.num_output_tokens]], dtype=np.int32),
-            FINISH_REASON: _text(out.finish_reason, batched=True),
-        }
+        return answered_response(out.text, out.num_output_tokens, out.finish_reason)
 
     async def infer(requests: list[Any]) -> list[dict[str, Any]]:
         """Each request fails alone: its exception becomes its own error response (`pytriton_stub`)."""
@@ -146,7 +137,7 @@ def stream_function(
                     count += len([t for t in delta.token_ids if t not in chat.stop_token_ids])
                     text.append(delta.text)
                     if delta.text:
-                        yield [{TEXT_OUTPUT: _text(delta.text, batched=False)}]
+                        yield [{TEXT_OUTPUT: _text(delta.text)}]
                 prompt = len(chat.prompt_ids(user, system))
                 metrics.tokens(name, mode, prompt, count, chat.thinking_tokens("".join(text)))
 
