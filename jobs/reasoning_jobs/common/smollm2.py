@@ -25,7 +25,10 @@ GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 GGUF_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 LICENSE = "Apache-2.0"
 #: bumped when the conversion changes, so an old cached directory is not reused
-CONVERSION = "1"
+CONVERSION = "2"
+#: SmolLM2-Instruct's end of turn, which its upstream tokenizer names EOS; transformers releases read the GGUF's
+#: EOS differently (`<|endoftext|>` on the lent GPU's 5.17), so the conversion names it, whatever the release
+END_OF_TURN = "<|im_end|>"
 
 
 class AssetError(RuntimeError):
@@ -88,6 +91,9 @@ def convert(gguf: Path, out: Path) -> Path:
     tokenizer = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
     if getattr(tokenizer, "chat_template", None) is None:
         raise AssetError(f"{gguf}: the GGUF carries no chat template")
+    if END_OF_TURN not in tokenizer.get_vocab():
+        raise AssetError(f"{gguf}: the vocabulary has no {END_OF_TURN}, the chat template's end of turn")
+    tokenizer.eos_token = END_OF_TURN
     loaded = AutoModelForCausalLM.from_pretrained(str(gguf.parent), gguf_file=gguf.name, dtype=torch.bfloat16)
     # transformers marks a GGUF-loaded model as quantised and refuses to save it, although its weights are
     # already plain bf16 tensors: move them into a model built from the same config, which saves normally.
@@ -99,6 +105,9 @@ def convert(gguf: Path, out: Path) -> Path:
     if unexpected or [name for name in missing if name != "lm_head.weight"]:
         raise AssetError(f"{gguf}: converted weights do not fit the config (missing {missing}, extra {unexpected})")
     model.tie_weights()
+    end_of_turn = tokenizer.convert_tokens_to_ids(END_OF_TURN)
+    model.config.eos_token_id = end_of_turn
+    model.generation_config.eos_token_id = end_of_turn
     model.save_pretrained(scratch, safe_serialization=True)
     tokenizer.save_pretrained(scratch)
     (scratch / "LICENSE.txt").write_text(

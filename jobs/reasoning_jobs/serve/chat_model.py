@@ -17,8 +17,20 @@ from typing import Any
 
 from .contract import ChatRequest, SamplingParameters
 
-#: Tokens that end an assistant turn (Llama-3 chat format); whichever the tokenizer has are used.
-END_OF_TURN_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>")
+#: Tokens that end an assistant turn (Llama-3 and ChatML chat formats); whichever the tokenizer has are used.
+END_OF_TURN_TOKENS = ("<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<|im_end|>")
+
+
+def end_of_turn_ids(tokenizer: Any) -> list[int]:
+    """The chat format's end-of-turn tokens the vocabulary has, plus the tokenizer's EOS.
+
+    Both, not either: a GGUF-converted SmolLM2 has EOS `<|endoftext|>` under some transformers releases while its
+    template ends a turn with `<|im_end|>`, and a model stopped only at EOS writes past its turn."""
+    vocab = tokenizer.get_vocab()
+    ids = [int(vocab[token]) for token in END_OF_TURN_TOKENS if token in vocab]
+    if tokenizer.eos_token_id is not None and int(tokenizer.eos_token_id) not in ids:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids
 
 
 @dataclass(frozen=True)
@@ -61,10 +73,7 @@ class ChatModel:
             model = PeftModel.from_pretrained(model, adapter_path)
         self.device = device
         self.model: Any = model.to(device).eval()
-        vocab = self.tokenizer.get_vocab()
-        self.stop_token_ids = [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
-        if not self.stop_token_ids and self.tokenizer.eos_token_id is not None:
-            self.stop_token_ids = [int(self.tokenizer.eos_token_id)]
+        self.stop_token_ids = end_of_turn_ids(self.tokenizer)
         self.pad_token_id = int(self.tokenizer.pad_token_id or self.stop_token_ids[0])
         if self.tokenizer.pad_token is None:  # batches are padded; masked out, so any token will do
             self.tokenizer.pad_token = self.tokenizer.convert_ids_to_tokens(self.pad_token_id)

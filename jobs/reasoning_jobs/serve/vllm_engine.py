@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 from reasoning_operator.api.contract import THINK_CLOSE
 
-from .chat_model import END_OF_TURN_TOKENS
+from .chat_model import end_of_turn_ids
 from .contract import SamplingParameters
 
 T = TypeVar("T")
@@ -98,10 +98,7 @@ class VllmChat:
         self.tokenizer: Any = AutoTokenizer.from_pretrained(options.tokenizer or options.model)
         if getattr(self.tokenizer, "chat_template", None) is None:
             raise ValueError(f"tokenizer at {options.tokenizer or options.model} has no chat template")
-        vocab = self.tokenizer.get_vocab()
-        self.stop_token_ids = [vocab[token] for token in END_OF_TURN_TOKENS if token in vocab]
-        if not self.stop_token_ids and self.tokenizer.eos_token_id is not None:
-            self.stop_token_ids = [int(self.tokenizer.eos_token_id)]
+        self.stop_token_ids = end_of_turn_ids(self.tokenizer)
         self.has_adapter = options.adapter_path is not None
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="vllm-engine", daemon=True)
