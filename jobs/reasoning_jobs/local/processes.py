@@ -5,6 +5,7 @@ file the job writes."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -25,6 +26,19 @@ class StageFailedError(RuntimeError):
         #: What the stage's status must still say after its one-line failure message (e.g. where --force
         #: moved the earlier artifacts): the message's first line alone is what status shows.
         self.note = ""
+
+
+#: a traceback's last line (`module.Error: message`), which names what went wrong
+_EXCEPTION_LINE = re.compile(r"^[A-Za-z_][\w.]*(Error|Exception|NotFound|Exit|Interrupt)\b.*")
+
+
+def last_error(lines: list[str]) -> str:
+    """The last exception line of a log tail, else its last non-blank line: what a one-line status shows."""
+    found = [line.strip() for line in lines if _EXCEPTION_LINE.match(line.strip())]
+    if found:
+        return found[-1][:300]
+    rest = [line.strip() for line in lines if line.strip()]
+    return rest[-1][:300] if rest else "no output"
 
 
 def _command(stage: Stage, config: Path, extra: list[str]) -> list[str]:
@@ -78,7 +92,9 @@ def run_stage(
             raise
     if code != 0:
         tail = log_path.read_text(errors="replace").splitlines()[-15:]
-        raise StageFailedError(name, f"{name} exited with code {code}; see {log_path}:\n" + "\n".join(tail))
+        raise StageFailedError(
+            name, f"{name} exited with code {code}: {last_error(tail)} (see {log_path}):\n" + "\n".join(tail)
+        )
     if not termination.is_file() or not termination.read_text().strip():
         raise StageFailedError(name, f"{name} exited 0 but reported no result ({termination} is missing or empty)")
     return termination.read_text(encoding="utf-8")
@@ -107,8 +123,12 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                tail = "\n".join(self.log_path.read_text(errors="replace").splitlines()[-20:])
-                raise StageFailedError("serving", f"the server exited with code {self.proc.returncode}:\n{tail}")
+                tail = self.log_path.read_text(errors="replace").splitlines()[-20:]
+                raise StageFailedError(
+                    "serving",
+                    f"the server exited with code {self.proc.returncode}: {last_error(tail)} (see {self.log_path}):\n"
+                    + "\n".join(tail),
+                )
             try:
                 with urllib.request.urlopen(self.ready_url, timeout=2) as response:
                     if response.status == 200:

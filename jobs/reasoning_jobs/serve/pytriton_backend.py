@@ -11,7 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 
@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from .chat_model import ChatModel
 
 LOG = logging.getLogger(__name__)
+#: what a bind function returns (the vllm backend's served names)
+B = TypeVar("B")
 
 #: The most requests one generate call answers together, and how long the batcher waits to fill a batch
 #: when the model is idle (a busy model batches whatever queued meanwhile).
@@ -224,6 +226,12 @@ def start_triton(
     request); a load that still fails (a stub that dies starting) retries the whole start after a pause that
     grows.
     """
+    triton, _ = run_triton(lambda triton: bind_models(triton, models, instances=instances), ports, host, attempts)
+    return triton
+
+
+def run_triton(bind: Callable[[Triton], B], ports: Ports, host: str, attempts: int) -> tuple[Triton, B]:
+    """Triton started with what `bind` binds, retried whole (pauses that grow) up to `attempts` times."""
     prefer_interpreter_libpython()
     patch_pytriton()
     from pytriton.triton import Triton, TritonConfig
@@ -241,14 +249,16 @@ def start_triton(
     for attempt in range(1, attempts + 1):
         triton = Triton(config=config)
         try:
-            bind_models(triton, models, instances=instances)
+            bound = bind(triton)
             triton.run()
-            return triton
+            return triton, bound
         except Exception as error:
             triton.stop()
             if attempt == attempts:
                 raise
-            LOG.warning("Triton start failed (attempt %d/%d), retrying: %s", attempt, attempts, error)
+            LOG.warning(
+                "Triton start failed (attempt %d/%d), retrying: %s: %s", attempt, attempts, type(error).__name__, error
+            )
             time.sleep(2 * attempt)
     raise AssertionError("unreachable")
 

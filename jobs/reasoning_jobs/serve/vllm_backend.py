@@ -29,9 +29,7 @@ from reasoning_operator.api.contract import FINISH_REASON, NUM_OUTPUT_TOKENS, TE
 
 from .contract import STREAM_SUFFIX
 from .metrics import ServingMetrics
-from .python_library import prefer_interpreter_libpython
-from .pytriton_backend import Ports, _inputs, _text, answered_response, decode_request, failed_response
-from .pytriton_stub import patch_pytriton
+from .pytriton_backend import Ports, _inputs, _text, answered_response, decode_request, failed_response, run_triton
 from .vllm_engine import EngineOptions, VllmChat, adapter_rank
 
 if TYPE_CHECKING:
@@ -191,32 +189,11 @@ def start_vllm_triton(
     attempts: int = 3,
 ) -> tuple[Triton, list[str]]:
     """Start Triton with the engine's models bound and loaded (the engine is started already)."""
-    prefer_interpreter_libpython()
-    patch_pytriton()
-    from pytriton.triton import Triton, TritonConfig
 
-    config = TritonConfig(
-        http_address=host,
-        http_port=ports.http,
-        grpc_address=host,
-        grpc_port=ports.grpc,
-        metrics_address=host,
-        metrics_port=ports.metrics,
-        allow_gpu_metrics=False,
-        exit_timeout_secs=5,
-    )
-    for attempt in range(1, attempts + 1):
-        triton = Triton(config=config)
-        try:
-            names = bind_vllm_models(triton, chat, base_name, adapter_name, metrics, in_flight)
-            triton.run()
-            return triton, names
-        except Exception as error:
-            triton.stop()
-            if attempt == attempts:
-                raise
-            LOG.warning("Triton start failed (attempt %d/%d), retrying: %s", attempt, attempts, error)
-    raise AssertionError("unreachable")
+    def bind(triton: Triton) -> list[str]:
+        return bind_vllm_models(triton, chat, base_name, adapter_name, metrics, in_flight)
+
+    return run_triton(bind, ports, host, attempts)
 
 
 def drain(in_flight: InFlight, grace_seconds: float) -> bool:

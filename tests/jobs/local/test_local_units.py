@@ -169,3 +169,20 @@ def test_a_folder_that_is_no_stage_output_or_holds_the_input_is_never_moved(tmp_
     (both / "metrics.jsonl").write_text("{}\n")
     claim = claim_output(both, "training", "k2", inputs=(str(both / "training.jsonl"),))
     assert claim.moved_to is None and (both / "training.jsonl").is_file()
+
+
+def test_a_failed_process_is_summed_up_by_its_exception_line() -> None:
+    """The one line status shows names what went wrong, not only "exited with code 1:" (as on the H200,
+    where the table said only that while the log ended in `sh.CommandNotFound: .../tritonserver`)."""
+    import subprocess
+    import sys
+
+    from reasoning_jobs.local.processes import last_error
+
+    code = "import logging; logging.warning('retrying'); raise FileNotFoundError('tritonserver is not executable')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert done.returncode == 1
+    lines = (done.stderr + "\nshutting down\n").splitlines()
+    assert last_error(lines) == "FileNotFoundError: tritonserver is not executable"
+    assert last_error(["starting", "  ", "killed by the kernel", ""]) == "killed by the kernel"
+    assert last_error([]) == "no output"
