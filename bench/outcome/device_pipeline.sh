@@ -4,31 +4,37 @@
 # run directory (/tmp/rr-smollm2): the lent machine has no NeMo Curator or Ray, so the carried run directory holds
 # the generated dataset, the curated set and the runner's stage record, and the runner on the GPU machine reuses
 # curation by its input key (the dataset's fingerprint survives tar: names, sizes and mtimes) and runs training,
-# serving (PyTriton on the GPU, dynamic batching) and evaluation (tritonclient) itself.
+# serving and evaluation (tritonclient) itself.
 #
-# One call carries at most 64 MiB, so the parts go over several calls to a warm machine and wait in STATE:
-#   c1: gguf.part00 whl/          c2: gguf.part01 whl-serve/        c3: pytriton.tar.xz whl-serve/numpy-1.26.4
-#   c4: rundir.tar.gz             then: run
-#   bash bench/outcome/device_pipeline.sh CARRY stash|run [--set section.field=value ...]
+# One call carries at most 64 MiB and a call runs at most 10 minutes, so the parts go over several calls to a warm
+# machine and wait in STATE, and each run goes on in the background (setsid) between calls:
+#   c1: gguf.part00 whl/          c2: gguf.part01 whl-serve/
+#   c3: pytriton.tar.xz whl-serve/numpy-1.26.4 rundir.tar.gz      -> start   (the pytriton backend)
+#   c4: vllm.tar.xz.part00        c5: vllm.tar.xz.part01           c6: whl-vllm/ -> vllm (waits for the first run, then the
+#                                                                              same run directory on the vllm backend)
+#   any: wait NAME                (until that run ends; its files come back in $OUT)
+# pack_carry.py makes the folders c1..c6 from PyPI and a run directory whose curation ran on a CPU.
+#   bash bench/outcome/device_pipeline.sh CARRY stash|start|vllm|wait [NAME] [--set section.field=value ...]
 set -euo pipefail
 CARRY=$(cd "$1" && pwd); PHASE=$2; shift 2
-STATE=/root/pipeline-state; mkdir -p "$STATE/whl" "$STATE/whl-serve"
-for part in "$CARRY"/gguf.part0* "$CARRY"/pytriton.tar.xz "$CARRY"/rundir.tar.gz; do
+STATE=/root/pipeline-state; mkdir -p "$STATE/whl" "$STATE/whl-serve" "$STATE/whl-vllm"
+for part in "$CARRY"/gguf.part0* "$CARRY"/pytriton.tar.xz "$CARRY"/rundir.tar.gz "$CARRY"/vllm.tar.xz.part0*; do
   if [ -f "$part" ]; then cp "$part" "$STATE/"; fi
 done
-for folder in whl whl-serve; do
+for folder in whl whl-serve whl-vllm; do
   if [ -d "$CARRY/$folder" ]; then cp "$CARRY/$folder"/*.whl "$STATE/$folder/"; fi
 done
-if [ "$PHASE" = stash ]; then ls -la "$STATE" "$STATE"/whl*; exit 0; fi
-
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT"
 REPO=$(cd "$(dirname "$0")/../.." && pwd)
-python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$STATE"/whl/*.whl
+RUN_DIR=/tmp/rr-smollm2
+if [ "$PHASE" = stash ]; then ls -la "$STATE" "$STATE"/whl*; exit 0; fi
+
 # PyTriton 0.7's stub imports from the server's sys.exec_prefix and needs numpy < 2; the image's scipy needs numpy 2
 # (device_call.sh says how this was found): a venv holds numpy 1.26 + the serving stack, the image's packages come
 # after them (image.pth), and every process but the stub sees the image's numpy 2 first through PYTHONPATH.
 VENV=/root/serve-venv; SITE=$VENV/lib/python3.12/site-packages
-if [ ! -d "$SITE/pytriton" ]; then
+if [ ! -d "$SITE/pytriton" ] && [ -f "$STATE/pytriton.tar.xz" ]; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$STATE"/whl/*.whl
   python3 -m venv --without-pip "$VENV"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$STATE"/whl-serve/*.whl
   tar -C "$SITE" -xJf "$STATE/pytriton.tar.xz"
@@ -37,24 +43,65 @@ if [ ! -d "$SITE/pytriton" ]; then
   mkdir -p /tmp/site-numpy2 && ln -sfn "$IMAGE_NUMPY" /tmp/site-numpy2/numpy
   if [ -d "$IMAGE_NUMPY.libs" ]; then ln -sfn "$IMAGE_NUMPY.libs" /tmp/site-numpy2/numpy.libs; fi
 fi
-export PYTHONPATH=/tmp/site-numpy2:/tmp/site:$REPO/operator:$REPO/jobs
+# vLLM 0.26.0 (the last release built for the image's torch 2.11; the lock's 0.33.0 pins torch 2.14), slimmed to
+# what a Hopper GPU runs (its FA2 kernels, Rust frontend and DeepGEMM/SM100 headers left out: pack_carry.py) and
+# the dependencies the image lacks, in a folder of their own.
+if [ "$PHASE" = vllm ] && [ ! -d /tmp/site-vllm/vllm ]; then
+  mkdir -p /tmp/site-vllm
+  cat "$STATE"/vllm.tar.xz.part0* | tar -C /tmp/site-vllm -xJ
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-vllm "$STATE"/whl-vllm/*.whl
+fi
+export PYTHONPATH=/tmp/site-numpy2:/tmp/site-vllm:/tmp/site:$REPO/operator:$REPO/jobs
+# FlashInfer is left out of the carried closure (pack_carry.py): vLLM samples with its own top-k/top-p kernels then
+export VLLM_USE_FLASHINFER_SAMPLER=0
 PY=$VENV/bin/python
-# The model: the runner converts the wheel's GGUF once (reasoning_jobs.common.smollm2), from the cache.
 export REASONING_CACHE=/root/reasoning-cache
 GGUF=$REASONING_CACHE/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
-if [ ! -f "$GGUF" ]; then mkdir -p "$(dirname "$GGUF")" && cat "$STATE"/gguf.part00 "$STATE"/gguf.part01 > "$GGUF"; fi
-if [ ! -d /tmp/rr-smollm2 ]; then tar -C /tmp -xzf "$STATE/rundir.tar.gz"; fi
-{
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  "$PY" -c "import numpy, torch, transformers, peft, pytriton, tritonclient; print('numpy', numpy.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
-} | tee "$OUT/machine.txt"
-cd "$REPO"
-set +e
-PYTHONUNBUFFERED=1 "$PY" -m reasoning_operator.cli run examples/smollm2-reasoning.yaml --run-dir /tmp/rr-smollm2 "$@" \
-  2>&1 | tee "$OUT/run.log"
-rc=${PIPESTATUS[0]}
-set -e
-cp /tmp/rr-smollm2/status.yaml /tmp/rr-smollm2/report.md "$OUT/" 2>/dev/null || true
-find /tmp/rr-smollm2 -name results.json -newer "$STATE/rundir.tar.gz" -exec cp {} "$OUT/" \; 2>/dev/null || true
-tar -C /tmp/rr-smollm2 -czf "$OUT/logs.tar.gz" logs stages configs 2>/dev/null || true
-exit "$rc"
+
+launch() {  # NAME ARGS...: `reasoning run` in the background, its log and exit status in $STATE/NAME.*
+  local name=$1; shift
+  rm -f "$STATE/$name.rc"
+  setsid bash -c "cd '$REPO' && PYTHONUNBUFFERED=1 '$PY' -m reasoning_operator.cli run examples/smollm2-reasoning.yaml \
+    --run-dir $RUN_DIR $* > '$STATE/$name.log' 2>&1; echo \$? > '$STATE/$name.rc'" < /dev/null > /dev/null 2>&1 &
+  echo "started $name"
+}
+collect() {  # NAME: the run's files into $OUT (at most 8 files come back)
+  local name=$1
+  mkdir -p "$OUT/$name"
+  cp "$STATE/$name.log" "$OUT/$name/run.log"
+  cp "$RUN_DIR/status.yaml" "$RUN_DIR/report.md" "$OUT/$name/" 2>/dev/null || true
+  tar -C "$RUN_DIR" -czf "$OUT/$name/files.tar.gz" logs stages configs \
+    $(cd "$RUN_DIR" && find workspace/runs -name '*.json' -o -name '*.jsonl' -size -20M | grep -v curated) 2>/dev/null || true
+}
+wait_for() {  # NAME SECONDS: wait until the run ends or SECONDS pass; collect; exit with its status (124 if running)
+  local name=$1 seconds=$2 waited=0
+  while [ ! -f "$STATE/$name.rc" ] && [ "$waited" -lt "$seconds" ]; do sleep 5; waited=$((waited + 5)); done
+  collect "$name"
+  tail -n 40 "$STATE/$name.log"
+  if [ -f "$STATE/$name.rc" ]; then exit "$(cat "$STATE/$name.rc")"; fi
+  echo "$name still running after ${seconds}s"; exit 124
+}
+
+case "$PHASE" in
+  start)
+    if [ ! -f "$GGUF" ]; then mkdir -p "$(dirname "$GGUF")" && cat "$STATE"/gguf.part00 "$STATE"/gguf.part01 > "$GGUF"; fi
+    if [ ! -d "$RUN_DIR" ]; then tar -C /tmp -xzf "$STATE/rundir.tar.gz"; fi
+    {
+      nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+      "$PY" -c "import numpy, torch, transformers, peft, pytriton, tritonclient; print('numpy', numpy.__version__, 'torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__)"
+    } | tee "$STATE/machine.txt"
+    launch pytriton --set serving.gpus=1 "$@"
+    wait_for pytriton 30 ;;
+  vllm)
+    "$PY" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" | tee -a "$STATE/machine.txt"
+    # The same run directory: curation and training are reused by their keys, serving and evaluation run again.
+    waited=0
+    while [ ! -f "$STATE/pytriton.rc" ] && [ "$waited" -lt 420 ]; do sleep 5; waited=$((waited + 5)); done
+    if [ ! -f "$STATE/pytriton.rc" ]; then collect pytriton; tail -n 20 "$STATE/pytriton.log"; echo "pytriton still running"; exit 124; fi
+    collect pytriton
+    launch vllm --set serving.gpus=1 --set serving.backend=vllm --set serving.maxModelLen=4096 "$@"
+    wait_for vllm 360 ;;
+  wait)
+    wait_for "$1" 540 ;;
+  *) echo "unknown phase $PHASE" >&2; exit 2 ;;
+esac
