@@ -25,9 +25,14 @@ def _sorted(scores: Sequence[CellScore]) -> list[CellScore]:
     return sorted(scores, key=lambda s: (s.benchmark, s.model, s.mode))
 
 
+def _served_by(config: EvaluationStageConfig) -> str:
+    return f" ({config.served_by} backend)" if config.served_by else ""
+
+
 def write_results_json(run: EvaluationRun, config: EvaluationStageConfig, path: Path) -> Path:
     payload = {
         "server_url": config.server_url,
+        "served_by": config.served_by,
         "models": list(config.models),
         "evaluation": config.evaluation.to_wire(),
         "seed": config.evaluation.seed,
@@ -104,7 +109,7 @@ def write_markdown(
     lines = [
         "# Evaluation report",
         "",
-        f"Server: `{config.server_url}` · models: {', '.join(config.models)} · "
+        f"Server: `{config.server_url}`{_served_by(config)} · models: {', '.join(config.models)} · "
         f"modes: {', '.join(config.evaluation.modes)} · seed {config.evaluation.seed}",
         "",
         f"![accuracy by model and reasoning mode]({chart.name})",
@@ -162,7 +167,8 @@ def write_html(
 <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f3f3f3}}</style></head>
 <body><h1>Evaluation report</h1>
-<p>Server <code>{html.escape(config.server_url)}</code>; models {html.escape(", ".join(config.models))};
+<p>Server <code>{html.escape(config.server_url)}</code>{html.escape(_served_by(config))};
+models {html.escape(", ".join(config.models))};
 modes {html.escape(", ".join(config.evaluation.modes))}; seed {config.evaluation.seed}.</p>
 <img src="{html.escape(chart.name)}" alt="accuracy by model and reasoning mode">
 <table><thead><tr>{head}</tr></thead><tbody>{rows}</tbody></table>

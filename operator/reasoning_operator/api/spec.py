@@ -256,8 +256,11 @@ class TrainingSpec(ApiModel):
     backoff_limit: int = Field(default=3, ge=0, le=100, description="Pod retries; each resumes from a checkpoint.")
 
 
+ServingBackend = Literal["vllm", "pytriton"]
+
+
 class ServingSpec(ApiModel):
-    backend: Literal["vllm", "pytriton"] = Field(
+    backend: ServingBackend = Field(
         default="vllm",
         description="vllm: a vLLM engine inside Triton (GPU; gpus 0 runs vLLM's CPU build), base + LoRA adapter "
         "only; pytriton: transformers inside Triton (CPU/dev), also serves fully fine-tuned weights.",

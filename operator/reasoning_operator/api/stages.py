@@ -11,7 +11,16 @@ from pydantic import Field
 from .base import ApiModel
 from .contract import ADAPTER_MODEL_NAME, BASE_MODEL_NAME, GRPC_PORT, HTTP_PORT, METRICS_PORT, OPENAI_PORT
 from .export import ExportSpec
-from .spec import CurationSpec, DatasetSpec, EvaluationSpec, ModelSpec, ReasoningRunSpec, ServingSpec, TrainingSpec
+from .spec import (
+    CurationSpec,
+    DatasetSpec,
+    EvaluationSpec,
+    ModelSpec,
+    ReasoningRunSpec,
+    ServingBackend,
+    ServingSpec,
+    TrainingSpec,
+)
 from .tracking import TrackingSpec
 
 T = TypeVar("T", bound=ApiModel)
@@ -79,6 +88,11 @@ class EvaluationStageConfig(ApiModel):
         default=None, description="The training output the server serves: its inputs key is part of this stage's."
     )
     tracking: TrackingSpec | None = Field(default=None, description="Not part of the inputs key.")
+    served_by: ServingBackend | None = Field(
+        default=None,
+        description="The serving backend that answers: part of the inputs key, so results another backend gave "
+        "are moved aside, not overwritten.",
+    )
 
 
 class ExportStageConfig(ApiModel):
@@ -139,6 +153,7 @@ def stage_configs(
             output_dir=f"{run_dir}/eval",
             trained_dir=trained,
             tracking=spec.tracking,
+            served_by=spec.serving.backend,
         ),
         export=None
         if spec.export is None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -186,3 +187,22 @@ def test_a_failed_process_is_summed_up_by_its_exception_line() -> None:
     assert last_error(lines) == "FileNotFoundError: tritonserver is not executable"
     assert last_error(["starting", "  ", "killed by the kernel", ""]) == "killed by the kernel"
     assert last_error([]) == "no output"
+
+
+def test_results_of_another_serving_backend_are_moved_aside_not_overwritten(tmp_path: Path) -> None:
+    """On the H200 the same run directory was evaluated on vLLM, then on PyTriton: the second results.json
+    overwrote the first, because the evaluation's key left out what served the answers."""
+    from reasoning_jobs.common.artifacts import claim_output, evaluation_key
+    from reasoning_operator.api.stages import stage_configs
+
+    def config(backend: str) -> Any:
+        spec = load_manifest(REPO / "examples" / "smollm2-reasoning.yaml", [f"serving.backend={backend}"]).spec
+        return stage_configs(spec, str(tmp_path), "http://x:8000").evaluation
+
+    vllm, pytriton = config("vllm"), config("pytriton")
+    assert vllm.served_by == "vllm" and pytriton.served_by == "pytriton"
+    out = tmp_path / "eval"
+    claim_output(out, "evaluation", evaluation_key(vllm))
+    (out / "results.json").write_text("answers vLLM gave")
+    moved = claim_output(out, "evaluation", evaluation_key(pytriton)).moved_to
+    assert moved is not None and (Path(moved) / "results.json").read_text() == "answers vLLM gave"
