@@ -8,9 +8,11 @@ by the next one."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
@@ -230,8 +232,24 @@ def start_triton(
     return triton
 
 
+def check_triton_binaries(pytriton_dir: Path) -> None:
+    """Refuse, naming the file, a PyTriton whose Triton binaries are not executable (a wheel unpacked by a tool
+    that drops file modes, as Python's zipfile does): PyTriton itself says only `CommandNotFound: <path>`."""
+    binaries = [pytriton_dir / "tritonserver" / "bin" / "tritonserver"]
+    binaries += sorted((pytriton_dir / "tritonserver").glob("python_backend_stubs/*/triton_python_backend_stub"))
+    for binary in binaries:
+        if binary.is_file() and not os.access(binary, os.X_OK):
+            raise RuntimeError(
+                f"{binary} is not executable: PyTriton's wheel was unpacked without file modes "
+                "(install it with pip or uv, or chmod +x its tritonserver/bin and python_backend_stubs files)"
+            )
+
+
 def run_triton(bind: Callable[[Triton], B], ports: Ports, host: str, attempts: int) -> tuple[Triton, B]:
     """Triton started with what `bind` binds, retried whole (pauses that grow) up to `attempts` times."""
+    import pytriton
+
+    check_triton_binaries(Path(pytriton.__file__).parent)
     prefer_interpreter_libpython()
     patch_pytriton()
     from pytriton.triton import Triton, TritonConfig
