@@ -315,14 +315,15 @@ def test_a_reasoning_run_succeeds_on_the_real_node(cluster: Cluster) -> None:
     assert "ServingReady" in conditions, status["conditions"]
     # The operator posts a plan's Events after its status patch (best effort), so they may trail the phase.
     expected = {"CurationSucceeded", "TrainingSucceeded", "EvaluationSucceeded", "RunSucceeded"}
-    deadline = time.monotonic() + 30
-    while True:
+
+    def reasons() -> set[str]:
         events = c.core.list_namespaced_event(c.namespace).items
-        reasons = {e.reason for e in events if e.involved_object.kind == "ReasoningRun"}
-        if expected <= reasons or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    assert expected <= reasons, reasons
+        return {e.reason for e in events if e.involved_object.kind == "ReasoningRun"}
+
+    try:
+        wait_until(lambda: expected <= reasons(), timeout=30, interval=1, what=f"the run's Events {sorted(expected)}")
+    except TimeoutError as err:
+        raise AssertionError(f"{err}; posted: {sorted(reasons())}") from err
 
     # Each stage ran once, on the real node, from the image reference the operator wrote.
     jobs = [j for j in c.batch.list_namespaced_job(c.namespace).items if j.metadata.name != "seed-inputs"]
