@@ -73,9 +73,14 @@ collect() {  # NAME: the run's files into $OUT (at most 8 files come back)
   tar -C "$RUN_DIR" -czf "$OUT/$name/files.tar.gz" logs stages configs \
     $(cd "$RUN_DIR" && find workspace/runs -name '*.json' -o -name '*.jsonl' -size -20M | grep -v curated) 2>/dev/null || true
 }
-wait_for() {  # NAME SECONDS: wait until the run ends or SECONDS pass; collect; exit with its status (124 if running)
+ended() {  # NAME SECONDS: wait until the run ends or SECONDS pass; true if it ended
   local name=$1 seconds=$2 waited=0
   while [ ! -f "$STATE/$name.rc" ] && [ "$waited" -lt "$seconds" ]; do sleep 5; waited=$((waited + 5)); done
+  [ -f "$STATE/$name.rc" ]
+}
+wait_for() {  # NAME SECONDS: wait until the run ends or SECONDS pass; collect; exit with its status (124 if running)
+  local name=$1 seconds=$2
+  ended "$name" "$seconds" || true
   collect "$name"
   tail -n 40 "$STATE/$name.log"
   if [ -f "$STATE/$name.rc" ]; then exit "$(cat "$STATE/$name.rc")"; fi
@@ -95,9 +100,7 @@ case "$PHASE" in
   vllm)
     "$PY" -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)" | tee -a "$STATE/machine.txt"
     # The same run directory: curation and training are reused by their keys, serving and evaluation run again.
-    waited=0
-    while [ ! -f "$STATE/pytriton.rc" ] && [ "$waited" -lt 420 ]; do sleep 5; waited=$((waited + 5)); done
-    if [ ! -f "$STATE/pytriton.rc" ]; then collect pytriton; tail -n 20 "$STATE/pytriton.log"; echo "pytriton still running"; exit 124; fi
+    ended pytriton 420 || wait_for pytriton 0   # still running: its files so far, exit 124
     collect pytriton
     launch vllm --set serving.gpus=1 --set serving.backend=vllm --set serving.maxModelLen=4096 "$@"
     wait_for vllm 360 ;;

