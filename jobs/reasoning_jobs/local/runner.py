@@ -1,4 +1,4 @@
-"""`reasoning run`: the four stages of a ReasoningRun on this machine, in sequence, with the same job code
+"""`reasoning run`: the stages of a ReasoningRun on this machine, in the registry's order, with the same job code
 and stage configs the operator uses, and a status that reads like the custom resource's."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -18,29 +18,25 @@ from rich.console import Console
 from reasoning_jobs.common.artifacts import move_aside
 from reasoning_operator.api import (
     ApiModel,
-    CurationResult,
-    EvaluationResult,
-    ExportResult,
     Phase,
     ReasoningRunStatus,
+    ServingStageConfig,
     Stage,
     StageConfigs,
     StagePhase,
-    TrainingResult,
     seconds_between,
     stage_configs,
     timestamp,
     transitions,
 )
 from reasoning_operator.api.contract import PROGRAM, config_file_name, job_args
+from reasoning_operator.api.stage_defs import StageDef, StageKind, pipeline
 
 from .assets import prepare
 from .cache import StageCache, StageRecord, fingerprint, stage_key
 from .manifest import Manifest
 from .processes import Server, StageFailedError, run_stage
 from .workspace import localize_spec
-
-R = TypeVar("R", bound=ApiModel)
 
 
 def _now() -> str:
@@ -106,7 +102,11 @@ class LocalRun:
         path.write_text(yaml.safe_dump(config.to_wire(), sort_keys=False), encoding="utf-8")
         return path
 
-    def _job(self, stage: Stage, config: ApiModel, key: str, model: type[R]) -> R:
+    def _job(self, definition: StageDef, config: ApiModel, key: str) -> ApiModel:
+        """A Job stage's job as a local process (or its recorded result, where its inputs key is unchanged)."""
+        stage, model = definition.stage, definition.result
+        if model is None:
+            raise ValueError(f"stage {stage.value} reports no result")
         cached = None if self.force else self.cache.get(stage.value, key)
         if cached is not None:
             result = model.model_validate(cached.result)
@@ -168,62 +168,57 @@ class LocalRun:
         except ValueError as err:
             raise StageFailedError("curation", str(err)) from err
 
+    def _keys(self, configs: StageConfigs) -> dict[Stage, str]:
+        """Each Job stage's inputs key: its config (less where this run listens), the fingerprints of what it
+        reads (key_sources), the service's config for a stage that talks to it, and the key of the Job stage
+        before it, so a change upstream invalidates everything after."""
+        keys: dict[Stage, str] = {}
+        upstream: str | None = None
+        served: dict[str, Any] | None = None
+        for d in pipeline(self.spec):
+            config = configs.get(d.stage)
+            if config is None:
+                raise ValueError(f"stage {d.name} has no config")
+            wire = {k: v for k, v in config.to_wire().items() if k not in d.volatile}
+            if d.kind == StageKind.SERVICE:
+                served = wire
+                continue
+            inputs = {**wire, **{name: fingerprint(source) for name, source in d.key_sources(self.spec).items()}}
+            if d.uses_service:
+                inputs["served"] = served
+            keys[d.stage] = upstream = stage_key(d.name, inputs, upstream)
+        return keys
+
     def run(self) -> ReasoningRunStatus:
+        """Every stage of the run's pipeline in order (the registry's): a Job stage runs its job (or reuses its
+        output by key), the service starts once a later stage needs it and stops once none does."""
         self.root.mkdir(parents=True, exist_ok=True)
         self._save_status()
-        stage = Stage.CURATION
+        stages = pipeline(self.spec)
+        stage = stages[0].stage
         server: Server | None = None
         try:
             self._prepare_assets()
             port = _free_port()
             configs = self._configs(f"http://127.0.0.1:{port}")
-            curation_inputs = {**configs.curation.to_wire(), "data": fingerprint(self.spec.dataset.source)}
-            curation_key = stage_key("curation", curation_inputs, None)
-            self.status.curation = self._job(Stage.CURATION, configs.curation, curation_key, CurationResult)
-
-            stage = Stage.TRAINING
-            training_inputs = {**configs.training.to_wire(), "base": fingerprint(self.spec.model.name)}
-            training_key = stage_key("training", training_inputs, curation_key)
-            self.status.training = self._job(Stage.TRAINING, configs.training, training_key, TrainingResult)
-
-            # What is evaluated: the served models and the evaluation settings, not the ports of this run.
-            ports = {"httpPort", "grpcPort", "metricsPort", "openaiPort"}
-            served = {k: v for k, v in configs.serving.to_wire().items() if k not in ports}
-            evaluation_wire = {k: v for k, v in configs.evaluation.to_wire().items() if k != "serverUrl"}
-            evaluation_key = stage_key("evaluation", {"evaluation": evaluation_wire, "served": served}, training_key)
-
-            stage = Stage.SERVING
-            if not self.force and self.cache.get(Stage.EVALUATION.value, evaluation_key) is not None:
-                self._mark(stage, StagePhase.SUCCEEDED, "NotNeeded", "evaluation results are reused: no server")
-            else:
-                serving = configs.serving.model_copy(
-                    update={
-                        "http_port": port,
-                        "grpc_port": _free_port(),
-                        "metrics_port": _free_port(),
-                        "openai_port": _free_port(),
-                    }
-                )
-                self._mark(stage, StagePhase.RUNNING, "Starting", f"Triton (PyTriton) on 127.0.0.1:{port}")
-                server = Server(
-                    self._write_config(stage, serving),
-                    self.root / "logs" / "serving.log",
-                    f"http://127.0.0.1:{port}/v2/models/{serving.adapter_model_name}/ready",
-                    extra=["--host", "127.0.0.1"],
-                )
-                server.start()
-                self._mark(stage, StagePhase.SUCCEEDED, "Ready", f"ready on http://127.0.0.1:{port}")
-
-            stage = Stage.EVALUATION
-            evaluation = self._job(Stage.EVALUATION, configs.evaluation, evaluation_key, EvaluationResult)
-            self.status.evaluation = evaluation
-            self.status.headline_accuracy = evaluation.headline()
-            if configs.export is not None:
-                self._stop_server(server)  # the export loads the model again: free the server's memory first
-                server = None
-                stage = Stage.EXPORT
-                export_key = stage_key("export", configs.export.to_wire(), evaluation_key)
-                self.status.export = self._job(Stage.EXPORT, configs.export, export_key, ExportResult)
+            keys = self._keys(configs)
+            for i, d in enumerate(stages):
+                stage = d.stage
+                config = configs.get(stage)
+                assert config is not None  # _keys checked
+                users = [u for u in stages[i + 1 :] if u.uses_service]
+                if d.kind == StageKind.SERVICE:
+                    if not self.force and all(self.cache.get(u.name, keys[u.stage]) is not None for u in users):
+                        names = " and ".join(u.name for u in users)
+                        self._mark(stage, StagePhase.SUCCEEDED, "NotNeeded", f"{names} results are reused: no server")
+                    else:
+                        server = self._start_server(stage, config, port)
+                    continue
+                if server is not None and not d.uses_service:
+                    self._stop_server(server)  # no later stage talks to it (export loads the model again): free it
+                    server = None
+                setattr(self.status, d.name, self._job(d, config, keys[stage]))
+                self.status.headline_accuracy = self.status.evaluation.headline() if self.status.evaluation else None
             self._finish(Phase.SUCCEEDED, "all stages finished")
         except StageFailedError as err:
             first_line = (str(err).splitlines() or [""])[0]
@@ -236,6 +231,29 @@ class LocalRun:
         finally:
             self._stop_server(server)
         return self.status
+
+    def _start_server(self, stage: Stage, config: ApiModel, port: int) -> Server:
+        """Triton (PyTriton) on this machine, on free ports, until no later stage needs it."""
+        if not isinstance(config, ServingStageConfig):
+            raise TypeError(f"the local runner serves a ServingStageConfig, not {type(config).__name__}")
+        serving = config.model_copy(
+            update={
+                "http_port": port,
+                "grpc_port": _free_port(),
+                "metrics_port": _free_port(),
+                "openai_port": _free_port(),
+            }
+        )
+        self._mark(stage, StagePhase.RUNNING, "Starting", f"Triton (PyTriton) on 127.0.0.1:{port}")
+        server = Server(
+            self._write_config(stage, serving),
+            self.root / "logs" / f"{stage.value}.log",
+            f"http://127.0.0.1:{port}/v2/models/{serving.adapter_model_name}/ready",
+            extra=["--host", "127.0.0.1"],
+        )
+        server.start()
+        self._mark(stage, StagePhase.SUCCEEDED, "Ready", f"ready on http://127.0.0.1:{port}")
+        return server
 
     def _stop_server(self, server: Server | None) -> None:
         if server is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import re
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ import yaml
 from pydantic.json_schema import GenerateJsonSchema, JsonSchemaValue
 from pydantic_core import core_schema
 
+from . import stage_codegen
 from .base import GROUP, KIND, PLURAL, SHORT_NAMES, SINGULAR, VERSION, cel
 from .spec import ReasoningRunSpec
 from .status import ReasoningRunStatus
@@ -212,8 +214,19 @@ def render() -> str:
     return HEADER + yaml.dump(crd(), Dumper=_QuotingDumper, sort_keys=False, width=120)
 
 
-def main(check: bool = typer.Option(False, "--check", help="Fail if the checked-in YAML is stale.")) -> None:
-    """Write (or check) crds/reasoningruns.yaml and the Helm chart's copy."""
+def main(check: bool = typer.Option(False, "--check", help="Fail if the checked-in files are stale.")) -> None:
+    """Write (or check) the stages' typed members (api/stage_members.py), then crds/reasoningruns.yaml and the
+    Helm chart's copy."""
+    members = stage_codegen.stale_members()
+    if members is not None and check:
+        typer.echo(f"stale: {stage_codegen.MEMBERS_PATH.relative_to(REPO_ROOT)} (run `reasoning crds`)", err=True)
+        raise typer.Exit(code=1)
+    if members is not None:
+        # The CRD is rendered from the models these members are part of: a fresh interpreter renders it.
+        stage_codegen.MEMBERS_PATH.write_text(members, encoding="utf-8")
+        typer.echo(f"wrote {stage_codegen.MEMBERS_PATH.relative_to(REPO_ROOT)}")
+        subprocess.run([sys.executable, "-m", "reasoning_operator.api.crd"], check=True)
+        return
     text = render()
     stale = [p for p in CRD_PATHS if not p.exists() or p.read_text(encoding="utf-8") != text]
     if check:

@@ -21,6 +21,7 @@ from .spec import (
     ServingSpec,
     TrainingSpec,
 )
+from .stage_members import Stage
 from .tracking import TrackingSpec
 
 T = TypeVar("T", bound=ApiModel)
@@ -115,6 +116,11 @@ class StageConfigs(ApiModel):
     serving: ServingStageConfig
     evaluation: EvaluationStageConfig
     export: ExportStageConfig | None = None
+
+    def get(self, stage: Stage) -> ApiModel | None:
+        """The stage's config (None: the run has no such stage)."""
+        config: ApiModel | None = getattr(self, stage.value)
+        return config
 
 
 def stage_configs(

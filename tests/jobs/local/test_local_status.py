@@ -27,21 +27,33 @@ RESULTS: dict[Stage, dict[str, Any]] = {
 }
 
 
+#: What the stubbed processes were asked to do, in order: ("run", stage), ("start", "serving"), ("stop", "serving").
+CALLS: list[tuple[str, str]] = []
+
+
 class _Server:
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.stopped = False
 
     def start(self) -> None:
-        pass
+        CALLS.append(("start", "serving"))
 
     def stop(self) -> None:
+        CALLS.append(("stop", "serving"))
         self.stopped = True
 
 
 def _run(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, export: bool = False, fail: Stage | None = None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    export: bool = False,
+    fail: Stage | None = None,
+    training: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
+    CALLS.clear()
+
     def run_stage(stage: Stage, *args: Any, **kwargs: Any) -> str:
+        CALLS.append(("run", stage.value))
         if stage == fail:
             raise StageFailedError(stage.value, f"{stage.value} exited with code 1; see the log:\nboom")
         return json.dumps(RESULTS[stage])
@@ -54,6 +66,8 @@ def _run(
     spec: dict[str, Any] = {"dataset": {"source": "/workspace/data"}, "model": {"name": "/workspace/model"}}
     if export:
         spec["export"] = {"destination": "/workspace/export"}
+    if training:
+        spec["training"] = training
     manifest = Manifest(name="r", spec=ReasoningRunSpec.model_validate(spec))
     local = runner.LocalRun(manifest, tmp_path / "run", echo=False)
     local.run()
@@ -98,6 +112,34 @@ def test_a_run_with_export(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     assert status["phase"] == "Succeeded"
     assert ("Exported", "True", "Completed", "finished in 0s") in _conditions(status)
     assert status["stages"]["export"]["phase"] == "Succeeded" and status["export"]["files"] == 2
+    # The server is up only while a stage that talks to it runs: stopped before the export loads the model.
+    assert CALLS == [
+        ("run", "curation"),
+        ("run", "training"),
+        ("start", "serving"),
+        ("run", "evaluation"),
+        ("stop", "serving"),
+        ("run", "export"),
+    ]
+
+
+def test_a_second_run_reuses_every_stage_and_starts_no_server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _run(tmp_path, monkeypatch, export=True)
+    status = _run(tmp_path, monkeypatch, export=True)
+    assert CALLS == [] and status["phase"] == "Succeeded"
+    reasons = {c["type"]: c["reason"] for c in status["conditions"]}
+    assert reasons["ServingReady"] == "NotNeeded"
+    assert all(reasons[kind] == "Cached" for kind in ("DataCurated", "ModelTrained", "Evaluated", "Exported"))
+    assert status["stages"]["serving"]["message"] == "evaluation results are reused: no server"
+    assert status["export"]["files"] == 2 and status["headlineAccuracy"] == "gpqa_diamond/on: 0.500"
+
+
+def test_a_changed_stage_runs_again_with_everything_after_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each key holds the one before it: a changed training config re-runs training, serving and evaluation,
+    and reuses curation."""
+    _run(tmp_path, monkeypatch)
+    _run(tmp_path, monkeypatch, training={"learningRate": 2e-4})
+    assert CALLS == [("run", "training"), ("start", "serving"), ("run", "evaluation"), ("stop", "serving")]
 
 
 def test_a_failed_stage_fails_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -8,7 +8,7 @@ from enum import StrEnum
 
 from ..base import ApiModel
 from ..spec import CurationCluster, ReasoningRunSpec, Resources
-from ..status import ConditionType, Phase, Stage
+from ..stage_members import ConditionType, Phase, Stage
 
 
 class StageKind(StrEnum):
@@ -38,17 +38,23 @@ def _no_cluster(spec: ReasoningRunSpec) -> CurationCluster | None:
     return None
 
 
+def _no_sources(spec: ReasoningRunSpec) -> dict[str, str]:
+    return {}
+
+
 @dataclass(frozen=True)
 class StageDef:
     """One stage: what the run's status, the operator's children, the CLI and the local runner know of it.
     The callables read the run's spec (pure); the defaults are the common case."""
 
-    stage: Stage
+    #: The stage's name: its Stage member, its status fields (status.stages.<name>, status.<name>), its config's
+    #: key in the run's ConfigMap and its child's name suffix.
+    name: str
     kind: StageKind
-    #: The run's phase while this stage is the current one.
-    phase: Phase
-    #: The condition this stage's outcome is written to.
-    condition: ConditionType
+    #: The run's phase while this stage is the current one (a Phase member).
+    phase_name: str
+    #: The condition this stage's outcome is written to (a ConditionType member).
+    condition_name: str
     #: `reasoning <subcommand> --config FILE` runs the stage's job (the wire contract's JOB_SUBCOMMANDS).
     subcommand: str
     #: The module whose `main` is that subcommand, and its one-line help.
@@ -79,3 +85,24 @@ class StageDef:
     uses_service: bool = False
     #: JOB: a KubeRay cluster to run on instead of a single pod (a RayJob), where the spec asks for one.
     ray_cluster: Callable[[ReasoningRunSpec], CurationCluster | None] = _no_cluster
+    #: What the stage reads besides its config, by name: paths or model ids whose content (a fingerprint) is part
+    #: of its inputs key, so a local run reuses its output only while they are unchanged.
+    key_sources: Callable[[ReasoningRunSpec], dict[str, str]] = _no_sources
+    #: Config fields that say where this run's processes listen (ports, the server's URL), not what the stage
+    #: computes: left out of its inputs key.
+    volatile: frozenset[str] = frozenset()
+    #: Where `enabled` can say no: when the stage is there (its status record is then optional, with this note).
+    optional_note: str | None = None
+
+    # The typed members generated from the names above (stage_members.py, `reasoning crds`).
+    @property
+    def stage(self) -> Stage:
+        return Stage(self.name)
+
+    @property
+    def phase(self) -> Phase:
+        return Phase(self.phase_name)
+
+    @property
+    def condition(self) -> ConditionType:
+        return ConditionType(self.condition_name)

@@ -1,14 +1,13 @@
 """Curation: the raw dataset -> training.jsonl (one pod, or a KubeRay cluster with spec.curation.cluster)."""
 
 from ..results import CurationResult
-from ..status import ConditionType, Phase, Stage
 from .base import StageDef, StageKind
 
 CURATION = StageDef(
-    stage=Stage.CURATION,
+    name="curation",
     kind=StageKind.JOB,
-    phase=Phase.CURATING,
-    condition=ConditionType.DATA_CURATED,
+    phase_name="Curating",
+    condition_name="DataCurated",
     subcommand="curate",
     module="reasoning_jobs.curate.cli",
     help="Curation job: Llama-Nemotron data -> training.jsonl.",
@@ -18,4 +17,5 @@ CURATION = StageDef(
     env_from_secret=lambda spec: spec.dataset.credentials_secret,  # object-store credentials, if any
     shm=True,  # Ray's object store lives in /dev/shm
     ray_cluster=lambda spec: spec.curation.cluster,
+    key_sources=lambda spec: {"data": spec.dataset.source},
 )

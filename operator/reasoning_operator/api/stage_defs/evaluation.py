@@ -1,14 +1,13 @@
 """Evaluation: the benchmarks against the served models, reasoning on and off."""
 
 from ..results import EvaluationResult
-from ..status import ConditionType, Phase, Stage
 from .base import StageDef, StageKind
 
 EVALUATION = StageDef(
-    stage=Stage.EVALUATION,
+    name="evaluation",
     kind=StageKind.JOB,
-    phase=Phase.EVALUATING,
-    condition=ConditionType.EVALUATED,
+    phase_name="Evaluating",
+    condition_name="Evaluated",
     subcommand="evaluate",
     module="reasoning_jobs.evaluate.cli",
     help="Evaluation job: GPQA/MMLU, reasoning on vs off.",
@@ -17,4 +16,5 @@ EVALUATION = StageDef(
     result=EvaluationResult,
     tracked=True,
     uses_service=True,
+    volatile=frozenset({"serverUrl"}),
 )

@@ -4,14 +4,13 @@ In the training image (it holds torch, transformers, peft and s3fs), on the CPU 
 merging loads the same model. The destination's credentials come from spec.export.credentialsSecret."""
 
 from ..results import ExportResult
-from ..status import ConditionType, Phase, Stage
 from .base import StageDef, StageKind
 
 EXPORT = StageDef(
-    stage=Stage.EXPORT,
+    name="export",
     kind=StageKind.JOB,
-    phase=Phase.EXPORTING,
-    condition=ConditionType.EXPORTED,
+    phase_name="Exporting",
+    condition_name="Exported",
     subcommand="export",
     module="reasoning_jobs.export.cli",
     help="Export job: merged model and/or adapter, with a model card.",
@@ -19,6 +18,7 @@ EXPORT = StageDef(
     resources=lambda spec: spec.training.resources,
     result=ExportResult,
     enabled=lambda spec: spec.export is not None,
+    optional_note="Only where spec.export is set.",
     env_from_secret=lambda spec: spec.export.credentials_secret if spec.export is not None else None,
     # env wins over envFrom: the hub token for an upload is the export Secret's, not the model's.
     hub_token=lambda spec: (

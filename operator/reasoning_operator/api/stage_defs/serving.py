@@ -1,13 +1,12 @@
 """Serving: the base model and the trained one behind Triton, a Deployment and its Service (long-running)."""
 
-from ..status import ConditionType, Phase, Stage
 from .base import StageDef, StageKind
 
 SERVING = StageDef(
-    stage=Stage.SERVING,
+    name="serving",
     kind=StageKind.SERVICE,
-    phase=Phase.SERVING,
-    condition=ConditionType.SERVING_READY,
+    phase_name="Serving",
+    condition_name="ServingReady",
     subcommand="serve",
     module="reasoning_jobs.serve.cli",
     help="Serving: Triton with base model + adapter.",
@@ -15,4 +14,5 @@ SERVING = StageDef(
     resources=lambda spec: spec.serving.resources,
     gpus=lambda spec: spec.serving.gpus,
     shm=True,
+    volatile=frozenset({"httpPort", "grpcPort", "metricsPort", "openaiPort"}),
 )

@@ -31,7 +31,7 @@ def _render(run: Run, server_url: str) -> dict[str, str]:
     return {
         config_file_name(stage): yaml.dump(config.to_wire(), Dumper=_DUMPER, sort_keys=False)
         for stage in Stage
-        if (config := getattr(configs, stage.value)) is not None
+        if (config := configs.get(stage)) is not None
     }
 
 
