@@ -12,12 +12,17 @@
 #   c3: pytriton.tar.xz whl-serve/numpy-1.26.4 rundir.tar.gz      -> start   (the pytriton backend)
 #   c4: vllm.tar.xz.part00        c5: vllm.tar.xz.part01           c6: whl-vllm/ -> vllm (waits for the first run, then the
 #                                                                              same run directory on the vllm backend)
-#   any: wait NAME                (until that run ends; its files come back in $OUT)
+#   any: wait NAME [SECONDS]      (until that run ends; its files come back in $OUT)
 # pack_carry.py makes the folders c1..c6 from PyPI and a run directory whose curation ran on a CPU.
 #   bash bench/outcome/device_pipeline.sh CARRY stash|start|vllm|wait [NAME] [--set section.field=value ...]
+#
+# bench/serve/bench_serve.py on the same venv (pack_carry.py without --run-dir: no GGUF, no run directory):
+#   c1 c2 c6 (one call): stash, then build ARGS   random weights made on the GPU in the background (image python)
+#   c3, c4: stash;  c5: bench ARGS                 vLLM unpacked, bench_serve.py in the background (after build)
+#   any: wait bench [SECONDS]                      bench.json (rewritten after every cell), bench.log, serve.log
 set -euo pipefail
 CARRY=$(cd "$1" && pwd); PHASE=$2; shift 2
-STATE=/root/pipeline-state; mkdir -p "$STATE/whl" "$STATE/whl-serve" "$STATE/whl-vllm"
+STATE=${PIPELINE_STATE:-/root/pipeline-state}; mkdir -p "$STATE/whl" "$STATE/whl-serve" "$STATE/whl-vllm"
 for part in "$CARRY"/gguf.part0* "$CARRY"/pytriton.tar.xz "$CARRY"/rundir.tar.gz "$CARRY"/vllm.tar.xz.part0*; do
   if [ -f "$part" ]; then cp "$part" "$STATE/"; fi
 done
@@ -33,8 +38,10 @@ if [ "$PHASE" = stash ]; then ls -la "$STATE" "$STATE"/whl*; exit 0; fi
 # (device_call.sh says how this was found): a venv holds numpy 1.26 + the serving stack, the image's packages come
 # after them (image.pth), and every process but the stub sees the image's numpy 2 first through PYTHONPATH.
 VENV=/root/serve-venv; SITE=$VENV/lib/python3.12/site-packages
-if [ ! -d "$SITE/pytriton" ] && [ -f "$STATE/pytriton.tar.xz" ]; then
+if [ ! -d /tmp/site/pydantic ] && compgen -G "$STATE/whl/*.whl" > /dev/null; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site "$STATE"/whl/*.whl
+fi
+if [ ! -d "$SITE/pytriton" ] && [ -f "$STATE/pytriton.tar.xz" ]; then
   python3 -m venv --without-pip "$VENV"
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$SITE" "$STATE"/whl-serve/*.whl
   tar -C "$SITE" -xJf "$STATE/pytriton.tar.xz"
@@ -46,7 +53,7 @@ fi
 # vLLM 0.26.0 (the last release built for the image's torch 2.11; the lock's 0.33.0 pins torch 2.14), slimmed to
 # what a Hopper GPU runs (its FA2 kernels, Rust frontend and DeepGEMM/SM100 headers left out: pack_carry.py) and
 # the dependencies the image lacks, in a folder of their own.
-if [ "$PHASE" = vllm ] && [ ! -d /tmp/site-vllm/vllm ]; then
+if { [ "$PHASE" = vllm ] || [ "$PHASE" = bench ]; } && [ ! -d /tmp/site-vllm/vllm ]; then
   mkdir -p /tmp/site-vllm
   cat "$STATE"/vllm.tar.xz.part0* | tar -C /tmp/site-vllm -xJ
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site-vllm "$STATE"/whl-vllm/*.whl
@@ -58,17 +65,35 @@ PY=$VENV/bin/python
 export REASONING_CACHE=/root/reasoning-cache
 GGUF=$REASONING_CACHE/gguf/SmolLM2-135M-Instruct.Q4_1.gguf
 
+background() {  # NAME DIR SCRIPT: SCRIPT run by bash in DIR in a process session of its own (it outlives the
+  # call), its output in $STATE/NAME.log and its exit status in $STATE/NAME.rc
+  local name=$1 dir=$2 script=$3
+  rm -f "$STATE/$name.rc"
+  setsid bash -c "cd '$dir' && { $script; } > '$STATE/$name.log' 2>&1; echo \$? > '$STATE/$name.rc'" \
+    < /dev/null > /dev/null 2>&1 &
+  echo "started $name"
+}
 launch() {  # NAME ARGS...: `reasoning run` in the background, its log and exit status in $STATE/NAME.*
   local name=$1; shift
-  rm -f "$STATE/$name.rc"
-  setsid bash -c "cd '$REPO' && PYTHONUNBUFFERED=1 '$PY' -m reasoning_operator.cli run examples/smollm2-reasoning.yaml \
-    --run-dir $RUN_DIR $* > '$STATE/$name.log' 2>&1; echo \$? > '$STATE/$name.rc'" < /dev/null > /dev/null 2>&1 &
-  echo "started $name"
+  background "$name" "$REPO" "PYTHONUNBUFFERED=1 '$PY' -m reasoning_operator.cli run examples/smollm2-reasoning.yaml \
+    --run-dir $RUN_DIR $*"
+}
+BENCH_WORK=/root/bench-serve
+snapshot() {  # NAME: this call's operator/ jobs/ bench/ copied to /root/repo-NAME, which a background run reads
+  # from after the call has returned (the next call brings its own copy of the tree)
+  rm -rf "/root/repo-$1" && mkdir -p "/root/repo-$1"
+  cp -r "$REPO/operator" "$REPO/jobs" "$REPO/bench" "$REPO/pyproject.toml" "/root/repo-$1/"
 }
 collect() {  # NAME: the run's files into $OUT (at most 8 files come back)
   local name=$1
   mkdir -p "$OUT/$name"
   cp "$STATE/$name.log" "$OUT/$name/run.log"
+  if [ "$name" = build ] || [ "$name" = bench ]; then
+    cp "$STATE/machine.txt" "$OUT/$name/" 2>/dev/null || true
+    cp "$STATE/bench.json" "$OUT/$name/" 2>/dev/null || true
+    if [ -f "$BENCH_WORK/serve.log" ]; then tail -c 8000000 "$BENCH_WORK/serve.log" > "$OUT/$name/serve.log"; fi
+    return 0
+  fi
   cp "$RUN_DIR/status.yaml" "$RUN_DIR/report.md" "$OUT/$name/" 2>/dev/null || true
   tar -C "$RUN_DIR" -czf "$OUT/$name/files.tar.gz" logs stages configs \
     $(cd "$RUN_DIR" && find workspace/runs -name '*.json' -o -name '*.jsonl' -size -20M | grep -v curated) 2>/dev/null || true
@@ -104,7 +129,22 @@ case "$PHASE" in
     collect pytriton
     launch vllm --set serving.gpus=1 --set serving.backend=vllm --set serving.maxModelLen=4096 "$@"
     wait_for vllm 360 ;;
+  build)  # ARGS: bench_serve.py's --gpus/--shape/--rank; the image's python (the serving venv may not be there yet)
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$STATE/machine.txt"
+    snapshot build
+    background build /root/repo-build "PYTHONUNBUFFERED=1 python3 bench/serve/bench_serve.py --build-only \
+      --work $BENCH_WORK $*"
+    if ended build 20; then wait_for build 0; fi
+    tail -n 5 "$STATE/build.log"; echo "build still running" ;;
+  bench)  # ARGS: bench_serve.py's; after the build (if one was started), with the serving venv as client and server
+    "$PY" -c "import vllm, torch, pytriton, tritonclient.http.aio; print('vllm', vllm.__version__, 'torch', torch.__version__)" \
+      | tee -a "$STATE/machine.txt"
+    snapshot bench
+    background bench /root/repo-bench "while [ -f '$STATE/build.log' ] && [ ! -f '$STATE/build.rc' ]; do sleep 2; done; \
+      PYTHONUNBUFFERED=1 '$PY' bench/serve/bench_serve.py --server-python '$PY' --work $BENCH_WORK \
+      --json-out '$STATE/bench.json' $*"
+    wait_for bench "${BENCH_WAIT:-480}" ;;
   wait)
-    wait_for "$1" 540 ;;
+    wait_for "$1" "${2:-540}" ;;
   *) echo "unknown phase $PHASE" >&2; exit 2 ;;
 esac

@@ -6,6 +6,11 @@ by this script from PyPI (wheels cached under ~/.cache/carry) and from a run dir
 on the CPU (the GPU image has no NeMo Curator or Ray):
 
     python bench/outcome/pack_carry.py --run-dir /tmp/rr-smollm2 --out .dev   # .dev ignored via .git/info/exclude
+    python bench/outcome/pack_carry.py --out .dev                             # serving stack only (bench_serve.py)
+
+Without --run-dir the SmolLM2 GGUF and the run directory are left out: what bench/serve/bench_serve.py needs on the
+device (the pipeline's wheels, the serving wheels, PyTriton, vLLM and its closure), in c1..c6 as below, of which
+c1 and c2 are small enough to travel in one call.
 
 vLLM is the last release built for the image's torch (0.26.0 for torch 2.11), unpacked and slimmed to what a
 Hopper GPU runs, xz-compressed and split in two. Its dependencies that the image lacks are found by walking the
@@ -271,11 +276,13 @@ def size(folder: Path) -> int:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path, required=True, help="a run directory whose curation has run")
+    parser.add_argument(
+        "--run-dir", type=Path, default=None, help="a run directory whose curation has run (none: no GGUF, no run dir)"
+    )
     parser.add_argument("--out", type=Path, default=Path(".dev"))
     parser.add_argument("--no-vllm", action="store_true")
     args = parser.parse_args()
-    if not (args.run_dir / "stages" / "curation.json").is_file():
+    if args.run_dir is not None and not (args.run_dir / "stages" / "curation.json").is_file():
         raise SystemExit(f"{args.run_dir}: curation has not run there (no stages/curation.json)")
     folders = [args.out / f"c{i}" for i in range(1, 7)]
     for folder in folders:
@@ -283,18 +290,20 @@ def main() -> None:
         folder.mkdir(parents=True)
     c1, c2, c3, c4, c5, c6 = folders
 
-    split(gguf(), 2, "gguf", [c1, c2])
+    if args.run_dir is not None:
+        split(gguf(), 2, "gguf", [c1, c2])
     copy_wheels([download(f"{n}=={locked_version(n)}") for n in PIPELINE], c1 / "whl")
     copy_wheels([download(f"{n}=={locked_version(n)}") for n in SERVING], c2 / "whl-serve")
     shutil.copy2(unpacked_xz(download(f"nvidia-pytriton=={locked_version('nvidia-pytriton')}")), c3 / "pytriton.tar.xz")
     copy_wheels([download("numpy==1.26.4")], c3 / "whl-serve")
-    # GNU tar's posix format keeps nanosecond mtimes (Python's tarfile rounds them): the dataset's fingerprint, and
-    # so curation's key, survives the trip
-    run_dir = args.run_dir.resolve()
-    archive = str((c3 / "rundir.tar.gz").resolve())
-    excluded = f"{run_dir.name}/workspace/models"
-    tar = ["tar", "--format=posix", "-C", str(run_dir.parent), "--exclude", excluded, "-czf", archive, run_dir.name]
-    subprocess.run(tar, check=True)
+    if args.run_dir is not None:
+        # GNU tar's posix format keeps nanosecond mtimes (Python's tarfile rounds them): the dataset's fingerprint,
+        # and so curation's key, survives the trip
+        run_dir = args.run_dir.resolve()
+        archive = str((c3 / "rundir.tar.gz").resolve())
+        excluded = f"{run_dir.name}/workspace/models"
+        tar = ["tar", "--format=posix", "-C", str(run_dir.parent), "--exclude", excluded, "-czf", archive, run_dir.name]
+        subprocess.run(tar, check=True)
     if not args.no_vllm:
         vllm_wheel = download(VLLM)
         split(unpacked_xz(vllm_wheel, VLLM_DROP), 2, "vllm.tar.xz", [c4, c5])

@@ -15,15 +15,21 @@ reports, so an early stop can't inflate a rate.
 CPU (here):  .venv/bin/python bench/serve/bench_serve.py                     # builds a small random Llama + LoRA
 GPU:         python bench/serve/bench_serve.py --gpus 1 --shape llama-3.1-8b --long 4096 \\
                  --server-python /path/to/vllm-env/bin/python            # vLLM CUDA env (extra serve-vllm)
+Lent H200:   bench/outcome/device_pipeline.sh's `build` and `bench` phases (bench/serve/README.md)
+
+On a GPU the random weights are made on the GPU in bf16 by a child process (`--build-only`), so the driving
+process holds no CUDA memory when the engine sizes its KV cache. The JSON is rewritten after every cell.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import subprocess
@@ -41,7 +47,6 @@ sys.path[:0] = [str(ROOT / "operator"), str(ROOT / "jobs")]
 
 from reasoning_jobs.evaluate.benchmarks import Question  # noqa: E402
 from reasoning_jobs.evaluate.prompts import format_question  # noqa: E402
-from reasoning_jobs.evaluate.runner import run_requests  # noqa: E402
 from reasoning_operator.api import (  # noqa: E402
     EvaluationSpec,
     EvaluationStageConfig,
@@ -82,18 +87,32 @@ def free_port() -> int:
         return port
 
 
-def build_model(root: Path, shape: str, rank: int) -> tuple[Path, Path]:
+def gpu_names() -> list[str]:
+    try:
+        query = ["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"]
+        return subprocess.run(query, capture_output=True, text=True, check=True).stdout.strip().splitlines()
+    except (OSError, subprocess.CalledProcessError):
+        return []
+
+
+def model_paths(root: Path, shape: str, rank: int) -> tuple[Path, Path]:
+    return root / f"{shape}-model", root / f"{shape}-adapter-r{rank}"
+
+
+def build_model(root: Path, shape: str, rank: int, device: str = "cpu") -> tuple[Path, Path]:
     """Random Llama weights of `shape` with the offline tokenizer, and a LoRA adapter (B != 0) on every
-    projection, as the training job makes."""
+    projection, as the training job makes. Made on `device` (an 8B shape in bf16 takes seconds on a GPU, minutes
+    on a CPU), saved as safetensors; the adapter's config marks the build complete."""
     import torch
     from peft import LoraConfig, get_peft_model
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
     from reasoning_jobs.common.assets import offline_tokenizer_path
 
-    model_dir, adapter_dir = root / f"{shape}-model", root / f"{shape}-adapter-r{rank}"
+    model_dir, adapter_dir = model_paths(root, shape, rank)
     if (adapter_dir / "adapter_config.json").is_file():
         return model_dir, adapter_dir
+    shutil.rmtree(model_dir, ignore_errors=True)
     tokenizer = AutoTokenizer.from_pretrained(offline_tokenizer_path())
     config = LlamaConfig(
         vocab_size=len(tokenizer),
@@ -105,7 +124,14 @@ def build_model(root: Path, shape: str, rank: int) -> tuple[Path, Path]:
         **SHAPES[shape],
     )
     torch.manual_seed(0)
-    model: Any = LlamaForCausalLM(config).to(torch.bfloat16 if shape != "cpu-small" else torch.float32)
+    dtype = torch.bfloat16 if shape != "cpu-small" else torch.float32
+    default_dtype = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with torch.device(device):
+            model: Any = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(default_dtype)
     model.save_pretrained(model_dir)
     tokenizer.save_pretrained(model_dir)
     targets = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
@@ -127,7 +153,10 @@ class Server:
         )
         config_file = log.with_suffix(".yaml")
         config_file.write_text(json.dumps(self.config.to_wire()))
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(str(ROOT / p) for p in ("operator", "jobs"))}
+        # the repo's packages ahead of what the caller's PYTHONPATH already holds (on the lent GPU: vLLM and the
+        # image's numpy 2, device_pipeline.sh)
+        paths = [str(ROOT / p) for p in ("operator", "jobs")] + [p for p in [os.environ.get("PYTHONPATH", "")] if p]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths)}
         command = [str(python), "-m", "reasoning_operator.cli", "serve", "--config", str(config_file)]
         self.log = log
         with log.open("wb") as out:
@@ -189,6 +218,8 @@ def questions(n: int) -> list[Question]:
 
 
 def eval_client(url: str, model: str, concurrency: int, n: int, max_tokens: int) -> tuple[float, int]:
+    from reasoning_jobs.evaluate.runner import run_requests
+
     config = EvaluationStageConfig(
         evaluation=EvaluationSpec(
             benchmarks=["mmlu"], modes=["on"], concurrency=concurrency, max_tokens=max_tokens, temperature=0.0
@@ -204,6 +235,27 @@ def eval_client(url: str, model: str, concurrency: int, n: int, max_tokens: int)
     return elapsed, sum(r.num_output_tokens or 0 for r in records)
 
 
+def min_requests(spec: str) -> dict[str, int]:
+    """`4` (every answer length) or `short=4,long=1`: the fewest requests a cell sends."""
+    if "=" not in spec:
+        return {"short": int(spec), "long": int(spec)}
+    found = {"short": 4, "long": 4}
+    for item in spec.split(","):
+        label, value = item.split("=")
+        found[label.strip()] = int(value)
+    return found
+
+
+def versions() -> dict[str, str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for name in ("torch", "vllm", "nvidia-pytriton", "tritonclient", "transformers"):
+        with contextlib.suppress(PackageNotFoundError):
+            found[name] = version(name)
+    return found
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server-python", type=Path, default=DEFAULT_SERVER_PYTHON)
@@ -213,7 +265,10 @@ def main() -> None:
     parser.add_argument("--short", type=int, default=32, help="max_tokens of a short answer")
     parser.add_argument("--long", type=int, default=512, help="max_tokens of a long answer (4096 on a GPU)")
     parser.add_argument("--concurrency", default="1,16,64,256")
-    parser.add_argument("--waves", type=int, default=2, help="requests per cell = waves x concurrency (min 4)")
+    parser.add_argument("--waves", type=int, default=2, help="requests per cell = waves x concurrency (min below)")
+    parser.add_argument(
+        "--min-requests", default="4", help="fewest requests a cell sends: N, or per answer `short=4,long=1`"
+    )
     parser.add_argument("--eval-requests", type=int, default=256)
     parser.add_argument("--eval-model", default="trained", help="served name the evaluation-share run uses")
     parser.add_argument(
@@ -221,41 +276,54 @@ def main() -> None:
     )
     parser.add_argument("--answers", default="short,long", help="which answer lengths to run")
     parser.add_argument("--attach", default=None, help="drive a server already running at this URL (no start/stop)")
+    parser.add_argument("--build-only", action="store_true", help="make the random model and adapter, then exit")
     parser.add_argument("--work", type=Path, default=Path.home() / ".cache/reasoning-operator/bench-serve")
     parser.add_argument("--json-out", type=Path, default=ROOT / "bench" / "out" / "serve_throughput.json")
     args = parser.parse_args()
 
     args.work.mkdir(parents=True, exist_ok=True)
+    device = "cuda" if args.gpus > 0 else "cpu"
+    if args.build_only:
+        started = time.monotonic()
+        build_model(args.work, args.shape, args.rank, device)
+        print(f"built {args.shape} + LoRA r{args.rank} on {device} in {time.monotonic() - started:.1f}s", flush=True)
+        return
     server: Server | None = None
-    if args.attach is None:
-        model, adapter = build_model(args.work, args.shape, args.rank)
-        server = Server(args.server_python, model, adapter, args.gpus, args.long + 1024, args.work / "serve.log")
-    url = args.attach or (server.url if server else "")
     results: dict[str, Any] = {
-        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpus": args.gpus},
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "gpus": args.gpus, "gpu": gpu_names()[: args.gpus]},
+        "versions": versions(),
         "shape": args.shape,
         "lora_rank": args.rank,
+        "settings": {
+            k: getattr(args, k)
+            for k in ("short", "long", "concurrency", "waves", "min_requests", "eval_requests", "eval_model", "answers")
+        },
         "cells": [],
     }
+
+    def save() -> None:  # after every step: a run stopped early keeps what it measured
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(results, indent=1) + "\n")
+
+    if args.attach is None:
+        model, adapter = model_paths(args.work, args.shape, args.rank)
+        if not (adapter / "adapter_config.json").is_file():
+            started = time.monotonic()
+            if device == "cuda":  # in a child process: no CUDA memory stays here beside the engine's
+                command = [sys.executable, __file__, "--build-only", "--work", str(args.work), "--gpus", str(args.gpus)]
+                subprocess.run([*command, "--shape", args.shape, "--rank", str(args.rank)], check=True)
+            else:
+                build_model(args.work, args.shape, args.rank, device)
+            results["build_seconds"] = round(time.monotonic() - started, 1)
+        server = Server(args.server_python, model, adapter, args.gpus, args.long + 1024, args.work / "serve.log")
+    url = args.attach or (server.url if server else "")
+    fewest = min_requests(args.min_requests)
     try:
         if server is not None:
             results["ready_seconds"] = round(server.wait_ready(1800), 1)
             drive(url, "trained", [f"warm-up {i}" for i in range(8)], 8, 8)  # first-use costs out of the figures
-        lengths = {"short": args.short, "long": args.long}
-        for label, max_tokens in ((a, lengths[a]) for a in args.answers.split(",")):
-            for concurrency in (int(c) for c in args.concurrency.split(",")):
-                n = max(4, args.waves * concurrency)
-                prompts = [format_question(q) for q in questions(n)]
-                cell: dict[str, Any] = {"answer": label, "max_tokens": max_tokens, "concurrency": concurrency, "n": n}
-                names = ("base", "trained") if concurrency <= args.adapter_max_concurrency else ("base",)
-                for model_name in names:
-                    seconds, tokens = drive(url, model_name, prompts, concurrency, max_tokens)
-                    cell[f"{model_name}_tokens_per_s"] = round(tokens / seconds, 1)
-                    cell[f"{model_name}_tokens"] = tokens
-                if "trained_tokens_per_s" in cell:
-                    cell["adapter_over_base"] = round(cell["trained_tokens_per_s"] / cell["base_tokens_per_s"], 3)
-                results["cells"].append(cell)
-                print(json.dumps(cell), flush=True)
+            save()
+        # the evaluation client's share first: it is short, and a run stopped in the long cells keeps it
         n = args.eval_requests
         prompts = [format_question(q) for q in questions(n)]
         base_s, base_tokens = drive(url, args.eval_model, prompts, 64, args.short)
@@ -265,17 +333,36 @@ def main() -> None:
             "concurrency": 64,
             "n": n,
             "max_tokens": args.short,
+            "threads_seconds": round(base_s, 2),
+            "client_seconds": round(client_s, 2),
             "threads_tokens_per_s": round(base_tokens / base_s, 1),
             "client_tokens_per_s": round(client_tokens / client_s, 1),
             "share": round((client_tokens / client_s) / (base_tokens / base_s), 3),
         }
         print(json.dumps(results["eval_client"]), flush=True)
+        save()
+        lengths = {"short": args.short, "long": args.long}
+        for label, max_tokens in ((a, lengths[a]) for a in args.answers.split(",")):
+            for concurrency in (int(c) for c in args.concurrency.split(",")):
+                n = max(fewest[label], args.waves * concurrency)
+                prompts = [format_question(q) for q in questions(n)]
+                cell: dict[str, Any] = {"answer": label, "max_tokens": max_tokens, "concurrency": concurrency, "n": n}
+                names = ("base", "trained") if concurrency <= args.adapter_max_concurrency else ("base",)
+                for model_name in names:
+                    seconds, tokens = drive(url, model_name, prompts, concurrency, max_tokens)
+                    cell[f"{model_name}_tokens_per_s"] = round(tokens / seconds, 1)
+                    cell[f"{model_name}_tokens"] = tokens
+                    cell[f"{model_name}_seconds"] = round(seconds, 2)
+                if "trained_tokens_per_s" in cell:
+                    cell["adapter_over_base"] = round(cell["trained_tokens_per_s"] / cell["base_tokens_per_s"], 3)
+                results["cells"].append(cell)
+                print(json.dumps(cell), flush=True)
+                save()
     finally:
         if server is not None:
             server.stop()
         results["load_avg_1min_at_end"] = os.getloadavg()[0]
-    args.json_out.parent.mkdir(parents=True, exist_ok=True)
-    args.json_out.write_text(json.dumps(results, indent=1) + "\n")
+        save()
     print(f"wrote {args.json_out}")
 
 
