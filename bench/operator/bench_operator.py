@@ -54,8 +54,11 @@ def _manifest(name: str) -> dict[str, Any]:
 
 
 def _source(ref: str, tmp: Path) -> Path:
+    """The operator tree of REF: this checkout, a directory holding operator/ jobs/ crds/, or a git ref."""
     if ref == "current":
         return REPO
+    if (Path(ref) / "operator").is_dir():  # extracted beforehand: a machine without the repo's history
+        return Path(ref).resolve()
     out = tmp / f"src-{ref.replace('/', '_')}"
     out.mkdir()
     archive = subprocess.run(
@@ -309,7 +312,7 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", action="append", default=[], help="NAME=REF (git ref or 'current')")
+    parser.add_argument("--variant", action="append", default=[], help="NAME=REF (git ref, 'current' or a directory)")
     parser.add_argument("--runs", default="200", help="comma-separated run counts")
     parser.add_argument("--resync", type=float, default=10.0, help="--resync-seconds (the chart's default)")
     parser.add_argument("--settle", type=float, default=20.0)

@@ -248,6 +248,52 @@ def _older(cached: dict[str, Any], new: dict[str, Any]) -> bool:
         return True
 
 
+class RunStore:
+    """The newest body of each run that kopf's watch or our own status write showed, so a reconcile starts
+    from memory instead of a GET (one request in five of a new run's). Newer only, by resourceVersion: a
+    late watch event never hides our own write, so no transition is seen twice. Our writes only update a
+    run already here: one deleted meanwhile (its DELETED event forgot it) does not come back. Bodies are
+    shared with kopf and never modified."""
+
+    def __init__(self) -> None:
+        self._bodies: dict[Key, dict[str, Any]] = {}
+        self._lock = threading.Lock()
+
+    def get(self, namespace: str, name: str) -> dict[str, Any] | None:
+        with self._lock:
+            return self._bodies.get((namespace, name))
+
+    def offer(self, obj: dict[str, Any]) -> None:
+        """A watch event's body: kept unless an equal or newer one is."""
+        self._keep(obj, insert=True)
+
+    def update(self, obj: dict[str, Any]) -> None:
+        """Our own write's answer: kept if the run is here and this is newer."""
+        self._keep(obj, insert=False)
+
+    def forget(self, namespace: str, name: str) -> None:
+        with self._lock:
+            self._bodies.pop((namespace, name), None)
+
+    def _keep(self, obj: dict[str, Any], *, insert: bool) -> None:
+        meta = obj.get("metadata") or {}
+        namespace, name = meta.get("namespace"), meta.get("name")
+        if not namespace or not name:
+            return
+        key = (str(namespace), str(name))
+        with self._lock:
+            cached = self._bodies.get(key)
+            if cached is None and not insert:
+                return
+            # another uid: a namesake made after the one we held was deleted
+            if cached is None or not _same_uid(cached, obj) or _older(cached, obj):
+                self._bodies[key] = obj
+
+
+def _same_uid(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    return bool(a.get("metadata", {}).get("uid") == b.get("metadata", {}).get("uid"))
+
+
 class _ExpiredError(Exception):
     """The watch's resourceVersion is too old (410 Gone): list again."""
 

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import kopf
 from aiohttp import web
@@ -27,7 +27,7 @@ from aiohttp import web
 from reasoning_operator.api import GROUP, PLURAL, VERSION
 
 from . import metrics
-from .cache import ChildCache
+from .cache import ChildCache, RunStore
 from .kube import Kube, load_config
 from .reconcile import Memo, note_transient_failure, reconcile
 from .settings import OperatorSettings
@@ -46,6 +46,8 @@ class _Shell:
     settings: OperatorSettings | None = None
     kube: Kube | None = None
     cache: ChildCache | None = None
+    #: the runs' newest bodies from kopf's watch (and our status writes): a reconcile's first read
+    runs = RunStore()
     queue: WorkQueue[Key] = WorkQueue()
     memo = Memo()
     #: resourceVersion and phase of each run as its last watch event showed it.
@@ -127,7 +129,7 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     config = _settings()
     # Reconciles and watches get their own connection pools: a long watch never holds a reconcile's slot.
     _Shell.cache = ChildCache(load_config(config.kubeconfig, pool_size=4), config.watched, _child_changed)
-    _Shell.kube = Kube(load_config(config.kubeconfig, pool_size=config.workers + 4), _Shell.cache)
+    _Shell.kube = Kube(load_config(config.kubeconfig, pool_size=config.workers + 4), _Shell.cache, _Shell.runs)
     _Shell.cache.start()
     if config.metrics_port:
         metrics.serve(config.metrics_port, addr=config.metrics_addr)
@@ -148,11 +150,14 @@ def _start_workers() -> None:
 
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
-async def run_event(namespace: str | None, name: str | None, type: str | None, body: kopf.Body, **_: Any) -> None:
+async def run_event(
+    namespace: str | None, name: str | None, type: str | None, body: kopf.Body, event: kopf.RawEvent, **_: Any
+) -> None:
     if not namespace or not name:
         return
     key = (namespace, name)
     if type == "DELETED":
+        _Shell.runs.forget(namespace, name)
         _Shell.seen.pop(key, None)
         _Shell.memo.forget(key)
         _Shell.failures.pop(key, None)
@@ -162,6 +167,9 @@ async def run_event(namespace: str | None, name: str | None, type: str | None, b
     phase = str((body.get("status") or {}).get("phase") or "")
     first = key not in _Shell.seen and not phase
     _Shell.seen[key] = (version, phase)
+    raw = event.get("object")
+    if isinstance(raw, dict):
+        _Shell.runs.offer(cast(dict[str, Any], raw))
     _Shell.queue.add(key, NEW if first else EVENT)
 
 

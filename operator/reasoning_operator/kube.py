@@ -21,7 +21,7 @@ from urllib3.exceptions import HTTPError
 
 from reasoning_operator.api import GROUP, KIND, PLURAL, VERSION, Stage
 
-from .cache import ChildCache
+from .cache import ChildCache, RunStore
 from .core.decide import CREATE, Event, Plan
 from .core.observe import WORKLOAD_JOB_UID_LABEL as JOB_UID_LABEL
 from .core.rejection import ApiFailure, ChildRejection, parse_failure, stage_of
@@ -126,9 +126,10 @@ class Kube:
     """`cache`: watch-fed children (children() then reads memory, and a write that would change nothing is
     skipped); without one, every read goes to the apiserver."""
 
-    def __init__(self, api: client.ApiClient, cache: ChildCache | None = None) -> None:
+    def __init__(self, api: client.ApiClient, cache: ChildCache | None = None, runs: RunStore | None = None) -> None:
         self.api = api
         self.cache = cache
+        self.runs = runs
         self.dynamic = DynamicClient(api)  # type: ignore[no-untyped-call]
         self.core = client.CoreV1Api(api)
         self.custom = client.CustomObjectsApi(api)
@@ -138,6 +139,9 @@ class Kube:
 
     # -- reads -------------------------------------------------------------------------------------
     def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The run as the watch (or our last status write) showed it; a GET when the store has none."""
+        if self.runs is not None and (body := self.runs.get(namespace, name)) is not None:
+            return body
         try:
             obj = cast(
                 dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
@@ -322,9 +326,11 @@ class Kube:
             self._resource(kind).delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        self.custom.patch_namespaced_custom_object_status(
+        patched = self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_manager=FIELD_MANAGER
         )
+        if self.runs is not None and isinstance(patched, dict):
+            self.runs.update(patched)
 
     def post_event(self, run: Run, event: Event) -> None:
         now = datetime.now(UTC)
