@@ -1,7 +1,8 @@
-"""spec.curation.cluster against KubeRay v1.5.0 (from the Go module proxy): the RayJob the operator writes passes
+"""spec.curation.cluster against KubeRay v1.6.0 (from the Go module proxy): the RayJob the operator writes passes
 a strict server-side dry run against KubeRay's own CRDs, the operator creates it and reads its status, and (when
 KubeRay's operator binary is cached: ``tests.support.kuberay.operator_binary``) KubeRay's real controller
-accepts it and creates its RayCluster, whose pods pass the restricted Pod Security admission. kwok plays the
+accepts it and creates its RayCluster and token Secret, whose pods pass the restricted Pod Security admission
+and all read that Secret's token. kwok plays the
 kubelet, so no Ray process starts: what Ray does in those pods is not checked here."""
 
 from __future__ import annotations
@@ -204,20 +205,30 @@ def test_kuberay_accepts_the_ray_job_and_its_cluster_pods_pass_restricted_pod_se
 
         # Created through the apiserver's restricted Pod Security admission, KubeRay's injected parts included.
         found = wait_until(pods, timeout=90, what="the head and worker pods")
-        token = builders.ray.token_path(Run.from_object(created))
+        # Ray's token auth is KubeRay's (authOptions mode token): it made the cluster's Secret, owned by the
+        # RayCluster (deleted with it), and points every container that talks to Ray at it, its injected
+        # wait-gcs-ready included.
+        secret_ref = {"name": cluster["metadata"]["name"], "key": "auth_token"}
+        secret = core.read_namespaced_secret(secret_ref["name"], namespace)
+        assert secret.metadata.owner_references[0].kind == "RayCluster" and secret.data["auth_token"]
+
+        def auth_env(c: Any) -> dict[str, Any]:
+            return {
+                e.name: e.value or {"name": e.value_from.secret_key_ref.name, "key": e.value_from.secret_key_ref.key}
+                for e in c.env or []
+                if e.name.startswith("RAY_AUTH")
+            }
+
         for pod in found:
             assert pod.metadata.labels["reasoning-operator.dev/run"] == "ray-real"
             assert pod.spec.containers[0].image == Run.from_object(created).spec.images.curation
-            # Ray's token auth: every container that talks to Ray, KubeRay's injected wait-gcs-ready included
-            # (it copies the worker's env and mounts), reads the run's one token file.
             for c in [*(pod.spec.init_containers or []), pod.spec.containers[0]]:
-                if c.name == builders.ray.TOKEN_INIT_CONTAINER:
-                    assert c.command[-1] == token
-                    continue
-                auth = {e.name: e.value for e in c.env or [] if e.name.startswith("RAY_AUTH")}
-                assert auth == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": token}, (pod.metadata.name, c.name)
+                assert auth_env(c) == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secret_ref}, (
+                    pod.metadata.name,
+                    c.name,
+                )
         inits = {p.metadata.labels["ray.io/node-type"]: [c.name for c in p.spec.init_containers or []] for p in found}
-        assert inits["head"] == [builders.ray.TOKEN_INIT_CONTAINER] and "wait-gcs-ready" in inits["worker"]
+        assert inits["head"] == [] and "wait-gcs-ready" in inits["worker"]
 
         def submitter() -> list[Any] | None:
             selector = "batch.kubernetes.io/job-name=ray-real-curation"
@@ -230,6 +241,6 @@ def test_kuberay_accepts_the_ray_job_and_its_cluster_pods_pass_restricted_pod_se
         assert "/dev/termination-log" in sub.spec.containers[0].command[2]
         env = {e.name: e.value for e in sub.spec.containers[0].env}
         assert {"RAY_DASHBOARD_ADDRESS", "RAY_JOB_SUBMISSION_ID"} <= set(env)
-        assert (env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN_PATH"]) == ("token", token)
+        assert auth_env(sub.spec.containers[0]) == {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secret_ref}
     except TimeoutError:
         raise AssertionError(f"KubeRay's log:\n{kuberay_operator.read_text(errors='replace')[-4000:]}") from None

@@ -4,14 +4,17 @@ nothing changes."""
 from __future__ import annotations
 
 import json
+import tomllib
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from pydantic import ValidationError
+from tests.support.controlplane import REPO_ROOT
 
 from reasoning_operator.api import CurationCluster, CurationStageConfig, Phase, StagePhase, stage_configs
 from reasoning_operator.core import builders, stage_cache
+from reasoning_operator.core.builders.ray import RAY_VERSION
 from reasoning_operator.core.decide import decide
 from reasoning_operator.core.observe import observe, ray_job_obs
 from reasoning_operator.core.run import Run
@@ -88,11 +91,6 @@ def test_every_ray_pod_satisfies_restricted_pod_security(make_run: Any) -> None:
             assert sc["allowPrivilegeEscalation"] is False and sc["capabilities"] == {"drop": ["ALL"]}
             assert sc["readOnlyRootFilesystem"] is True and sc["runAsNonRoot"] is True
             assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
-
-
-def test_the_head_has_its_token_writer_among_the_checked_containers(make_run: Any) -> None:
-    head = _pods(builders.build_curation(_run(make_run)))[0]
-    assert [c["name"] for c in head["initContainers"]] == ["ray-auth-token"]
 
 
 def test_every_ray_container_has_scratch_space(make_run: Any) -> None:
@@ -200,40 +198,21 @@ def _ray_containers(ray_job: dict[str, Any]) -> list[dict[str, Any]]:
     return [c for pod in _pods(ray_job) for c in pod["containers"]]
 
 
-def test_head_workers_and_submitter_share_one_token_file_on_the_runs_claim(make_run: Any) -> None:
-    run = _run(make_run)
-    rj = builders.build_curation(run)
-    path = f"{run.run_dir}/ray/auth_token"
-    for c in _ray_containers(rj):
-        env = {e["name"]: e.get("value") for e in c["env"]}
-        assert (env["RAY_AUTH_MODE"], env["RAY_AUTH_TOKEN_PATH"]) == ("token", path), c["name"]
-        assert "RAY_AUTH_TOKEN" not in env  # the token itself never passes through the operator
-        workspace = next(m for m in c["volumeMounts"] if m["name"] == "workspace")
-        assert path.startswith(workspace["mountPath"] + "/") and "subPath" not in workspace
-    head = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    (writer,) = head["initContainers"]
-    assert writer["image"] == run.spec.images.curation
-    assert writer["command"][:2] == ["python", "-c"] and writer["command"][-1] == path
-    assert [m["name"] for m in writer["volumeMounts"]] == ["workspace"]
-    assert {v["name"]: v for v in head["volumes"]}["workspace"]["persistentVolumeClaim"] == {
-        "claimName": run.claim_name
-    }
-    assert "env" not in writer and "envFrom" not in writer  # no Secret, no dataset credentials
+def test_token_auth_is_kuberays_own_and_no_container_of_ours_sets_it(make_run: Any) -> None:
+    """KubeRay v1.6.0 makes the token Secret and adds RAY_AUTH_MODE/RAY_AUTH_TOKEN where a container lacks them
+    (SetContainerTokenAuthEnvVars): a value of ours would win over its Secret and lock its controller out."""
+    rj = builders.build_curation(_run(make_run))
+    spec = rj["spec"]["rayClusterSpec"]
+    assert spec["authOptions"] == {"mode": "token"}
+    for pod in _pods(rj):
+        assert "initContainers" not in pod
+        for c in pod["containers"]:
+            assert not [e["name"] for e in c["env"] if e["name"].startswith("RAY_AUTH")], c["name"]
 
 
-def test_the_token_writer_writes_a_private_token_once(make_run: Any, tmp_path: Any) -> None:
-    """The init container's own python program, run here: 0600, 64 hex digits, kept on a second run (a KubeRay
-    retry starts a new head on the same claim)."""
-    import subprocess
-    import sys
-
-    run = _run(make_run)
-    head = builders.build_curation(run)["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    command = head["initContainers"][0]["command"]
-    path = tmp_path / "ray" / "auth_token"
-    subprocess.run([sys.executable, *command[1:-1], str(path)], check=True)
-    token = path.read_text()
-    assert len(token) == 64 and int(token, 16) >= 0
-    assert path.stat().st_mode & 0o777 == 0o600 and path.parent.stat().st_mode & 0o777 == 0o700
-    subprocess.run([sys.executable, *command[1:-1], str(path)], check=True)
-    assert path.read_text() == token and sorted(p.name for p in path.parent.iterdir()) == ["auth_token"]
+def test_the_ray_version_kuberay_checks_is_the_curation_images_ray() -> None:
+    """KubeRay enables token auth only for a declared rayVersion >= 2.52; the image installs uv.lock's ray."""
+    lock = tomllib.loads((REPO_ROOT / "uv.lock").read_text())
+    (ray,) = [p["version"] for p in lock["package"] if p["name"] == "ray"]
+    assert ray == RAY_VERSION
+    assert tuple(int(x) for x in RAY_VERSION.split(".")[:2]) >= (2, 52)

@@ -1,11 +1,12 @@
 """The RayJob's token authentication against a real Ray 2.60 head (the venv's ray, one local node): the head
-started the way the builder configures the pods (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN_PATH to a token file the
-head's own init-container program wrote), then the builder's own submitter script, entrypoint swapped for a
-trivial driver that writes the summary. With the builder's env it submits and writes the termination
-message; without a token, or with a wrong one, Ray's dashboard refuses it.
+started with the env KubeRay v1.6.0's ``authOptions`` (mode token) gives every Ray container
+(RAY_AUTH_MODE=token, RAY_AUTH_TOKEN from its per-cluster Secret), then the builder's own submitter script,
+entrypoint swapped for a trivial driver that writes the summary. With that env it submits and writes the
+termination message; without a token, or with a wrong one, Ray's dashboard refuses it.
 
-Not checked here: KubeRay's pods, several nodes, a shared filesystem. The head is stopped by killing the
-processes whose command line names this test's own temp dir (``ray stop`` would stop every Ray on the machine).
+Not checked here: KubeRay's pods (tests/e2e/test_kuberay.py), several nodes, a shared filesystem. The head is
+stopped by killing the processes whose command line names this test's own temp dir (``ray stop`` would stop
+every Ray on the machine).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import shlex
 import shutil
 import signal
@@ -69,18 +71,14 @@ def _stop(temp_dir: str) -> None:
 def ray_head(make_run: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
     run = Run.from_object(make_run(spec={"curation": {"cluster": CLUSTER}}))
     rj = builders.build_curation_rayjob(run)
-    head_pod = rj["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
-    writer = head_pod["initContainers"][0]["command"]
-    token = tmp_path / "run" / "ray" / "auth_token"
-    subprocess.run([sys.executable, *writer[1:-1], str(token)], check=True)  # the init container's program
-    head_env = _env(head_pod["containers"][0])
-    assert head_env["RAY_AUTH_TOKEN_PATH"] == writer[-1]
+    assert rj["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
     home = tmp_path / "home"  # no ~/.ray/auth_token of the machine's user gets read
     home.mkdir()
     env = {**os.environ, "HOME": str(home), "PATH": f"{BIN}:{os.environ['PATH']}"}
     for name in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"):
         env.pop(name, None)
-    auth = {**head_env, "RAY_AUTH_TOKEN_PATH": str(token)}
+    # What KubeRay's SetContainerTokenAuthEnvVars sets: its Secret holds a random token (secrets.token_hex here).
+    auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
     temp_dir = tempfile.mkdtemp(prefix="rtok", dir="/tmp")  # short: Ray's unix sockets live under it
     dashboard = free_port()
     ports = {
@@ -103,8 +101,7 @@ def ray_head(make_run: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
             start,
             env={
                 **env,
-                "RAY_AUTH_MODE": auth["RAY_AUTH_MODE"],
-                "RAY_AUTH_TOKEN_PATH": str(token),
+                **auth,
                 "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "110",  # the one startup deadline Ray lets us widen
             },
             capture_output=True,
@@ -123,7 +120,6 @@ def ray_head(make_run: Any, tmp_path: Path) -> Iterator[dict[str, Any]]:
             "rayjob": rj,
             "env": env,
             "auth": auth,
-            "token": token,
             "address": f"127.0.0.1:{dashboard}",
             "tmp": tmp_path,
             "start_s": time.monotonic() - began,
@@ -164,21 +160,14 @@ def _submit(
 
 def test_the_submitter_with_the_token_submits_and_without_it_is_refused(ray_head: dict[str, Any]) -> None:
     script, sub_env, summary, termination = _submitter_script(ray_head)
-    assert (sub_env["RAY_AUTH_MODE"], sub_env["RAY_AUTH_TOKEN_PATH"]) == (
-        ray_head["auth"]["RAY_AUTH_MODE"],
-        _env(ray_head["rayjob"]["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0])[
-            "RAY_AUTH_TOKEN_PATH"
-        ],
-    )
-    auth = {"RAY_AUTH_MODE": sub_env["RAY_AUTH_MODE"], "RAY_AUTH_TOKEN_PATH": str(ray_head["token"])}
+    assert not [name for name in sub_env if name.startswith("RAY_AUTH")]  # KubeRay's to set, not ours
+    auth = ray_head["auth"]
 
     refused = _submit(ray_head, script, {}, "no-token")
     assert refused.returncode != 0 and not termination.exists()
     assert "Missing authentication token" in refused.stdout + refused.stderr, refused.stderr[-2000:]
 
-    wrong = ray_head["tmp"] / "wrong_token"
-    wrong.write_text("0" * 64)
-    forbidden = _submit(ray_head, script, {**auth, "RAY_AUTH_TOKEN_PATH": str(wrong)}, "wrong-token")
+    forbidden = _submit(ray_head, script, {**auth, "RAY_AUTH_TOKEN": "0" * 64}, "wrong-token")
     assert forbidden.returncode != 0 and not termination.exists()
     assert "Invalid authentication token" in forbidden.stdout + forbidden.stderr, forbidden.stderr[-2000:]
 

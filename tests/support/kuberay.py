@@ -13,7 +13,7 @@ import subprocess
 from pathlib import Path
 
 MODULE = "github.com/ray-project/kuberay/ray-operator"
-VERSION = "v1.5.0"
+VERSION = "v1.6.0"
 #: RayService too: KubeRay's operator runs its controller and stops without that CRD.
 CRD_FILES = ("ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml", "ray.io_rayservices.yaml")
 CACHE_ROOT = Path(os.environ.get("REASONING_CACHE", Path.home() / ".cache" / "reasoning-operator"))

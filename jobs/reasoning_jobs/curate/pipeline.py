@@ -325,7 +325,17 @@ def _warm_workers(config: CurationStageConfig, worker_tokenizer: WorkerTokenizer
     return [warm.remote(*args) for _ in range(config.curation.workers)]
 
 
-def _run_on_ray(pipeline: Any) -> list[Any]:
+def executor(on_cluster: bool) -> Any:
+    """Curator's Ray Data executor. On a KubeRay cluster it skips the head: the head has no CPUs (``num-cpus 0``:
+    it holds the GCS, the dashboard and the driver), and Curator pins each stage's ``setup_on_node`` to every
+    alive node with a CPU request, which on the head can never be scheduled (TaskUnschedulableError, seen on
+    the real node)."""
+    from nemo_curator.backends.ray_data import RayDataExecutor
+
+    return RayDataExecutor(ignore_head_node=on_cluster)
+
+
+def _run_on_ray(pipeline: Any, on_cluster: bool) -> list[Any]:
     """Run the pipeline on Curator's Ray Data executor, without Ray Data's per-operator resource reservation.
 
     The reservation splits the cluster's CPUs between the plan's operators (block partitioning, the repartition
@@ -335,12 +345,11 @@ def _run_on_ray(pipeline: Any) -> list[Any]:
     VM, 2 workers, 210k samples (task start and end times): workers busy 80 % of the span from the first task's
     start to the last one's end with the reservation, 94 % without it.
     """
-    from nemo_curator.backends.ray_data import RayDataExecutor
     from ray.data import DataContext
 
     DataContext.get_current().op_resource_reservation_enabled = False
     try:
-        tasks: list[Any] = pipeline.run(RayDataExecutor())
+        tasks: list[Any] = pipeline.run(executor(on_cluster))
     finally:
         _stop_ray()
     return tasks
@@ -429,7 +438,8 @@ def curate(config: CurationStageConfig) -> CurationResult:
         _stop_ray()
         raise
     prepared = time.monotonic()
-    tasks = _run_on_ray(pipeline)  # NeMo Curator's executor shuts Ray down when the pipeline ends
+    # NeMo Curator's executor shuts Ray down when the pipeline ends
+    tasks = _run_on_ray(pipeline, config.curation.cluster is not None)
     in_warmed = sum(task._metadata["curate"].get("pid") in warmed for task in tasks)
     logger.info(f"{in_warmed} of {len(tasks)} blocks ran in the {len(warmed)} warmed worker processes")
     return _merge(config, blocks, tasks, (started, prepared, time.monotonic()), claim)

@@ -16,24 +16,12 @@ driver wrote on the shared claim and writes it, compact, as its own termination 
 CurationResult the single-pod Job reports, read by the same code.
 
 Ray's token authentication stays on (Ray 2.60's default; off, its job API would run any code sent from the pod
-network). KubeRay v1.5.0 has no ``authOptions`` to share a token, and a Secret would need the operator to hold
-Secret rights it never has, so the token lives on the run's own claim, which only the run's pods mount: the
-head's init container (the curation image, the same restricted security context) writes 32 random bytes,
-hex, to ``{run_dir}/ray/auth_token`` (mode 0600, the pods' uid) unless the file is there, so a KubeRay retry
-keeps it. Head, workers and submitter set ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN_PATH`` to that file;
-Ray's C++ token loader reads it for ``ray start`` (GCS, raylet, dashboard) and the ``ray job`` CLI/SDK alike.
-Workers need no wait of their own: KubeRay's ``wait-gcs-ready`` init container copies the worker's env and
-mounts, and the GCS is up only after the head's init container wrote the file. The submitter is created
-once the head is ready, so the file is there; it still waits briefly for it, for a shared filesystem's
-delayed visibility, then fails with a clear message. The randomness is in the container, never here.
-
-tests/operator/test_ray_token.py checks this against a real local Ray 2.60 head: the submitter script with
-this env submits and hands the summary over; without a token or with a wrong one the dashboard refuses it.
-
-Not solved by this: KubeRay v1.5.0's own controller reads the job's status from the dashboard without a
-token, is refused, and so marks the RayJob Failed 30 s after the submitter finished. KubeRay v1.6.0's
-``authOptions`` (mode token) fixes that with a Secret KubeRay owns; it sets RAY_AUTH_TOKEN, which Ray's loader
-prefers to our path, only where a container lacks it. See the README.
+network), through KubeRay v1.6.0's own ``authOptions`` (mode ``token``, which needs ``rayVersion`` >= 2.52):
+KubeRay creates a per-cluster Secret holding a random token (owned by the RayCluster, so deleted with it),
+sets ``RAY_AUTH_MODE=token`` and ``RAY_AUTH_TOKEN`` (from that Secret) on the head, the workers, its
+``wait-gcs-ready`` init containers and the submitter, and its own controller reads the same Secret to poll
+the dashboard. The operator never reads or writes a Secret (it holds no such rights), and no container of
+ours makes a token.
 """
 
 from __future__ import annotations
@@ -45,12 +33,14 @@ from reasoning_operator.api import CurationCluster, Stage
 from reasoning_operator.api.contract import PROGRAM, SUMMARY_FILE, TERMINATION_MESSAGE_PATH, job_args
 from reasoning_operator.api.stage_defs import definition
 
-from ..run import WORKSPACE, Run
+from ..run import Run
 from ..stage_cache import output_dirs
 from .jobs import build_stage_job
-from .pod import container, container_security, pod_security, resources, volumes
+from .pod import container, pod_security, resources, volumes
 
 RAY_API_VERSION = "ray.io/v1"
+#: The curation image's Ray (uv.lock): KubeRay checks it before it enables token auth (2.52 at least).
+RAY_VERSION = "2.60.0"
 WORKER_GROUP = "workers"
 #: How long KubeRay keeps a finished RayJob's cluster before deleting it (logs for a post-mortem).
 TTL_AFTER_FINISHED_SECONDS = 300
@@ -62,14 +52,10 @@ SUBMITTER_BACKOFF_LIMIT = 2
 #: The submitter's script. KubeRay's own (common/job.go) submits only when the id is unknown, then follows the
 #: logs; ours does the same, then asks the job's status through Ray's SDK (`ray job status` prints it in
 #: words, "Job 'x' succeeded", once terminal) and on SUCCEEDED hands summary.json over as the termination
-#: message (compact JSON, as the job CLI writes it). It first waits (60 s at most) for the token file it is
-#: pointed at. ``{entrypoint}``, ``{summary}`` and ``{termination}`` are filled in.
+#: message (compact JSON, as the job CLI writes it). Ray's token comes from KubeRay's env (``authOptions``).
+#: ``{entrypoint}``, ``{summary}`` and ``{termination}`` are filled in.
 _SUBMIT = """\
 set -e
-if [ -n "${{RAY_AUTH_TOKEN_PATH:-}}" ]; then
-  for _ in $(seq 30); do [ -s "$RAY_AUTH_TOKEN_PATH" ] && break; sleep 2; done
-  [ -s "$RAY_AUTH_TOKEN_PATH" ] || {{ echo "no Ray auth token at $RAY_AUTH_TOKEN_PATH" >&2; exit 1; }}
-fi
 ADDR="http://$RAY_DASHBOARD_ADDRESS"
 if ! ray job status --address "$ADDR" "$RAY_JOB_SUBMISSION_ID" >/dev/null 2>&1; then
   ray job submit --address "$ADDR" --submission-id "$RAY_JOB_SUBMISSION_ID" --no-wait -- {entrypoint}
@@ -81,53 +67,6 @@ python -c 'import os, sys; from ray.job_submission import JobSubmissionClient as
 python -c 'import json, sys; sys.stdout.write(json.dumps(json.load(open(sys.argv[1])), \\
   separators=(",", ":"), sort_keys=True))' {summary} > {termination}
 """
-
-
-#: Writes the run's Ray token once (os.link refuses an existing name, so a second head keeps the first
-#: token, and a reader never sees a half-written file). ``sys.argv[1]`` is the token's path.
-_WRITE_TOKEN = """\
-import os, secrets, sys
-path = sys.argv[1]
-os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
-if not os.path.exists(path):
-    tmp = f"{path}.{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_hex(32))
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    finally:
-        os.unlink(tmp)
-"""
-
-TOKEN_INIT_CONTAINER = "ray-auth-token"
-
-
-def token_path(run: Run) -> str:
-    """The run's Ray auth token, on its own claim (mounted by its pods only)."""
-    return f"{run.run_dir}/ray/auth_token"
-
-
-def token_env(run: Run) -> list[dict[str, Any]]:
-    return [
-        {"name": "RAY_AUTH_MODE", "value": "token"},
-        {"name": "RAY_AUTH_TOKEN_PATH", "value": token_path(run)},
-    ]
-
-
-def _token_writer(run: Run) -> dict[str, Any]:
-    """The head's init container: the curation image's python, the run's claim, nothing else."""
-    return {
-        "name": TOKEN_INIT_CONTAINER,
-        "image": run.spec.images.curation,
-        "imagePullPolicy": run.spec.images.pull_policy,
-        "command": ["python", "-c", _WRITE_TOKEN, token_path(run)],
-        "resources": {"requests": {"cpu": "50m", "memory": "128Mi"}, "limits": {"memory": "128Mi"}},
-        "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE}],
-        "securityContext": container_security(),
-    }
 
 
 def curation_entrypoint() -> list[str]:
@@ -150,7 +89,6 @@ def _ray_container(run: Run, res: dict[str, Any], name: str) -> dict[str, Any]:
     base.pop("command")
     base.pop("args")
     base["name"] = name
-    base["env"] = [*base["env"], *token_env(run)]
     return base
 
 
@@ -164,12 +102,6 @@ def _pod_template(run: Run, containers: list[dict[str, Any]], restart: str | Non
     if restart is not None:
         pod["restartPolicy"] = restart
     return {"metadata": {"labels": run.labels(Stage.CURATION)}, "spec": pod}
-
-
-def _head_template(run: Run, head: dict[str, Any]) -> dict[str, Any]:
-    template = _pod_template(run, [head])
-    template["spec"]["initContainers"] = [_token_writer(run)]
-    return template
 
 
 #: The submitter mounts only what it reads: the summary on the run's volume, or on the cache claim (spec.cache).
@@ -213,10 +145,13 @@ def build_curation_rayjob(run: Run) -> dict[str, Any]:
             "submitterConfig": {"backoffLimit": SUBMITTER_BACKOFF_LIMIT},
             "submitterPodTemplate": _submitter(run),
             "rayClusterSpec": {
+                "rayVersion": RAY_VERSION,
+                # KubeRay makes the cluster's token Secret and gives it to every Ray container and itself.
+                "authOptions": {"mode": "token"},
                 "headGroupSpec": {
                     # No blocks on the head: it holds the GCS, the dashboard and the driver.
                     "rayStartParams": {"num-cpus": "0"},
-                    "template": _head_template(run, head),
+                    "template": _pod_template(run, [head]),
                 },
                 "workerGroupSpecs": [
                     {
