@@ -33,6 +33,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client as k8s
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tests.chart.chart_tools import CHART, helm
 from tests.node.conftest import RESTRICTED, busybox_pod, run_to_completion
 from tests.support.controlplane import REPO_ROOT, ControlPlane
@@ -359,6 +360,108 @@ def test_a_reasoning_run_succeeds_on_the_real_node(cluster: Cluster) -> None:
         f"\n[node run] resumed at step {step}; phases {watched.phases}; curation {curation}; "
         f"training {training}; accuracies {accuracies}"
     )
+
+
+def _on_volume(c: Cluster, path: str) -> Path:
+    """Where a pod's path on the run's volume (the claim mounted at /workspace) lies on the node: the hostPath
+    PV's directory, which the test reads as root."""
+    assert path.startswith("/workspace/"), path
+    return c.node.work_dir / "volumes" / c.namespace / path.removeprefix("/workspace/")
+
+
+def _condition(status: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    return next((cond for cond in status.get("conditions") or [] if cond["type"] == kind), None)
+
+
+def _set_suspend(c: Cluster, name: str, value: bool) -> None:
+    c.custom.patch_namespaced_custom_object(GROUP, VERSION, c.namespace, PLURAL, name, {"spec": {"suspend": value}})
+
+
+def _checkpoints(run_dir: Path) -> list[int]:
+    """The steps of the complete checkpoints (state.json is written last) in a run's training output."""
+    return sorted(int(p.parent.name.removeprefix("step-")) for p in run_dir.glob("train/checkpoints/step-*/state.json"))
+
+
+def test_a_run_suspended_mid_training_resumes_and_exports_on_the_real_node(cluster: Cluster) -> None:
+    """spec.suspend on real pods: once training has a checkpoint on the volume the run is suspended (the
+    operator suspends the training Job, the Job controller deletes its pod, the kubelet's SIGTERM makes the
+    trainer save the step it reached), then resumed (a new pod resumes from that checkpoint) to Succeeded,
+    through the export stage (spec.export's defaults: the merged model on the run's volume). The TensorBoard
+    event files both pods wrote are read back: every step once."""
+    c = cluster
+    name = "paused"
+    job = f"{name}-training"
+    manifest = _variant(name, {})
+    manifest["spec"]["export"] = {}  # merged: true, destination: export/ in the run's directory
+    created = c.custom.create_namespaced_custom_object(GROUP, VERSION, c.namespace, PLURAL, manifest)
+    run_dir = _on_volume(c, f"/workspace/runs/{name}-{created['metadata']['uid'][:8]}")
+    max_steps = manifest["spec"]["training"]["maxSteps"]
+
+    assert _watch(c, name, {"Training", "Failed"}, 600).status["phase"] == "Training"
+    wait_until(lambda: _checkpoints(run_dir), timeout=600, interval=1, what=f"a checkpoint of {name} under {run_dir}")
+    _set_suspend(c, name, True)
+    wait_until(lambda: c.batch.read_namespaced_job(job, c.namespace).spec.suspend, timeout=30, what=f"{job} suspended")
+    # The pod is deleted and gone (the trainer exits at its next step boundary, within the grace period).
+    wait_until(
+        lambda: not c.core.list_namespaced_pod(c.namespace, label_selector=f"job-name={job}").items,
+        timeout=120,
+        interval=1,
+        what=f"{job}'s pod to go away",
+    )
+
+    def held() -> dict[str, Any] | None:
+        status = c.run(name).get("status") or {}
+        cond = _condition(status, "Suspended")
+        return status if cond is not None and cond["status"] == "True" else None
+
+    status = wait_until(held, timeout=60, interval=1, what=f"{name}'s Suspended condition True")
+    assert status["phase"] == "Training", status
+    assert _condition(status, "Suspended")["reason"] == "SuspendedBySpec", status["conditions"]  # type: ignore[index]
+    # Suspended before training ended: the checkpoint the SIGTERM'd trainer left is where it must resume.
+    saved = _checkpoints(run_dir)[-1]
+    assert 0 < saved < max_steps, _checkpoints(run_dir)
+
+    _set_suspend(c, name, False)
+    watched = _watch(c, name, {"Succeeded", "Failed"}, RUN_TIMEOUT)
+    status = watched.status
+    assert status["phase"] == "Succeeded", f"{status}\n{c.pod_logs()}"
+    seen = [p for p in watched.phases if p != "Training"]
+    assert seen == ["Serving", "Evaluating", "Exporting", "Succeeded"], watched.phases
+    resumed_cond = _condition(status, "Suspended")
+    assert resumed_cond is not None and resumed_cond["status"] == "False", status["conditions"]
+    assert resumed_cond["reason"] == "Resumed", resumed_cond
+    (pod,) = c.core.list_namespaced_pod(c.namespace, label_selector=f"job-name={job}").items
+    log = c.core.read_namespaced_pod_log(pod.metadata.name, c.namespace)
+    resumed_at = re.search(r"resumed from \S+/checkpoints/step-(\d+) at step (\d+)", log)
+    assert resumed_at is not None and int(resumed_at[1]) == int(resumed_at[2]) == saved, log[-3000:]
+    training_job = c.batch.read_namespaced_job(job, c.namespace)
+    # A suspension spends no retry of the Job's backoff limit.
+    assert training_job.status.succeeded == 1 and not training_job.status.failed, training_job.status
+    assert status["training"]["steps"] == max_steps, status["training"]
+
+    # The export stage's result, and the merged model it wrote on the run's volume.
+    export = status["export"]
+    assert status["stages"]["export"]["phase"] == "Succeeded", status["stages"]
+    assert (_condition(status, "Exported") or {}).get("status") == "True", status["conditions"]
+    assert export["mergedPath"] == f"{export['destination'].rstrip('/')}/merged", export
+    merged = _on_volume(c, export["mergedPath"])
+    files = {p.name for p in merged.iterdir()}
+    assert {"config.json", "tokenizer_config.json", "README.md"} <= files, files
+    assert any(f.endswith(".safetensors") for f in files), files
+    assert "chat_template" in (merged / "tokenizer_config.json").read_text() or "chat_template.jinja" in files
+    card = (merged / "README.md").read_text().splitlines()
+    assert f"# {name}" in card and {"## Recipe", "## Training data", "## Evaluation"} <= set(card), card[:40]
+    on_disk = [p for p in merged.rglob("*") if p.is_file()]
+    assert export["files"] == len(on_disk) and export["bytes"] == sum(p.stat().st_size for p in on_disk), export
+
+    # TensorBoard: one event file per training pod; read together, each step's loss once.
+    tensorboard = _on_volume(c, status["training"]["tensorboardDir"])
+    events = sorted(tensorboard.glob("events.out.tfevents.*"))
+    assert len(events) == 2, events
+    accumulator = EventAccumulator(str(tensorboard))
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Scalars("train/loss")] == list(range(1, max_steps + 1))
+    print(f"\n[node run] {name}: suspended with checkpoint step-{saved}, resumed there; export {export}")
 
 
 def _metric(text: str, name: str, labels: dict[str, str]) -> float | None:
