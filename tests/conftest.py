@@ -19,7 +19,7 @@ if _REPO_ROOT not in sys.path:  # `pytest` (not `python -m pytest`) does not put
     sys.path.insert(0, _REPO_ROOT)
 
 from kubernetes import client as k8s_client  # noqa: E402
-from tests.support.controlplane import ControlPlane, build_binaries  # noqa: E402
+from tests.support.controlplane import ControlPlane, build_binaries, ensure_default_service_account  # noqa: E402
 from tests.support.gate import wait_for_build  # noqa: E402
 
 
@@ -48,13 +48,7 @@ def namespace(control_plane: ControlPlane, request: pytest.FixtureRequest) -> It
         core: Any = k8s_client.CoreV1Api(api)
         core.create_namespace({"metadata": {"name": name, "labels": {"reasoning.dev/test": "true"}}})
 
-        # The ServiceAccount controller makes ``default`` on its own, but on a loaded 2-core CI machine its
-        # queue can lag past any fixed wait; creating it here is what that controller would do (409 = it won).
-        try:
-            core.create_namespaced_service_account(name, {"metadata": {"name": "default"}})
-        except k8s_client.ApiException as err:
-            if err.status != 409:
-                raise
+        ensure_default_service_account(core, name)
         try:
             yield name
         finally:

@@ -8,19 +8,17 @@ kubelet, so no Ray process starts: what Ray does in those pods is not checked he
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from tests.e2e.conftest import Runs
-from tests.support.controlplane import ControlPlane, free_port
+from tests.support.controlplane import ControlPlane
 from tests.support.fake_kubelet import wait_until
-from tests.support.kuberay import crd_paths, operator_binary
+from tests.support.kuberay import install_crds, operator_binary, running_operator
 
 from reasoning_operator.core import builders
 from reasoning_operator.core.run import Run
@@ -36,27 +34,8 @@ CLUSTER = {
 
 @pytest.fixture(scope="module")
 def kuberay_crds(control_plane: ControlPlane) -> list[str]:
-    names = []
     with control_plane.api_client() as api:
-        ext = k8s.ApiextensionsV1Api(api)
-        for path in crd_paths():
-            body = yaml.safe_load(path.read_text())
-            try:
-                ext.create_custom_resource_definition(body)
-            except ApiException as err:
-                if err.status != 409:
-                    raise
-            names.append(body["metadata"]["name"])
-
-        def established() -> bool:
-            for name in names:
-                got = ext.read_custom_resource_definition(name)
-                if not any(c.type == "Established" and c.status == "True" for c in got.status.conditions or []):
-                    return False
-            return True
-
-        wait_until(established, timeout=60, what="KubeRay CRDs Established")
-    return names
+        return install_crds(api)
 
 
 def _dry_run(api: k8s.ApiClient, namespace: str, body: dict[str, Any]) -> dict[str, Any]:
@@ -161,27 +140,8 @@ def kuberay_operator(
     if binary is None:
         pytest.skip("KubeRay's operator is not built: REASONING_BUILD_KUBERAY=1 builds it (cached afterwards)")
     log = tmp_path_factory.mktemp("kuberay") / "ray-operator.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                str(binary),
-                "--enable-leader-election=false",
-                f"--metrics-addr=127.0.0.1:{free_port()}",
-                f"--health-probe-bind-address=127.0.0.1:{free_port()}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(control_plane.kubeconfig)},
-        )
-    try:
+    with running_operator(binary, control_plane.kubeconfig, log):
         yield log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.mark.needs_build("kuberay")

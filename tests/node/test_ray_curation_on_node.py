@@ -14,12 +14,10 @@ Needs the project's operator and curation images in podman (``make images``) and
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
 import re
-import subprocess
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,15 +25,11 @@ from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client as k8s
-from kubernetes.client.exceptions import ApiException
-from tests.chart.chart_tools import CHART, helm
-from tests.node.conftest import RESTRICTED
-from tests.node.test_run_on_node import IMAGES, INPUTS, RUN_FILE, Cluster, _podman_has, _volume
-from tests.support.controlplane import ControlPlane, free_port
+from tests.node.test_run_on_node import IMAGES, RUN_FILE, Cluster, _podman_has, installed_cluster
+from tests.support.controlplane import ControlPlane
 from tests.support.fake_kubelet import wait_until
-from tests.support.kuberay import crd_paths, operator_binary
-from tests.support.node import GPU_TAINT, NODE_NAME, RealNode
+from tests.support.kuberay import install_crds, operator_binary, running_operator
+from tests.support.node import RealNode
 
 from reasoning_jobs.common.artifacts import INPUTS_FILE
 from reasoning_operator.api import GROUP, PLURAL, VERSION
@@ -65,47 +59,11 @@ def kuberay(node_plane: tuple[ControlPlane, RealNode], tmp_path_factory: pytest.
         pytest.skip("KubeRay's operator is not built: REASONING_BUILD_KUBERAY=1 builds it (cached afterwards)")
     plane = node_plane[0]
     with plane.api_client() as api:
-        ext = k8s.ApiextensionsV1Api(api)
-        names = []
-        for path in crd_paths():
-            body = yaml.safe_load(path.read_text())
-            with contextlib.suppress(ApiException):
-                ext.create_custom_resource_definition(body)
-            names.append(body["metadata"]["name"])
-
-        def established() -> bool:
-            return all(
-                any(
-                    c.type == "Established" and c.status == "True"
-                    for c in ext.read_custom_resource_definition(n).status.conditions or []
-                )
-                for n in names
-            )
-
-        wait_until(established, timeout=60, what="KubeRay's CRDs Established")
+        install_crds(api)
+    # outside the cluster's DNS: KubeRay reaches the head's dashboard through the apiserver's service proxy
     log = tmp_path_factory.mktemp("kuberay-node") / "ray-operator.log"
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            [
-                str(binary),
-                "--enable-leader-election=false",
-                "--use-kubernetes-proxy",
-                f"--metrics-addr=127.0.0.1:{free_port()}",
-                f"--health-probe-bind-address=127.0.0.1:{free_port()}",
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(plane.kubeconfig)},
-        )
-    try:
+    with running_operator(binary, plane.kubeconfig, log, "--use-kubernetes-proxy"):
         yield log
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
 
 
 @pytest.fixture(scope="module")
@@ -115,40 +73,10 @@ def ray_cluster(node_plane: tuple[ControlPlane, RealNode], kuberay: Path) -> Ite
     missing = [IMAGES[n] for n in USED if not _podman_has(IMAGES[n])]
     if missing:
         pytest.skip(f"the project's images are not built here (make images): {missing}")
-    plane, node = node_plane
+    node = node_plane[1]
     imported = {IMAGES[n]: node.import_podman_image(IMAGES[n]) for n in USED}
-    namespace = f"n-ray-{os.urandom(3).hex()}"
-    with plane.api_client() as api:
-        c = Cluster(plane, node, namespace, api, {f"import {k}": v for k, v in imported.items()})
-        labels = {f"pod-security.kubernetes.io/{mode}": RESTRICTED for mode in ("enforce", "warn", "audit")}
-        c.core.create_namespace({"metadata": {"name": namespace, "labels": {"reasoning.dev/test": "true", **labels}}})
-        c.core.patch_node(NODE_NAME, {"spec": {"taints": []}})
-        kube = ["--kubeconfig", str(plane.kubeconfig), "--namespace", namespace]
-        try:
-            wait_until(
-                lambda: any(
-                    sa.metadata.name == "default" for sa in c.core.list_namespaced_service_account(namespace).items
-                ),
-                timeout=30,
-                what="the default ServiceAccount",
-            )
-            _volume(c.core, node, namespace)
-            c.kubectl("apply", "-f", str(INPUTS))
-            seeded = c.kubectl(
-                "wait", "--for=condition=Complete", "job/seed-inputs", "--timeout=300s", check=False, timeout=320
-            )
-            assert seeded.returncode == 0, f"seeding failed: {seeded.stderr} {c.pod_logs('seed-inputs')}"
-            values = ["--set", "image.pullPolicy=Never", "--set", "watch.allNamespaces=false"]
-            values += ["--set", "curation.rayCluster.enabled=true"]
-            helm("install", "ro", str(CHART), *kube, *values, "--wait", "--timeout", "120s", timeout=180)
-            yield c
-        finally:
-            helm("uninstall", "ro", *kube, "--wait", "--timeout", "60s", check=False, timeout=90)
-            c.core.delete_namespace(namespace, propagation_policy="Background")
-            with contextlib.suppress(ApiException):
-                c.core.delete_persistent_volume(f"pv-{namespace}")
-            c.core.patch_node(NODE_NAME, {"spec": {"taints": [GPU_TAINT]}})
-            print(f"\n[ray node] timings (s): {c.timings}")
+    with installed_cluster(node_plane, imported, "n-ray", ["--set", "curation.rayCluster.enabled=true"]) as c:
+        yield c
 
 
 def _curation_run(name: str, cluster: dict[str, Any] | None) -> dict[str, Any]:

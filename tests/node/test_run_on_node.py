@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,7 +36,7 @@ from kubernetes import client as k8s
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tests.chart.chart_tools import CHART, helm
 from tests.node.conftest import RESTRICTED, busybox_pod, run_to_completion
-from tests.support.controlplane import REPO_ROOT, ControlPlane
+from tests.support.controlplane import REPO_ROOT, ControlPlane, ensure_default_service_account
 from tests.support.fake_kubelet import wait_until
 from tests.support.node import GPU_TAINT, NODE_NAME, RealNode
 
@@ -138,28 +138,23 @@ def _volume(core: Any, node: RealNode, namespace: str) -> None:
     )
 
 
-@pytest.fixture(scope="module")
-def cluster(node_plane: tuple[ControlPlane, RealNode], images: dict[str, float]) -> Iterator[Cluster]:
-    """The README's steps up to the run: namespace (restricted PSS), inputs seeded, ``helm install``.
-
-    The one real node is also the GPU node; CPU stages (and the operator) do not tolerate its GPU taint, so it
-    is lifted for the module and put back afterwards."""
+@contextlib.contextmanager
+def installed_cluster(
+    node_plane: tuple[ControlPlane, RealNode], imported: dict[str, float], prefix: str, values: Sequence[str] = ()
+) -> Iterator[Cluster]:
+    """The README's steps up to the run: namespace (restricted PSS), inputs seeded, ``helm install`` (with
+    ``values`` beside the test's own). The one real node is also the GPU node; CPU stages (and the operator)
+    do not tolerate its GPU taint, so it is lifted while the cluster is in use and put back afterwards."""
     plane, node = node_plane
-    namespace = f"n-run-{os.urandom(3).hex()}"
+    namespace = f"{prefix}-{os.urandom(3).hex()}"
     with plane.api_client() as api:
-        c = Cluster(plane, node, namespace, api, {f"import {k}": v for k, v in images.items()})
+        c = Cluster(plane, node, namespace, api, {f"import {k}": v for k, v in imported.items()})
         labels = {f"pod-security.kubernetes.io/{mode}": RESTRICTED for mode in ("enforce", "warn", "audit")}
         c.core.create_namespace({"metadata": {"name": namespace, "labels": {"reasoning.dev/test": "true", **labels}}})
         c.core.patch_node(NODE_NAME, {"spec": {"taints": []}})
         kube = ["--kubeconfig", str(plane.kubeconfig), "--namespace", namespace]
         try:
-            wait_until(
-                lambda: any(
-                    sa.metadata.name == "default" for sa in c.core.list_namespaced_service_account(namespace).items
-                ),
-                timeout=30,
-                what="the default ServiceAccount",
-            )
+            ensure_default_service_account(c.core, namespace)
             _volume(c.core, node, namespace)
             started = time.monotonic()
             c.kubectl("apply", "-f", str(INPUTS))
@@ -169,8 +164,8 @@ def cluster(node_plane: tuple[ControlPlane, RealNode], images: dict[str, float])
             assert seeded.returncode == 0, f"seeding failed: {seeded.stderr} {c.pod_logs('seed-inputs')}"
             c.timings["seed"] = round(time.monotonic() - started, 1)
             started = time.monotonic()
-            values = ["--set", "image.pullPolicy=Never", "--set", "watch.allNamespaces=false"]
-            helm("install", "ro", str(CHART), *kube, *values, "--wait", "--timeout", "120s", timeout=180)
+            chart_values = ["--set", "image.pullPolicy=Never", "--set", "watch.allNamespaces=false", *values]
+            helm("install", "ro", str(CHART), *kube, *chart_values, "--wait", "--timeout", "120s", timeout=180)
             c.timings["helm install"] = round(time.monotonic() - started, 1)
             yield c
         finally:
@@ -179,7 +174,13 @@ def cluster(node_plane: tuple[ControlPlane, RealNode], images: dict[str, float])
             with contextlib.suppress(k8s.ApiException):
                 c.core.delete_persistent_volume(f"pv-{namespace}")
             c.core.patch_node(NODE_NAME, {"spec": {"taints": [GPU_TAINT]}})
-            print(f"\n[node run] timings (s): {c.timings}")
+            print(f"\n[{prefix}] timings (s): {c.timings}")
+
+
+@pytest.fixture(scope="module")
+def cluster(node_plane: tuple[ControlPlane, RealNode], images: dict[str, float]) -> Iterator[Cluster]:
+    with installed_cluster(node_plane, images, "n-run") as c:
+        yield c
 
 
 @dataclass

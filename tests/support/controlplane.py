@@ -129,6 +129,18 @@ def build_binaries(*, build: bool = True) -> Path:
     return Path(lines[-1])
 
 
+def ensure_default_service_account(core: Any, namespace: str) -> None:
+    """The namespace's ``default`` ServiceAccount, made here if the ServiceAccount controller has not yet.
+
+    That controller makes it on its own, but on a loaded 2-core CI machine its queue can lag past any fixed
+    wait; creating it is what the controller would do (409: it won)."""
+    try:
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": "default"}})
+    except k8s_client.ApiException as err:
+        if err.status != 409:
+            raise
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))

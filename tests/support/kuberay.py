@@ -6,11 +6,20 @@ so the gate pays the download (~4 MB, seconds) once per machine."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client as k8s
+from kubernetes.client.exceptions import ApiException
+from tests.support.controlplane import free_port
+from tests.support.fake_kubelet import wait_until
 
 MODULE = "github.com/ray-project/kuberay/ray-operator"
 VERSION = "v1.6.0"
@@ -75,3 +84,57 @@ def operator_binary(version: str = VERSION, *, build: bool = True) -> Path | Non
     subprocess.run(["nice", "-n", "10", _go(), "build", "-o", str(partial), "."], cwd=source, check=True)
     partial.rename(binary)
     return binary
+
+
+def install_crds(api: Any) -> list[str]:
+    """KubeRay's CRDs in the cluster behind ``api`` (an existing one kept), once Established; their names."""
+    ext = k8s.ApiextensionsV1Api(api)
+    names = []
+    for path in crd_paths():
+        body = yaml.safe_load(path.read_text())
+        try:
+            ext.create_custom_resource_definition(body)
+        except ApiException as err:
+            if err.status != 409:
+                raise
+        names.append(body["metadata"]["name"])
+
+    def established() -> bool:
+        return all(
+            any(
+                c.type == "Established" and c.status == "True"
+                for c in ext.read_custom_resource_definition(n).status.conditions or []
+            )
+            for n in names
+        )
+
+    wait_until(established, timeout=60, what="KubeRay's CRDs Established")
+    return names
+
+
+@contextlib.contextmanager
+def running_operator(binary: Path, kubeconfig: Path, log: Path, *flags: str) -> Iterator[Path]:
+    """KubeRay's operator as a process against ``kubeconfig`` (no leader election, loopback metrics and
+    probes), its output in ``log``; yields the log and stops the process afterwards."""
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            [
+                str(binary),
+                "--enable-leader-election=false",
+                *flags,
+                f"--metrics-addr=127.0.0.1:{free_port()}",
+                f"--health-probe-bind-address=127.0.0.1:{free_port()}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(kubeconfig)},
+        )
+    try:
+        yield log
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
