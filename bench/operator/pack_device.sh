@@ -12,11 +12,18 @@ WORK=$OUT/op-work; mkdir -p "$WORK" "$OUT/op1" "$OUT/op2/whl" "$OUT/op2/baseline
 if [ ! -f "$WORK/cp.tar.xz" ]; then tar -C "$(dirname "$BIN_DIR")" -c bin | xz -T0 -6 > "$WORK/cp.tar.xz.tmp" && mv "$WORK/cp.tar.xz.tmp" "$WORK/cp.tar.xz"; fi
 rm -f "$WORK"/cp.tar.xz.part*; split -b 50M -d -a 2 "$WORK/cp.tar.xz" "$WORK/cp.tar.xz.part"
 mv "$WORK/cp.tar.xz.part00" "$OUT/op1/"; mv "$WORK"/cp.tar.xz.part* "$OUT/op2/"
+# pack_carry.py's cached downloader: one wheel per pin, CPython 3.12 on x86-64 Linux
 { uv export --extra operator --no-hashes --no-dev --no-emit-project | grep -v '^#\|^ ' | sed 's/ ;.*//'
-  for p in cryptography cffi pycparser; do echo "$p==$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('$p'))")"; done
+  python3 -c "import sys; sys.path.insert(0, 'bench/outcome'); import pack_carry as p
+for n in ('cryptography', 'cffi', 'pycparser'): print(f'{n}=={p.locked_version(n)}')"
 } > "$WORK/reqs.txt"
-platforms=(); for p in manylinux_2_17_x86_64 manylinux_2_28_x86_64 manylinux_2_34_x86_64 manylinux2014_x86_64 any; do platforms+=(--platform "$p"); done
-python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp --abi cp312 \
-  --abi abi3 --abi none "${platforms[@]}" -d "$OUT/op2/whl" -r "$WORK/reqs.txt"
+python3 - "$WORK/reqs.txt" "$OUT/op2/whl" <<'PY'
+import shutil, sys
+sys.path.insert(0, "bench/outcome")
+import pack_carry
+for line in open(sys.argv[1]):
+    if line.strip():
+        shutil.copy(pack_carry.download(line.strip()), sys.argv[2])
+PY
 git archive "$BASELINE_REF" operator jobs crds | tar -x -C "$OUT/op2/baseline"
 du -sh "$OUT"/op1 "$OUT"/op2
