@@ -39,6 +39,18 @@ ACCURACY = Gauge(
 CURATED_SAMPLES = Gauge(
     "reasoning_curated_samples", "Samples written by curation.", ["namespace", "run"], registry=REGISTRY
 )
+CURATION_BLOCKS_DONE = Gauge(
+    "reasoning_curation_blocks_done", "Input blocks curation has written.", ["namespace", "run"], registry=REGISTRY
+)
+CURATION_BLOCKS = Gauge(
+    "reasoning_curation_blocks", "Input blocks curation planned.", ["namespace", "run"], registry=REGISTRY
+)
+CURATION_RAY_WORKERS = Gauge(
+    "reasoning_curation_ray_workers_ready",
+    "Ray workers KubeRay counts ready for the run's curation (spec.curation.cluster).",
+    ["namespace", "run"],
+    registry=REGISTRY,
+)
 RECONCILE_ERRORS = Counter(
     "reasoning_reconcile_errors", "Reconciles that raised.", ["namespace", "run", "error"], registry=REGISTRY
 )
@@ -66,6 +78,11 @@ def observe_status(namespace: str, run: str, status: ReasoningRunStatus) -> None
             TRAINING_LOSS.labels(namespace, run).set(status.training_progress.loss)
     if status.training is not None:
         TRAINING_STEP.labels(namespace, run).set(status.training.steps)
+    if status.curation_progress is not None:
+        CURATION_BLOCKS_DONE.labels(namespace, run).set(status.curation_progress.blocks_done)
+        CURATION_BLOCKS.labels(namespace, run).set(status.curation_progress.blocks_total)
+        if status.curation_progress.workers_ready is not None:
+            CURATION_RAY_WORKERS.labels(namespace, run).set(status.curation_progress.workers_ready)
     if status.curation is not None:
         CURATED_SAMPLES.labels(namespace, run).set(status.curation.samples_written)
     if status.evaluation is not None:
@@ -83,6 +100,9 @@ def forget(namespace: str, run: str) -> None:
         TRAINING_LOSS,
         ACCURACY,
         CURATED_SAMPLES,
+        CURATION_BLOCKS_DONE,
+        CURATION_BLOCKS,
+        CURATION_RAY_WORKERS,
     ):
         for labels in list(metric._metrics):
             if labels[0] == namespace and labels[1] == run:

@@ -85,15 +85,14 @@ def reconcile(
         return None
     with metrics.RECONCILE_SECONDS.time():
         children = kube.children(run)
-        log_tail = None
-        training_pods = [
-            p
-            for p in children.pods
-            if p["metadata"]["labels"].get("reasoning-operator.dev/stage") == Stage.TRAINING.value
-        ]
-        running = [p for p in training_pods if (p.get("status") or {}).get("phase") == "Running"]
-        if running:
-            log_tail = kube.log_tail(namespace, running[-1]["metadata"]["name"])
+        # Progress lines: the running training pod's, and the curation pod's (the single-pod Job's, or on a
+        # KubeRay cluster the RayJob's submitter, which follows the driver's log; not a Ray head or worker).
+        running = _running_pods(children.pods, Stage.TRAINING)
+        log_tail = kube.log_tail(namespace, running[-1]["metadata"]["name"]) if running else None
+        curation_pods = _running_pods(children.pods, Stage.CURATION)
+        curating = [p for p in curation_pods if RAY_NODE_LABEL not in p["metadata"]["labels"]]
+        curation_log = kube.log_tail(namespace, curating[-1]["metadata"]["name"], lines=50) if curating else None
+        running += curating
         # spec.cache: other runs' status is read outside the caches, so such a check is never memoised (a run
         # waiting for another's stage output sees it finish on the next resync). A RayJob is not watched: its
         # status changes reach no fingerprint, so such a run is not memoised either.
@@ -114,6 +113,7 @@ def reconcile(
             deployment=children.deployment,
             service=children.service,
             training_log_tail=log_tail,
+            curation_log_tail=curation_log,
             job_events=children.job_events,
             ray_jobs=children.ray_jobs,
             workloads=children.workloads,
@@ -135,6 +135,18 @@ def reconcile(
         version = str(obj["metadata"].get("resourceVersion"))
         memo.record((namespace, name), Inputs(version, children_before or (), plan.recheck_at) if still else None)
     return plan
+
+
+#: KubeRay's label on a Ray head or worker pod (its value: head, worker).
+RAY_NODE_LABEL = "ray.io/node-type"
+
+
+def _running_pods(pods: list[dict[str, Any]], stage: Stage) -> list[dict[str, Any]]:
+    return [
+        p
+        for p in pods
+        if p["metadata"]["labels"].get(STAGE_LABEL) == stage.value and (p.get("status") or {}).get("phase") == "Running"
+    ]
 
 
 def _may_reuse(run: Run, jobs: list[dict[str, Any]]) -> bool:

@@ -2,7 +2,7 @@
 plane, its CRDs installed) runs the RayJob the chart's operator writes (``curation.rayCluster.enabled``), with
 real Ray in the curation image on a head and 2 workers, to Succeeded on the inputs ``inputs.yaml`` seeds; the
 curated output is byte-identical to the single-pod curation of the same inputs in the same namespace, and
-stays so when a worker pod is killed mid-run.
+stays so when a worker pod is killed mid-run (which the cluster absorbs: no retry on a new cluster).
 
 KubeRay's controller polls the head's dashboard through the apiserver's service proxy
 (``--use-kubernetes-proxy``): it runs on the host, outside the cluster's DNS. Token auth is KubeRay's own
@@ -14,10 +14,10 @@ Needs the project's operator and curation images in podman (``make images``) and
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
-import re
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -32,8 +32,8 @@ from tests.support.kuberay import install_crds, operator_binary, running_operato
 from tests.support.node import RealNode
 
 from reasoning_jobs.common.artifacts import INPUTS_FILE
-from reasoning_operator.api import GROUP, PLURAL, VERSION
-from reasoning_operator.api.contract import SUMMARY_FILE
+from reasoning_operator.api import GROUP, PLURAL, VERSION, CurationProgress
+from reasoning_operator.api.contract import SUMMARY_FILE, parse_progress_line
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(3600)]
 
@@ -44,11 +44,13 @@ CLUSTER = {
     "headResources": {"cpu": "250m", "memory": "2Gi"},
 }
 CURATION_TIMEOUT = 900
-#: summary.json's fields that name the run rather than the data: its own path, and the stage key (the cluster's
-#: settings are part of it, as the single-pod Job's ``workers`` are).
-RUN_SPECIFIC = ("outputPath", "inputsKey")
+#: summary.json's field that names the run rather than the data: its own path. Its stage key (inputsKey) stays:
+#: how curation runs (a pod's workers, a cluster) is not part of it, so both runs have the same.
+RUN_SPECIFIC = ("outputPath",)
 #: The single-pod curation's status and files, for the worker-loss test.
 SINGLE: dict[str, Any] = {}
+#: Per run: the RayJob's status as it changed, and the last lines of every Ray or submitter pod that failed.
+HISTORY: dict[str, list[str]] = {}
 
 
 @pytest.fixture(scope="module")
@@ -94,6 +96,32 @@ def _curation_done(status: dict[str, Any]) -> bool:
     ) == "Failed"
 
 
+def _note_rayjob(c: Cluster, name: str, history: list[str]) -> None:
+    """Append the RayJob's status when it changed, and the log tail of each pod of the run that failed (a
+    retried cluster's pods are gone a moment later, and with them the reason)."""
+    for job in c.custom.list_namespaced_custom_object(
+        "ray.io", "v1", c.namespace, "rayjobs", label_selector=f"reasoning-operator.dev/run={name}"
+    )["items"]:
+        st = job.get("status") or {}
+        keys = ("jobDeploymentStatus", "jobStatus", "rayClusterName", "failed", "succeeded", "reason", "message")
+        line = "rayjob " + json.dumps({k: st.get(k) for k in keys if st.get(k) is not None}, sort_keys=True)
+        if line not in [h for h in history if h.startswith("rayjob ")][-1:]:
+            history.append(line)
+    for pod in c.core.list_namespaced_pod(c.namespace).items:
+        pod_name = pod.metadata.name
+        if not pod_name.startswith(f"{name}-") or any(h.startswith(f"pod {pod_name} ") for h in history):
+            continue
+        statuses = pod.status.container_statuses or []
+        failed = pod.status.phase == "Failed" or any(
+            s.state.terminated is not None and s.state.terminated.exit_code != 0 for s in statuses
+        )
+        if failed:
+            tail = ""
+            with contextlib.suppress(Exception):
+                tail = c.core.read_namespaced_pod_log(pod_name, c.namespace, tail_lines=25)
+            history.append(f"pod {pod_name} failed:\n{tail}")
+
+
 def _curate(
     c: Cluster,
     name: str,
@@ -108,6 +136,9 @@ def _curate(
     c.custom.create_namespaced_custom_object(GROUP, VERSION, c.namespace, PLURAL, _curation_run(name, cluster))
     last: dict[str, Any] = {}
 
+    history: list[str] = []
+    HISTORY[name] = history
+
     def done() -> bool:
         nonlocal last
         last = c.run(name).get("status") or {}
@@ -115,6 +146,7 @@ def _curate(
             c.namespace, label_selector=f"reasoning-operator.dev/run={name},ray.io/node-type"
         ).items:
             seen.setdefault(pod.metadata.labels["ray.io/node-type"], set()).add(pod.metadata.name)
+        _note_rayjob(c, name, history)
         if on_poll is not None:
             on_poll()
         return _curation_done(last)
@@ -122,9 +154,9 @@ def _curate(
     try:
         wait_until(done, timeout=CURATION_TIMEOUT, interval=2, what=f"run {name}'s curation to end")
     except TimeoutError as err:
-        raise AssertionError(f"{err}; status {last}; pods {c.pod_logs(name)}") from None
+        raise AssertionError(f"{err}; status {last}; pods {c.pod_logs(name)}; rayjob {history}") from None
     c.timings[f"curation {name}"] = round(time.monotonic() - started, 1)
-    assert last["stages"]["curation"]["phase"] == "Succeeded", f"{last}\n{c.pod_logs(name, tail=60)}"
+    assert last["stages"]["curation"]["phase"] == "Succeeded", f"{last}\n{c.pod_logs(name, tail=60)}\n{history}"
     out = Path(last["curation"]["outputPath"])
     assert out.is_absolute() and out.parts[1] == "workspace", out
     curated = c.node.work_dir / "volumes" / c.namespace / out.parent.relative_to("/workspace")
@@ -158,47 +190,97 @@ def test_curation_on_a_kuberay_cluster_equals_the_single_pod_curation(ray_cluste
     assert ray_files == single_files
     keys = ("samplesRead", "samplesWritten", "dropped", "reasoningOn", "reasoningOff", "malformedLines")
     assert {k: ray["curation"].get(k) for k in keys} == {k: single["curation"].get(k) for k in keys}
+    # Status counted the blocks (all of them once done) and, on the cluster, KubeRay's workers.
+    blocks = single["curation"]["blocks"]
+    assert blocks >= 1 and ray["curation"]["blocks"] == blocks
+    assert single["curationProgress"] == {"blocksDone": blocks, "blocksTotal": blocks}
+    assert ray["curationProgress"]["blocksDone"] == ray["curationProgress"]["blocksTotal"] == blocks
+    assert ray["curationProgress"]["workersDesired"] == CLUSTER["workers"], ray["curationProgress"]
     # It ran on KubeRay's cluster: a head and two workers of that run (none replaced).
     assert {k: len(v) for k, v in seen.items()} == {"head": 1, "worker": 2}, seen
     print(f"\n[ray node] single {single['curation']}\n[ray node] ray {ray['curation']}; files {ray_files}")
 
 
+def _driver_progress(c: Cluster, run: str) -> CurationProgress | None:
+    """The driver's last progress line, in the log of the run's running submitter (it follows the driver's)."""
+    submitters = c.core.list_namespaced_pod(c.namespace, label_selector=f"batch.kubernetes.io/job-name={run}-curation")
+    running = [p for p in submitters.items if p.status.phase == "Running"]
+    if not running:
+        return None
+    log = c.core.read_namespaced_pod_log(running[0].metadata.name, c.namespace)
+    progress = [p for line in log.splitlines() if (p := parse_progress_line(line, CurationProgress)) is not None]
+    return progress[-1] if progress else None
+
+
+def _delete_a_running(c: Cluster, run: str, node_type: str) -> str:
+    """Delete one of the run's running Ray pods of this node type at once (grace 0); its name."""
+    selector = f"reasoning-operator.dev/run={run},ray.io/node-type={node_type}"
+    pods = c.core.list_namespaced_pod(c.namespace, label_selector=selector).items
+    victim = next(p for p in pods if p.status.phase == "Running")
+    c.core.delete_namespaced_pod(victim.metadata.name, c.namespace, grace_period_seconds=0)
+    return str(victim.metadata.name)
+
+
 def test_a_worker_killed_mid_run_still_ends_in_the_identical_output(ray_cluster: Cluster, kuberay: Path) -> None:
-    """One worker pod is deleted at once (grace 0) as soon as the driver has planned its blocks (its log, which
-    the submitter follows): Ray retries the lost blocks elsewhere, KubeRay starts a new worker, and the output is
-    still the single-pod curation's, rows neither lost nor written twice."""
+    """One worker pod is deleted at once (grace 0) as soon as the driver starts the pipeline (its first progress
+    line, in the log the submitter follows): Ray retries the lost work elsewhere, KubeRay starts a new worker,
+    the RayJob never fails over to a new cluster, and the output is still the single-pod curation's, rows
+    neither lost nor written twice."""
     if not SINGLE:
         pytest.skip("the single-pod curation did not run")
     c = ray_cluster
     killed: list[str] = []
+    at: list[CurationProgress] = []
 
     def kill_a_worker() -> None:
-        if killed:
-            return
-        selector = "batch.kubernetes.io/job-name=kill-curation"
-        submitters = c.core.list_namespaced_pod(c.namespace, label_selector=selector).items
-        running = [p for p in submitters if p.status.phase == "Running"]
-        if not running:
-            return
-        log = c.core.read_namespaced_pod_log(running[0].metadata.name, c.namespace)
-        if not re.search(r"curating \d+ files .* in \d+ blocks", log):
-            return
-        workers = c.core.list_namespaced_pod(
-            c.namespace, label_selector="reasoning-operator.dev/run=kill,ray.io/node-type=worker"
-        ).items
-        victim = next(p for p in workers if p.status.phase == "Running")
-        c.core.delete_namespaced_pod(victim.metadata.name, c.namespace, grace_period_seconds=0)
-        killed.append(victim.metadata.name)
+        progress = _driver_progress(c, "kill") if not killed else None
+        if progress is not None:  # its first line comes just before the pipeline runs: blocks in flight
+            killed.append(_delete_a_running(c, "kill", "worker"))
+            at.append(progress)
 
     seen: dict[str, set[str]] = {}
     try:
         status, files = _curate(c, "kill", CLUSTER, seen, kill_a_worker)
     except AssertionError as err:
         raise AssertionError(f"{err}\nKubeRay's log:\n{kuberay.read_text(errors='replace')[-4000:]}") from None
-    assert killed, "the driver's block plan was never seen in the submitter's log"
+    history = HISTORY["kill"]
+    print(f"\n[ray node] killed {killed} at {at}; pods seen {seen}; rayjob:\n" + "\n".join(history))
+    assert killed, "the driver's first progress line was never seen in the submitter's log"
     assert files == SINGLE["files"]
     keys = ("samplesRead", "samplesWritten", "dropped", "reasoningOn", "reasoningOff", "malformedLines")
     assert {k: status["curation"].get(k) for k in keys} == {k: SINGLE["status"]["curation"].get(k) for k in keys}
-    # KubeRay replaced the lost worker: three worker pods ran, the killed one among them.
-    assert killed[0] in seen["worker"] and len(seen["worker"]) == 3, seen
-    print(f"\n[ray node] killed {killed[0]}; workers seen {sorted(seen['worker'])}")
+    # The loss was absorbed inside the cluster: one head (no RayJob retry on a new cluster), and KubeRay
+    # replaced the lost worker: three worker pods ran, the killed one among them.
+    retried = [line for line in history if line.startswith("rayjob ") and json.loads(line[7:]).get("failed")]
+    assert not retried and len(seen["head"]) == 1, history
+    assert killed[0] in seen["worker"] and len(seen["worker"]) == 3, (seen, history)
+
+
+def test_a_lost_head_is_retried_within_the_backoff_limits_to_the_identical_output(
+    ray_cluster: Cluster, kuberay: Path
+) -> None:
+    """The head pod (GCS, job server, driver) is deleted at once as soon as the driver starts the pipeline. Ray
+    keeps no state past its head here (no GCS fault tolerance), so the job is lost with it: KubeRay's submitter
+    Job (``submitterConfig.backoffLimit``) or the RayJob (``backoffLimit``, a new cluster) submits it again, and
+    the driver curates again from the start, which gives the single-pod output. The stage ends Succeeded."""
+    if not SINGLE:
+        pytest.skip("the single-pod curation did not run")
+    c = ray_cluster
+    killed: list[str] = []
+
+    def kill_the_head() -> None:
+        if not killed and _driver_progress(c, "head") is not None:
+            killed.append(_delete_a_running(c, "head", "head"))
+
+    seen: dict[str, set[str]] = {}
+    try:
+        status, files = _curate(c, "head", CLUSTER, seen, kill_the_head)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\nKubeRay's log:\n{kuberay.read_text(errors='replace')[-4000:]}") from None
+    history = HISTORY["head"]
+    print(f"\n[ray node] killed head {killed}; pods seen {seen}; rayjob:\n" + "\n".join(history))
+    assert killed, "the driver's first progress line was never seen in the submitter's log"
+    assert files == SINGLE["files"]
+    keys = ("samplesRead", "samplesWritten", "dropped", "reasoningOn", "reasoningOff", "malformedLines")
+    assert {k: status["curation"].get(k) for k in keys} == {k: SINGLE["status"]["curation"].get(k) for k in keys}
+    assert killed[0] in seen["head"] and len(seen["head"]) >= 2, (seen, history)

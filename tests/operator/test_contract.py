@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from reasoning_operator.api import TrainingProgress
+from reasoning_operator.api import CurationProgress, TrainingProgress
 from reasoning_operator.api.contract import (
     TERMINATION_MESSAGE_LIMIT,
     parse_progress_line,
@@ -34,8 +34,8 @@ from reasoning_operator.api.contract import (
 def test_a_progress_line_reads_back_as_written(progress: TrainingProgress) -> None:
     line = progress_line(progress)
     assert "\n" not in line
-    assert parse_progress_line(line) == progress
-    assert parse_progress_line(f"  {line}\r") == progress  # a pod log's line ends are not part of it
+    assert parse_progress_line(line, TrainingProgress) == progress
+    assert parse_progress_line(f"  {line}\r", TrainingProgress) == progress  # a pod log's line ends are not part of it
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,18 @@ def test_a_progress_line_reads_back_as_written(progress: TrainingProgress) -> No
     ],
 )
 def test_anything_else_is_not_a_progress_line(line: str) -> None:
-    assert parse_progress_line(line) is None
+    assert parse_progress_line(line, TrainingProgress) is None
+
+
+def test_a_curation_progress_line_reads_back_and_is_never_taken_for_a_training_one() -> None:
+    curation = CurationProgress(blocks_done=3, blocks_total=8)
+    training = TrainingProgress(step=3, max_steps=8)
+    assert progress_line(curation) == '{"blocksDone":3,"blocksTotal":8}'
+    assert parse_progress_line(progress_line(curation), CurationProgress) == curation
+    assert parse_progress_line(progress_line(curation), TrainingProgress) is None
+    assert parse_progress_line(progress_line(training), CurationProgress) is None
+    for wrong in ('{"blocksDone": -1, "blocksTotal": 8}', '{"blocksDone": 3}', '{"blocksDone": 3, "blocks": 8}'):
+        assert parse_progress_line(wrong, CurationProgress) is None, wrong
 
 
 def test_the_termination_message_is_compact_sorted_json_of_the_result() -> None:

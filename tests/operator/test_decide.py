@@ -7,7 +7,7 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from reasoning_operator.api import Phase, Stage, TrainingProgress
+from reasoning_operator.api import CurationProgress, Phase, Stage, TrainingProgress
 from reasoning_operator.api.contract import progress_line
 from reasoning_operator.core.decide import Plan, decide
 from reasoning_operator.core.observe import observe, parse_progress
@@ -245,3 +245,17 @@ def test_training_progress_is_the_last_progress_line_of_the_log() -> None:
     tail = f"noise\n{progress_line(older)}\n{progress_line(newer)}\n{{broken\ntrain: 2%|\n"
     assert parse_progress(tail) == newer
     assert parse_progress("no json here\n{broken") is None
+
+
+def test_a_single_pod_curation_shows_its_blocks_from_the_log(make_run: Any) -> None:
+    _, obj = step(make_run())
+    line = progress_line(CurationProgress(blocks_done=2, blocks_total=7))
+    plan, obj = step(
+        obj,
+        jobs=[job("demo-curation", "curation")],
+        pods=[pod("c-1", "curation", "Running")],
+        curation_log_tail=f"noise\n{line}\n",
+    )
+    assert plan.status.curation_progress == CurationProgress(blocks_done=2, blocks_total=7)
+    assert plan.status.progress == "blocks 2/7"
+    assert plan.status.training_progress is None  # a curation line is never taken for training's

@@ -12,7 +12,15 @@ import pytest
 from pydantic import ValidationError
 from tests.support.controlplane import REPO_ROOT
 
-from reasoning_operator.api import CurationCluster, CurationStageConfig, Phase, StagePhase, stage_configs
+from reasoning_operator.api import (
+    CurationCluster,
+    CurationProgress,
+    CurationStageConfig,
+    Phase,
+    StagePhase,
+    stage_configs,
+)
+from reasoning_operator.api.contract import progress_line
 from reasoning_operator.core import builders, stage_cache
 from reasoning_operator.core.builders.ray import RAY_VERSION
 from reasoning_operator.core.decide import decide
@@ -141,6 +149,60 @@ def test_decide_creates_the_ray_job_once_and_reads_its_status(make_run: Any) -> 
     assert done.status.stages.curation.phase == StagePhase.SUCCEEDED
     assert done.status.curation is not None and done.status.curation.samples_written == 80
     assert [o["kind"] for o in done.create if o["metadata"]["name"] == "demo-training"] == ["Job"]
+
+
+def _next(
+    obj: dict[str, Any],
+    ray_jobs: list[dict[str, Any]],
+    pods: list[dict[str, Any]] | None = None,
+    log: str | None = None,
+) -> tuple[Any, dict[str, Any]]:
+    """decide() on these children; the run with the status it wrote, as the next reconcile reads it."""
+    observed = observe(
+        claim=None,
+        config_map=None,
+        jobs=[],
+        pods=pods or [],
+        deployment=None,
+        service=None,
+        ray_jobs=ray_jobs,
+        curation_log_tail=log,
+    )
+    plan = decide(Run.from_object(obj), observed, NOW)
+    return plan, {**obj, "status": plan.status.to_wire()}
+
+
+def _cluster(ready: int, desired: int = 3) -> dict[str, Any]:
+    return {"rayClusterStatus": {"readyWorkerReplicas": ready, "desiredWorkerReplicas": desired}}
+
+
+def test_status_shows_the_ray_workers_then_the_blocks_then_all_blocks_once_done(make_run: Any) -> None:
+    """Workers from the RayJob's rayClusterStatus (known before any block), blocks from the submitter's log (it
+    follows the driver's), and all of them once the result is in."""
+    obj = make_run(spec={"curation": {"cluster": CLUSTER}})
+    plan, obj = _next(obj, [_ray_job("Initializing", **_cluster(1))])
+    assert plan.status.curation_progress == CurationProgress(
+        blocks_done=0, blocks_total=0, workers_ready=1, workers_desired=3
+    )
+    assert plan.status.progress == "1/3 Ray workers ready"
+    line = progress_line(CurationProgress(blocks_done=5, blocks_total=8))
+    log = f"curating 4 files (9.1 MB) in 8 blocks\n{line}\nRunning Dataset: 5/8\n"
+    plan, obj = _next(obj, [_ray_job("Running", "RUNNING", **_cluster(3))], log=log)
+    assert plan.status.curation_progress == CurationProgress(
+        blocks_done=5, blocks_total=8, workers_ready=3, workers_desired=3
+    )
+    assert plan.status.progress == "blocks 5/8, 3/3 Ray workers ready"
+    # A retried cluster's new submitter has printed no progress yet: the blocks seen stay.
+    plan, obj = _next(obj, [_ray_job("Running", "RUNNING", **_cluster(2))], log="submitting")
+    assert plan.status.curation_progress == CurationProgress(
+        blocks_done=5, blocks_total=8, workers_ready=2, workers_desired=3
+    )
+    result = json.dumps(CURATION | {"blocks": 8})
+    plan, obj = _next(obj, [_ray_job("Complete", "SUCCEEDED", **_cluster(0))], [_submitter_pod(result)])
+    assert plan.status.stages.curation.phase == StagePhase.SUCCEEDED
+    assert plan.status.curation_progress == CurationProgress(
+        blocks_done=8, blocks_total=8, workers_ready=0, workers_desired=3
+    )
 
 
 def test_a_failed_ray_job_fails_the_run_with_kuberays_reason(make_run: Any) -> None:

@@ -42,11 +42,11 @@ def finished(obj: dict[str, Any]) -> dict[str, Any]:
     return obj
 
 
-def test_keys_ignore_resources_images_gpus_retries_and_the_run_name() -> None:
+def test_keys_ignore_resources_workers_clusters_images_gpus_retries_and_the_run_name() -> None:
     base = keys_of(cached("a"))
     other = cached(
         "b",
-        curation={"resources": {"cpu": "2", "memory": "4Gi"}},
+        curation={"resources": {"cpu": "2", "memory": "4Gi"}, "workers": 3},
         training={
             "resources": {"cpu": "1", "memory": "1Gi"},
             "acceptedGpuProducts": ["NVIDIA-H200"],
@@ -57,6 +57,8 @@ def test_keys_ignore_resources_images_gpus_retries_and_the_run_name() -> None:
         evaluation={"benchmarks": ["gpqa_diamond"]},
     )
     assert keys_of(other) == base
+    # curated on a KubeRay cluster: the same output as in one pod (the real-node test), so the same key
+    assert keys_of(cached("c", curation={"cluster": {"workers": 4}})) == base
 
 
 @pytest.mark.parametrize(

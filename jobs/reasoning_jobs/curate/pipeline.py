@@ -20,9 +20,10 @@ from loguru import logger
 
 from reasoning_jobs.common.artifacts import Claim, claim_output, curation_key
 from reasoning_jobs.common.results import report_result
-from reasoning_operator.api import CurationResult, CurationStageConfig
+from reasoning_operator.api import CURATION_EXECUTION_FIELDS, CurationResult, CurationStageConfig
 
 from . import records as rules
+from .progress import BlockProgress
 from .sources import Block, plan_blocks, select_files
 from .tokenization import WorkerTokenizer
 
@@ -345,14 +346,34 @@ def _run_on_ray(pipeline: Any, on_cluster: bool) -> list[Any]:
     VM, 2 workers, 210k samples (task start and end times): workers busy 80 % of the span from the first task's
     start to the last one's end with the reservation, 94 % without it.
     """
+    from nemo_curator.backends.ray_data import executor as ray_data_executor
     from ray.data import DataContext
 
     DataContext.get_current().op_resource_reservation_enabled = False
+    curators_setup = ray_data_executor.execute_setup_on_node
+    ray_data_executor.execute_setup_on_node = _node_setup
     try:
         tasks: list[Any] = pipeline.run(executor(on_cluster))
     finally:
+        ray_data_executor.execute_setup_on_node = curators_setup
         _stop_ray()
     return tasks
+
+
+def _node_setup(stages: list[Any], ignore_head_node: bool = False) -> None:
+    """Curator's per-node setup for the stages that have one, and none for those that do not.
+
+    Curator pins one setup task per stage to every node alive as the pipeline starts (node affinity, not soft)
+    and waits for them all, so a worker lost in that window failed the whole job even where no stage sets
+    anything up on a node: KubeRay then retried it on a new cluster (seen on the real node, a worker killed as
+    the driver planned). Losing a worker once the blocks run is Ray's to absorb: it retries them elsewhere.
+    This job's stages keep ``setup_on_node`` as the base's no-op, so they ask for no task at all."""
+    from nemo_curator.backends.utils import execute_setup_on_node
+    from nemo_curator.stages.base import ProcessingStage
+
+    needed = [s for s in stages if type(s).setup_on_node is not ProcessingStage.setup_on_node]
+    if needed:
+        execute_setup_on_node(needed, ignore_head_node=ignore_head_node)
 
 
 def _line_errors(metas: list[dict[str, Any]]) -> list[str]:
@@ -439,7 +460,8 @@ def curate(config: CurationStageConfig) -> CurationResult:
         raise
     prepared = time.monotonic()
     # NeMo Curator's executor shuts Ray down when the pipeline ends
-    tasks = _run_on_ray(pipeline, config.curation.cluster is not None)
+    with BlockProgress(out / ".keys", len(blocks)):
+        tasks = _run_on_ray(pipeline, config.curation.cluster is not None)
     in_warmed = sum(task._metadata["curate"].get("pid") in warmed for task in tasks)
     logger.info(f"{in_warmed} of {len(tasks)} blocks ran in the {len(warmed)} warmed worker processes")
     return _merge(config, blocks, tasks, (started, prepared, time.monotonic()), claim)
@@ -447,9 +469,11 @@ def curate(config: CurationStageConfig) -> CurationResult:
 
 def _claim_output(config: CurationStageConfig) -> Claim:
     """Stamp the output directory with these settings' key; another experiment's data there is moved aside."""
-    # what decides the data: not where it is written, the pod's resources or the credentials' Secret
+    # what decides the data: not where it is written, how it runs (workers, resources, a Ray cluster) or the
+    # credentials' Secret
     settings = config.model_dump(
-        mode="json", exclude={"output_dir": True, "curation": {"resources"}, "dataset": {"credentials_secret"}}
+        mode="json",
+        exclude={"output_dir": True, "curation": set(CURATION_EXECUTION_FIELDS), "dataset": {"credentials_secret"}},
     )
     key = curation_key(settings, str(config.dataset.source))
     return claim_output(Path(config.output_dir), "curation", key, inputs=(str(config.dataset.source),))
@@ -499,6 +523,7 @@ def _merge(
         malformed_lines=malformed,
         errors=errors[:MAX_REPORTED_ERRORS],
         token_counter=token_counter,
+        blocks=len(blocks),
         inputs_key=claim.key,
         stale_artifacts=claim.moved_to,
     )

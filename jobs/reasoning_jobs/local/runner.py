@@ -179,7 +179,7 @@ class LocalRun:
             config = configs.get(d.stage)
             if config is None:
                 raise ValueError(f"stage {d.name} has no config")
-            wire = {k: v for k, v in config.to_wire().items() if k not in d.volatile}
+            wire = d.keyed(config.to_wire())
             if d.kind == StageKind.SERVICE:
                 served = wire
                 continue

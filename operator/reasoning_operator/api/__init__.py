@@ -3,8 +3,17 @@
 from .base import API_VERSION, GROUP, KIND, PLURAL, VERSION, ApiModel
 from .cache import CacheKeys, CacheSpec, CacheStatus
 from .export import ExportSpec
-from .results import Accuracy, CurationResult, EvaluationResult, ExportResult, TrainingProgress, TrainingResult
+from .results import (
+    Accuracy,
+    CurationProgress,
+    CurationResult,
+    EvaluationResult,
+    ExportResult,
+    TrainingProgress,
+    TrainingResult,
+)
 from .spec import (
+    CURATION_EXECUTION_FIELDS,
     IMAGE_REFERENCE_PATTERN,
     IMAGE_REGISTRY,
     QUEUE_NAME_LABEL,
@@ -52,6 +61,7 @@ from .tracking import MLFLOW_CREDENTIAL_VARIABLES, MlflowSpec, TrackingSpec
 
 __all__ = [
     "API_VERSION",
+    "CURATION_EXECUTION_FIELDS",
     "GROUP",
     "IMAGE_REFERENCE_PATTERN",
     "IMAGE_REGISTRY",
@@ -68,6 +78,7 @@ __all__ = [
     "Condition",
     "ConditionType",
     "CurationCluster",
+    "CurationProgress",
     "CurationResult",
     "CurationSpec",
     "CurationStageConfig",

@@ -8,11 +8,11 @@ copies to keep in step. Plain constants and small pure functions; no dependency 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import ValidationError
 
-from .results import TrainingProgress
+from .results import CurationProgress, TrainingProgress
 from .stage_defs import STAGES
 from .status import Stage
 
@@ -66,21 +66,26 @@ def termination_message(wire: dict[str, Any]) -> str:
     return compact
 
 
-# -- training progress ---------------------------------------------------------------------------------------
+# -- progress ------------------------------------------------------------------------------------------------
+
+Progress = TypeVar("Progress", TrainingProgress, CurationProgress)
 
 
-def progress_line(progress: TrainingProgress) -> str:
-    """The line the training job prints on stdout per logged step: compact JSON of the wire (camelCase) form."""
+def progress_line(progress: TrainingProgress | CurationProgress) -> str:
+    """The line a job prints on stdout as it goes (training per logged step, curation per block written):
+    compact JSON of the wire (camelCase) form. The two kinds share no required key, so neither parses as the
+    other."""
     return json.dumps(progress.to_wire(), separators=(",", ":"))
 
 
-def parse_progress_line(line: str) -> TrainingProgress | None:
-    """A line `progress_line` wrote, else None: exactly its keys (camelCase, no others), valid values."""
+def parse_progress_line(line: str, kind: type[Progress]) -> Progress | None:
+    """A line `progress_line` wrote for ``kind``, else None: exactly its keys (camelCase, no others), valid
+    values."""
     line = line.strip()
     if not line.startswith("{"):
         return None
     try:
-        return TrainingProgress.model_validate_json(line, by_alias=True, by_name=False)
+        return kind.model_validate_json(line, by_alias=True, by_name=False)
     except ValidationError:
         return None
 

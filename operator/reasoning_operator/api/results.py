@@ -38,6 +38,7 @@ class CurationResult(KeyedResult):
         default=None,
         description="Library that counted tokens: fastokens, tokenizers, or both where a spot check fell back.",
     )
+    blocks: int = Field(default=0, ge=0, description="Input blocks the pipeline ran (one task each).")
 
 
 class TrainingResult(KeyedResult):
@@ -84,6 +85,17 @@ class ExportResult(KeyedResult):
     adapter_path: str | None = Field(default=None, description="The PEFT adapter, if exported.")
     files: int = Field(default=0, ge=0)
     bytes: int = Field(default=0, ge=0)
+
+
+class CurationProgress(ApiModel):
+    """How far a curation is: blocks written (the job's progress line, read from its pod's log: the single-pod
+    Job's, or the RayJob's submitter, which follows the driver) and, on a KubeRay cluster, its Ray workers (the
+    RayJob's status)."""
+
+    blocks_done: int = Field(ge=0)
+    blocks_total: int = Field(ge=0)
+    workers_ready: int | None = Field(default=None, ge=0)
+    workers_desired: int | None = Field(default=None, ge=0)
 
 
 class TrainingProgress(ApiModel):

@@ -112,6 +112,13 @@ class CurationCluster(ApiModel):
     )
 
 
+#: spec.curation's fields that say how curation runs, not what it makes: left out of its input keys (the
+#: job's stamp and the stage cache's key), so one output serves any of them. The output is byte-identical
+#: across them: one or more workers in a pod, or a KubeRay cluster (tests/node/test_ray_curation_on_node.py,
+#: bench/curate/bench_cluster.py).
+CURATION_EXECUTION_FIELDS = frozenset({"workers", "resources", "cluster"})
+
+
 class CurationSpec(ApiModel):
     model_config = section_config("spec.curation", immutable=True)
 

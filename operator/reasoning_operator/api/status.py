@@ -13,7 +13,7 @@ from pydantic import Field
 from .base import ApiModel
 from .cache import CacheStatus
 from .records import StagePhase, StagesStatusBase, StageStatus
-from .results import TrainingProgress
+from .results import CurationProgress, TrainingProgress
 from .stage_members import ConditionType, Phase, Stage, StageResults, StagesStatus
 
 
@@ -38,6 +38,7 @@ class ReasoningRunStatus(StageResults):
     observed_generation: int | None = None
     conditions: list[Condition] = Field(default_factory=list)
     stages: StagesStatus = Field(default_factory=StagesStatus)
+    curation_progress: CurationProgress | None = None
     training_progress: TrainingProgress | None = None
     storage_claim: str | None = None
     cache: CacheStatus | None = Field(default=None, description="Where spec.cache is enabled: the stage keys.")

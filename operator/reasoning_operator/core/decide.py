@@ -13,6 +13,8 @@ from pydantic import ValidationError
 from reasoning_operator.api import (
     ApiModel,
     ConditionType,
+    CurationProgress,
+    CurationResult,
     Phase,
     ReasoningRunStatus,
     Stage,
@@ -140,10 +142,32 @@ def _job_step(
     outcome = suspension.held_outcome(run, stage, job, _job_outcome(stage, job, observed.pods.get(stage, [])))
     if stage == Stage.TRAINING and observed.training_progress is not None:
         status.training_progress = observed.training_progress
+    if stage == Stage.CURATION:
+        status.curation_progress = _curation_progress(status.curation_progress, observed.curation_progress, outcome)
     if job is not None:
         stage_status.start_time = stage_status.start_time or job.start_time
         stage_status.completion_time = job.completion_time or stage_status.completion_time
     return outcome
+
+
+def _curation_progress(
+    last: CurationProgress | None, seen: CurationProgress | None, outcome: StageOutcome
+) -> CurationProgress | None:
+    """The newest progress seen; once the stage succeeded, all of its blocks (the result counts them), with the
+    workers last seen (a finished RayJob's cluster is gone). A pod's log that has no progress line yet does not
+    undo blocks already seen."""
+    if seen is not None and last is not None and seen.blocks_total == 0 and last.blocks_total:
+        seen = seen.model_copy(update={"blocks_done": last.blocks_done, "blocks_total": last.blocks_total})
+    current = seen or last
+    if isinstance(outcome.result, CurationResult) and outcome.result.blocks:
+        blocks = outcome.result.blocks
+        workers = (
+            {}
+            if current is None
+            else {"workers_ready": current.workers_ready, "workers_desired": current.workers_desired}
+        )
+        return CurationProgress(blocks_done=blocks, blocks_total=blocks, **workers)
+    return current
 
 
 def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOutcome | None) -> str | None:
@@ -154,6 +178,13 @@ def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOut
     if stage == Stage.TRAINING and status.training_progress is not None:
         p = status.training_progress
         return f"step {p.step}/{p.max_steps} ({100 * p.step // max(p.max_steps, 1)}%)"
+    if stage == Stage.CURATION and status.curation_progress is not None:
+        c = status.curation_progress
+        parts = [f"blocks {c.blocks_done}/{c.blocks_total}"] if c.blocks_total else []
+        if c.workers_desired:
+            parts.append(f"{c.workers_ready}/{c.workers_desired} Ray workers ready")
+        if parts:
+            return ", ".join(parts)
     long_running = definition(stage).kind == StageKind.SERVICE
     return outcome.message if outcome is not None and long_running else stage.value
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from reasoning_operator.api import Stage, TrainingProgress
-from reasoning_operator.api.contract import parse_progress_line
+from reasoning_operator.api import CurationProgress, Stage, TrainingProgress
+from reasoning_operator.api.contract import Progress, parse_progress_line
 
 from .run import STAGE_LABEL
 from .stage_cache import CacheSource, sources
@@ -74,6 +74,7 @@ class Observed:
     deployment: DeploymentObs | None = None
     service_exists: bool = False
     training_progress: TrainingProgress | None = None
+    curation_progress: CurationProgress | None = None
     #: spec.cache: the finished cached stages of the other runs in the namespace (stage_cache.sources).
     cache_sources: tuple[CacheSource, ...] = ()
 
@@ -257,11 +258,33 @@ def deployment_obs(deployment: dict[str, Any]) -> DeploymentObs:
 
 def parse_progress(log_tail: str) -> TrainingProgress | None:
     """The last progress line a training job printed (the contract's `progress_line`), if any."""
+    return _last_progress(log_tail, TrainingProgress)
+
+
+def _last_progress(log_tail: str, kind: type[Progress]) -> Progress | None:
     for line in reversed(log_tail.splitlines()):
-        progress = parse_progress_line(line)
+        progress = parse_progress_line(line, kind)
         if progress is not None:
             return progress
     return None
+
+
+def curation_progress(log_tail: str | None, ray_jobs: list[dict[str, Any]]) -> CurationProgress | None:
+    """Blocks from the curation pod's last progress line; on a KubeRay cluster, the workers KubeRay counts
+    ready and wants (the RayJob's ``rayClusterStatus``), which are known before the first block is."""
+    progress = _last_progress(log_tail, CurationProgress) if log_tail else None
+    cluster = next(
+        ((r.get("status") or {}).get("rayClusterStatus") for r in ray_jobs if _stage_of(r) == Stage.CURATION), None
+    )
+    if not cluster:
+        return progress
+    workers = {
+        "workers_ready": int(cluster.get("readyWorkerReplicas") or 0),
+        "workers_desired": int(cluster.get("desiredWorkerReplicas") or 0),
+    }
+    if progress is None:
+        return CurationProgress(blocks_done=0, blocks_total=0, **workers)
+    return progress.model_copy(update=workers)
 
 
 def _stage_of(obj: dict[str, Any]) -> Stage | None:
@@ -281,6 +304,7 @@ def observe(
     deployment: dict[str, Any] | None,
     service: dict[str, Any] | None,
     training_log_tail: str | None = None,
+    curation_log_tail: str | None = None,
     job_events: list[dict[str, Any]] | None = None,
     workloads: list[dict[str, Any]] | None = None,
     namespace_runs: list[dict[str, Any]] | None = None,
@@ -303,5 +327,6 @@ def observe(
         deployment=deployment_obs(deployment) if deployment else None,
         service_exists=service is not None,
         training_progress=parse_progress(training_log_tail) if training_log_tail else None,
+        curation_progress=curation_progress(curation_log_tail, ray_jobs or []),
         cache_sources=sources(namespace_runs or []),
     )

@@ -25,6 +25,7 @@ from pydantic import ValidationError
 
 from reasoning_operator import __version__
 from reasoning_operator.api import (
+    CURATION_EXECUTION_FIELDS,
     CacheKeys,
     CacheStatus,
     CurationResult,
@@ -53,8 +54,7 @@ def _volume(path: str, claim: str) -> str | None:
 
 def curation_key(spec: ReasoningRunSpec, claim: str) -> str:
     dataset = spec.dataset.to_wire()
-    curation = spec.curation.to_wire()
-    curation.pop("resources", None)
+    curation = {k: v for k, v in spec.curation.to_wire().items() if k not in CURATION_EXECUTION_FIELDS}
     # The credentials Secret stays in: its AWS_ENDPOINT_URL picks which store an s3:// URI means.
     return _digest(
         Stage.CURATION,

@@ -19,6 +19,8 @@ import pytest
 
 from reasoning_jobs.common.assets import offline_tokenizer_path
 from reasoning_jobs.datasets.nemotron_synthetic import generate
+from reasoning_operator.api import CurationProgress
+from reasoning_operator.api.contract import parse_progress_line
 
 SELECTED = ["SFT/chat/chat.jsonl", "SFT/math/math_v1.1.jsonl"]
 MAX_PROMPT, MAX_COMPLETION = 1024, 2048
@@ -90,6 +92,7 @@ def curriculum_run(dataset: tuple[Path, dict[str, Any]], tmp_path_factory: pytes
     proc = run_cli(*curriculum_args(str(root), out))
     assert proc.returncode == 0, proc.stderr[-3000:]
     (out.parent / f"{out.name}.log").write_text(proc.stderr)  # beside the output, which tests list
+    (out.parent / f"{out.name}.stdout").write_text(proc.stdout)
     return out
 
 
@@ -112,6 +115,18 @@ def test_summary_counts_match_the_known_defects(curriculum_run: Path, dataset: t
     assert (summary["reasoningOn"], summary["reasoningOff"]) == (good["on"], good["off"])
     assert set(summary["tokenPercentiles"]) == {"prompt", "completion"}
     assert summary["tokenPercentiles"]["completion"]["max"] <= MAX_COMPLETION
+
+
+def test_stdout_reports_the_blocks_as_they_are_written_ending_with_all(curriculum_run: Path) -> None:
+    """The progress lines the operator reads into status.curationProgress (from the pod's log)."""
+    stdout = (curriculum_run.parent / f"{curriculum_run.name}.stdout").read_text()
+    seen = [p for line in stdout.splitlines() if (p := parse_progress_line(line, CurationProgress)) is not None]
+    blocks = json.loads((curriculum_run / "summary.json").read_text())["blocks"]
+    assert blocks > 1 and seen, stdout[-2000:]
+    assert seen[0].blocks_done == 0 and seen[-1].blocks_done == blocks
+    assert {p.blocks_total for p in seen} == {blocks}
+    done = [p.blocks_done for p in seen]
+    assert done == sorted(done), done  # never back
 
 
 def test_ray_workers_run_on_mimalloc(curriculum_run: Path) -> None:

@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from reasoning_jobs.train.cli import main
 from reasoning_jobs.train.options import STOP_AFTER_STEP_ENV
+from reasoning_operator.api import TrainingProgress
 from reasoning_operator.api.contract import parse_progress_line
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -56,7 +57,7 @@ def test_full_fine_tuning_loss_falls_and_reports(tiny_model: Path, dataset: Path
     assert rows[-1]["loss"] < 0.8 * rows[0]["loss"], [r["loss"] for r in rows]
     # Every JSON line the job printed is a progress line the operator's parser reads.
     lines = [line for line in stdout.splitlines() if line.startswith("{")]
-    progress = [p for line in lines if (p := parse_progress_line(line)) is not None]
+    progress = [p for line in lines if (p := parse_progress_line(line, TrainingProgress)) is not None]
     assert len(progress) == len(lines), lines
     assert [p.step for p in progress] == list(range(1, 17)) and progress[-1].max_steps == 16
     summary = json.loads((out / "summary.json").read_text())

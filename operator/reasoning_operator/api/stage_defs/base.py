@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from ..base import ApiModel
 from ..spec import CurationCluster, ReasoningRunSpec, Resources
@@ -88,8 +89,8 @@ class StageDef:
     #: What the stage reads besides its config, by name: paths or model ids whose content (a fingerprint) is part
     #: of its inputs key, so a local run reuses its output only while they are unchanged.
     key_sources: Callable[[ReasoningRunSpec], dict[str, str]] = _no_sources
-    #: Config fields that say where this run's processes listen (ports, the server's URL), not what the stage
-    #: computes: left out of its inputs key.
+    #: Config fields that say where this run's processes listen (ports, the server's URL) or how the stage runs
+    #: (its workers), not what it computes: left out of its inputs key. ``section.field`` names a nested one.
     volatile: frozenset[str] = frozenset()
     #: Where `enabled` can say no: when the stage is there (its status record is then optional, with this note).
     optional_note: str | None = None
@@ -98,6 +99,15 @@ class StageDef:
     @property
     def stage(self) -> Stage:
         return Stage(self.name)
+
+    def keyed(self, wire: dict[str, Any]) -> dict[str, Any]:
+        """The config's wire form less its ``volatile`` fields: what its inputs key hashes."""
+        kept = {k: v for k, v in wire.items() if k not in self.volatile}
+        for path in (v for v in self.volatile if "." in v):
+            section, field = path.split(".", 1)
+            if isinstance(kept.get(section), dict):
+                kept[section] = {k: v for k, v in kept[section].items() if k != field}
+        return kept
 
     @property
     def phase(self) -> Phase:

@@ -1,6 +1,7 @@
 """Curation: the raw dataset -> training.jsonl (one pod, or a KubeRay cluster with spec.curation.cluster)."""
 
 from ..results import CurationResult
+from ..spec import CURATION_EXECUTION_FIELDS
 from .base import StageDef, StageKind
 
 CURATION = StageDef(
@@ -18,4 +19,5 @@ CURATION = StageDef(
     shm=True,  # Ray's object store lives in /dev/shm
     ray_cluster=lambda spec: spec.curation.cluster,
     key_sources=lambda spec: {"data": spec.dataset.source},
+    volatile=frozenset(f"curation.{name}" for name in CURATION_EXECUTION_FIELDS),
 )
