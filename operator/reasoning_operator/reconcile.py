@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
@@ -92,7 +92,6 @@ def reconcile(
         curation_pods = _running_pods(children.pods, Stage.CURATION)
         curating = [p for p in curation_pods if RAY_NODE_LABEL not in p["metadata"]["labels"]]
         curation_log = kube.log_tail(namespace, curating[-1]["metadata"]["name"], lines=50) if curating else None
-        running += curating
         # spec.cache: other runs' status is read outside the caches, so such a check is never memoised (a run
         # waiting for another's stage output sees it finish on the next resync). A RayJob is not watched: its
         # status changes reach no fingerprint, so such a run is not memoised either.
@@ -133,10 +132,18 @@ def reconcile(
     if memo is not None:
         still = not (changed or wrote or plan.delete or uncached or rejection is not None)
         version = str(obj["metadata"].get("resourceVersion"))
-        memo.record((namespace, name), Inputs(version, children_before or (), plan.recheck_at) if still else None)
+        until = plan.recheck_at
+        if curating:  # its blocks move in its log, which no watch sees: read it again after a while
+            again = moment + CURATION_LOG_SECONDS
+            until = again if until is None else min(until, again)
+        memo.record((namespace, name), Inputs(version, children_before or (), until) if still else None)
     return plan
 
 
+#: How long an otherwise unchanged curating run goes without its log being read again (its block progress):
+#: unlike training's, which is read on every reconcile, so that runs waiting in curation at scale cost one
+#: log read each per this period, not one per resync.
+CURATION_LOG_SECONDS = timedelta(seconds=30)
 #: KubeRay's label on a Ray head or worker pod (its value: head, worker).
 RAY_NODE_LABEL = "ray.io/node-type"
 
