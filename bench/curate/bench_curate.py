@@ -174,8 +174,15 @@ def library_floors(data: Path, reference_seconds: float, names: list[str]) -> di
 
 
 def run_pipeline(
-    root: Path, out: Path, workers: int, counter: str = "auto"
+    root: Path,
+    out: Path,
+    workers: int,
+    counter: str = "auto",
+    config: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> tuple[float, dict[str, float], dict[str, Any]]:
+    """The job's CLI in a process of its own; ``config`` (a CurationStageConfig) under the same flags, for what
+    no flag sets (a Ray cluster to join: bench_cluster.py)."""
     command = [
         sys.executable, "-m", "reasoning_operator.cli", "curate",
         "--input-dir", str(root), "--output-dir", str(out),
@@ -184,8 +191,10 @@ def run_pipeline(
         "--max-token-count", str(MAX_PROMPT), "--max-completion-token-count", str(MAX_COMPLETION),
         "--n-workers", str(workers), "--block-size", str(BLOCK_SIZE), "--token-counter", counter,
     ]  # fmt: skip
+    if config is not None:
+        command += ["--config", str(config)]
     path = os.pathsep.join(filter(None, [str(ROOT / "jobs"), str(ROOT / "operator"), os.environ.get("PYTHONPATH")]))
-    env = {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONPATH": path, "RAY_USAGE_STATS_ENABLED": "0", **(extra_env or {})}
     started = time.perf_counter()
     proc = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
     wall = time.perf_counter() - started
