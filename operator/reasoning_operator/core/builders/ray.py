@@ -48,15 +48,25 @@ TTL_AFTER_FINISHED_SECONDS = 300
 #: same budget as the single-pod curation Job's backoff limit.
 BACKOFF_LIMIT = 2
 SUBMITTER_BACKOFF_LIMIT = 2
+#: How long a submitter waits for the head's job API to accept connections before it tries anyway.
+HEAD_WAIT_SECONDS = 180
 
 #: The submitter's script. KubeRay's own (common/job.go) submits only when the id is unknown, then follows the
 #: logs; ours does the same, then asks the job's status through Ray's SDK (`ray job status` prints it in
 #: words, "Job 'x' succeeded", once terminal) and on SUCCEEDED hands summary.json over as the termination
 #: message (compact JSON, as the job CLI writes it). Ray's token comes from KubeRay's env (``authOptions``).
-#: ``{entrypoint}``, ``{summary}`` and ``{termination}`` are filled in.
+#: First it waits (up to HEAD_WAIT_SECONDS) for the head's job API to accept connections: after a lost head,
+#: KubeRay recreates it in the same cluster, and a submitter retry that fails at once while it starts spends
+#: the retry budget (seen on the real node: two of its three pods). ``{entrypoint}``, ``{summary}``,
+#: ``{termination}`` and ``{head_wait}`` are filled in.
 _SUBMIT = """\
 set -e
 ADDR="http://$RAY_DASHBOARD_ADDRESS"
+HEAD="$RAY_DASHBOARD_ADDRESS"
+for _ in $(seq {head_wait}); do
+  (exec 3<>"/dev/tcp/${{HEAD%:*}}/${{HEAD##*:}}") 2>/dev/null && break
+  sleep 2
+done
 if ! ray job status --address "$ADDR" "$RAY_JOB_SUBMISSION_ID" >/dev/null 2>&1; then
   ray job submit --address "$ADDR" --submission-id "$RAY_JOB_SUBMISSION_ID" --no-wait -- {entrypoint}
 fi
@@ -115,6 +125,7 @@ def _submitter(run: Run) -> dict[str, Any]:
         entrypoint=shlex.join(curation_entrypoint()),
         summary=shlex.quote(summary),
         termination=shlex.quote(TERMINATION_MESSAGE_PATH),
+        head_wait=HEAD_WAIT_SECONDS // 2,
     )
     sub = _ray_container(run, {"requests": {"cpu": "200m", "memory": "1Gi"}, "limits": {"memory": "1Gi"}}, "submit")
     sub.pop("envFrom", None)
