@@ -176,20 +176,34 @@ def _curate(
     return last, hashes
 
 
+def _curate_on_kuberay(
+    c: Cluster, kuberay: Path, name: str, seen: dict[str, set[str]], on_poll: Callable[[], None] | None = None
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """`_curate` on a KubeRay cluster (CLUSTER); a failure also shows the end of KubeRay's log."""
+    try:
+        return _curate(c, name, CLUSTER, seen, on_poll)
+    except AssertionError as err:
+        raise AssertionError(f"{err}\nKubeRay's log:\n{kuberay.read_text(errors='replace')[-4000:]}") from None
+
+
+#: The curation result's counts, which every way of running it must agree on.
+COUNTS = ("samplesRead", "samplesWritten", "dropped", "reasoningOn", "reasoningOff", "malformedLines")
+
+
+def _counts(status: dict[str, Any]) -> dict[str, Any]:
+    return {k: status["curation"].get(k) for k in COUNTS}
+
+
 def test_curation_on_a_kuberay_cluster_equals_the_single_pod_curation(ray_cluster: Cluster, kuberay: Path) -> None:
     c = ray_cluster
     seen: dict[str, set[str]] = {}
     single, single_files = _curate(c, "single", None, seen)
     assert not c.custom.list_namespaced_custom_object("ray.io", "v1", c.namespace, "rayjobs")["items"]
-    try:
-        ray, ray_files = _curate(c, "ray", CLUSTER, seen)
-    except AssertionError as err:
-        raise AssertionError(f"{err}\nKubeRay's log:\n{kuberay.read_text(errors='replace')[-4000:]}") from None
+    ray, ray_files = _curate_on_kuberay(c, kuberay, "ray", seen)
     SINGLE.update(status=single, files=single_files)
     assert "training.jsonl" in single_files and single["curation"]["samplesWritten"] > 0
     assert ray_files == single_files
-    keys = ("samplesRead", "samplesWritten", "dropped", "reasoningOn", "reasoningOff", "malformedLines")
-    assert {k: ray["curation"].get(k) for k in keys} == {k: single["curation"].get(k) for k in keys}
+    assert _counts(ray) == _counts(single)
     # Status counted the blocks (all of them once done) and, on the cluster, KubeRay's workers.
     blocks = single["curation"]["blocks"]
     assert blocks >= 1 and ray["curation"]["blocks"] == blocks
@@ -239,16 +253,12 @@ def test_a_worker_killed_mid_run_still_ends_in_the_identical_output(ray_cluster:
             at.append(progress)
 
     seen: dict[str, set[str]] = {}
-    try:
-        status, files = _curate(c, "kill", CLUSTER, seen, kill_a_worker)
-    except AssertionError as err:
-        raise AssertionError(f"{err}\nKubeRay's log:\n{kuberay.read_text(errors='replace')[-4000:]}") from None
+    status, files = _curate_on_kuberay(c, kuberay, "kill", seen, kill_a_worker)
     history = HISTORY["kill"]
     print(f"\n[ray node] killed {killed} at {at}; pods seen {seen}; rayjob:\n" + "\n".join(history))
     assert killed, "the driver's first progress line was never seen in the submitter's log"
     assert files == SINGLE["files"]
-    keys = ("samplesRead", "samplesWritten", "dropped", "reasoningOn", "reasoningOff", "malformedLines")
-    assert {k: status["curation"].get(k) for k in keys} == {k: SINGLE["status"]["curation"].get(k) for k in keys}
+    assert _counts(status) == _counts(SINGLE["status"])
     # The loss was absorbed inside the cluster: one head (no RayJob retry on a new cluster), and KubeRay
     # replaced the lost worker: three worker pods ran, the killed one among them.
     retried = [line for line in history if line.startswith("rayjob ") and json.loads(line[7:]).get("failed")]
@@ -273,14 +283,10 @@ def test_a_lost_head_is_retried_within_the_backoff_limits_to_the_identical_outpu
             killed.append(_delete_a_running(c, "head", "head"))
 
     seen: dict[str, set[str]] = {}
-    try:
-        status, files = _curate(c, "head", CLUSTER, seen, kill_the_head)
-    except AssertionError as err:
-        raise AssertionError(f"{err}\nKubeRay's log:\n{kuberay.read_text(errors='replace')[-4000:]}") from None
+    status, files = _curate_on_kuberay(c, kuberay, "head", seen, kill_the_head)
     history = HISTORY["head"]
     print(f"\n[ray node] killed head {killed}; pods seen {seen}; rayjob:\n" + "\n".join(history))
     assert killed, "the driver's first progress line was never seen in the submitter's log"
     assert files == SINGLE["files"]
-    keys = ("samplesRead", "samplesWritten", "dropped", "reasoningOn", "reasoningOff", "malformedLines")
-    assert {k: status["curation"].get(k) for k in keys} == {k: SINGLE["status"]["curation"].get(k) for k in keys}
+    assert _counts(status) == _counts(SINGLE["status"])
     assert killed[0] in seen["head"] and len(seen["head"]) >= 2, (seen, history)

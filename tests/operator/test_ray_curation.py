@@ -131,9 +131,18 @@ def _submitter_pod(message: str | None) -> dict[str, Any]:
     }
 
 
-def _step(run: Run, ray_jobs: list[dict[str, Any]], pods: list[dict[str, Any]] | None = None) -> Any:
+def _step(
+    run: Run, ray_jobs: list[dict[str, Any]], pods: list[dict[str, Any]] | None = None, log: str | None = None
+) -> Any:
     observed = observe(
-        claim=None, config_map=None, jobs=[], pods=pods or [], deployment=None, service=None, ray_jobs=ray_jobs
+        claim=None,
+        config_map=None,
+        jobs=[],
+        pods=pods or [],
+        deployment=None,
+        service=None,
+        ray_jobs=ray_jobs,
+        curation_log_tail=log,
     )
     return decide(run, observed, NOW)
 
@@ -157,18 +166,8 @@ def _next(
     pods: list[dict[str, Any]] | None = None,
     log: str | None = None,
 ) -> tuple[Any, dict[str, Any]]:
-    """decide() on these children; the run with the status it wrote, as the next reconcile reads it."""
-    observed = observe(
-        claim=None,
-        config_map=None,
-        jobs=[],
-        pods=pods or [],
-        deployment=None,
-        service=None,
-        ray_jobs=ray_jobs,
-        curation_log_tail=log,
-    )
-    plan = decide(Run.from_object(obj), observed, NOW)
+    """`_step` on the run as an object; with the status it wrote, as the next reconcile reads it."""
+    plan = _step(Run.from_object(obj), ray_jobs, pods, log)
     return plan, {**obj, "status": plan.status.to_wire()}
 
 
