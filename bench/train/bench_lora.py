@@ -79,6 +79,10 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # needs; `fp8` adds spec.training.fp8BaseWeights (FP8 matmuls on the frozen projections).
     "job-default-docs": {**JOB, "data": "docs"},
     "job-default-full": {**JOB, "data": "full"},
+    # The job's default maxSeqLength (16,384) packs two full 8k samples into one micro batch: its default shape
+    # for 8k rows (attention stays within each sample).
+    "job-default-full-mb2": {**JOB, "data": "full", "micro_batch": 2},
+    "job-fp8-full-mb2": {**JOB, "data": "full", "micro_batch": 2, "fp8": True},
     "job-default-docs-16k": {**JOB, "data": "docs", "seq_len": 16384},
     "job-fp8-docs": {**JOB, "data": "docs", "fp8": True},
     "job-fp8-full": {**JOB, "data": "full", "fp8": True},
@@ -126,6 +130,19 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "checkpointing": False,
         "peer": True,
     },
+    # Unsloth: its FastLanguageModel loads the same random weights from a local directory (written once per
+    # machine by this script: it only loads from disk) and wraps them with its own LoRA; "unsloth" gradient
+    # checkpointing (its offloaded variant, what its docs recommend) or none.
+    "unsloth-gc-full": {"kind": "unsloth", "data": "full", "checkpointing": "unsloth", "peer": True},
+    "unsloth-full": {"kind": "unsloth", "data": "full", "checkpointing": False, "peer": True},
+    "unsloth-gc-full-16k": {
+        "kind": "unsloth",
+        "data": "full",
+        "seq_len": 16384,
+        "checkpointing": "unsloth",
+        "peer": True,
+    },
+    "unsloth-full-16k": {"kind": "unsloth", "data": "full", "seq_len": 16384, "checkpointing": False, "peer": True},
     "baseline-16k": {"kind": "baseline", "data": "full", "seq_len": 16384},
     "job-default-full-16k": {**JOB, "data": "full", "seq_len": 16384},
     "job-fp8-full-16k": {**JOB, "data": "full", "seq_len": 16384, "fp8": True},
@@ -194,8 +211,12 @@ def run_variant(name: str, variant: dict[str, Any], args: argparse.Namespace) ->
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     seq_len = variant.get("seq_len", args.seq_len)
-    model = build_model(arch, device, dtype)
-    n_params = sum(p.numel() for p in model.parameters())
+    if variant["kind"] == "unsloth":
+        model = unsloth_model(arch, seq_len, checkpointing=variant.get("checkpointing", "unsloth"))
+    else:
+        model = build_model(arch, device, dtype)
+    # The base model's parameters (Unsloth's model already holds its adapter: its weights are not counted).
+    n_params = sum(p.numel() for n, p in model.named_parameters() if "lora_" not in n)
     layers, hidden = arch["num_hidden_layers"], arch["hidden_size"]
     samples = make_samples(variant["data"], seq_len, arch["vocab_size"], 4096, args.mean_len, seed=7)
 
@@ -226,6 +247,11 @@ def run_variant(name: str, variant: dict[str, Any], args: argparse.Namespace) ->
             from importlib.metadata import version
 
             result["liger_version"] = version("liger-kernel")
+    elif variant["kind"] == "unsloth":
+        from importlib.metadata import version
+
+        step_fn = plain_step_fn(model, device, dtype)
+        result["unsloth_version"] = version("unsloth")
     else:
         step_fn, levers = project_step_fn(model, variant, device, dtype, arch, seq_len)
         result["levers"] = str(levers)
@@ -330,7 +356,6 @@ def baseline_step_fn(
     """The naive script: HF gradient checkpointing, full logits, one sequence per forward. With `liger`, the peer:
     Liger Kernel applied to the model instance before PEFT (its patched forward then computes the loss with the
     fused linear cross-entropy, never materialising the logits)."""
-    import torch
 
     from reasoning_jobs.train.modeling import apply_lora
 
@@ -341,7 +366,13 @@ def baseline_step_fn(
         _apply_liger_kernel_to_instance(model=model)
     if checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    model = apply_lora(model, lora_spec(dropout))
+    return plain_step_fn(apply_lora(model, lora_spec(dropout)), device, dtype)
+
+
+def plain_step_fn(model: Any, device: str, dtype: Any) -> Any:
+    """The naive script's step: HF's loss through `labels`, AdamW (fused) on the trainable parameters."""
+    import torch
+
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=1e-4, weight_decay=0.001, fused=device == "cuda")
 
@@ -360,6 +391,55 @@ def baseline_step_fn(
         return total
 
     return step
+
+
+UNSLOTH_DIR = Path(os.environ.get("BENCH_UNSLOTH_DIR", "/tmp/bench-unsloth-llama"))
+
+
+def unsloth_model(arch: dict[str, Any], seq_len: int, checkpointing: Any) -> Any:
+    """The peer as Unsloth's docs run it: `FastLanguageModel.from_pretrained` (16-bit, no quantisation) and
+    `get_peft_model` with the same LoRA. It loads only from disk, so the random weights of `build_model` (same
+    seed) are written there once, with a word-level tokenizer of the model's vocabulary."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import torch
+    import unsloth  # noqa: F401  (first: it patches transformers and PEFT as they are imported)
+    from unsloth import FastLanguageModel
+
+    if not (UNSLOTH_DIR / "config.json").exists():
+        from tokenizers import Tokenizer, models, pre_tokenizers
+        from transformers import PreTrainedTokenizerFast
+
+        model = build_model(arch, "cuda", torch.bfloat16)
+        model.save_pretrained(UNSLOTH_DIR, safe_serialization=True)
+        del model
+        torch.cuda.empty_cache()
+        vocab = {f"t{i}": i for i in range(arch["vocab_size"])}
+        tokenizer = Tokenizer(models.WordLevel(vocab=vocab, unk_token="t0"))
+        tokenizer.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token="t0", eos_token="t1", pad_token="t2")
+        fast.save_pretrained(UNSLOTH_DIR)
+    model, _ = FastLanguageModel.from_pretrained(
+        model_name=str(UNSLOTH_DIR),
+        max_seq_length=seq_len,
+        dtype=torch.bfloat16,
+        load_in_4bit=False,
+        load_in_8bit=False,
+        fix_tokenizer=False,
+        use_gradient_checkpointing=checkpointing,
+        local_files_only=True,
+    )
+    spec = lora_spec()
+    return FastLanguageModel.get_peft_model(
+        model,
+        r=spec.rank,
+        lora_alpha=spec.alpha,
+        lora_dropout=spec.dropout,
+        target_modules=list(spec.target_modules),
+        bias="none",
+        use_gradient_checkpointing=checkpointing,
+        random_state=1234,
+    )
 
 
 def project_step_fn(
