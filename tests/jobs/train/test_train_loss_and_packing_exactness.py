@@ -181,3 +181,22 @@ def test_fa4_packed_call_keeps_the_layout_and_samples_apart(monkeypatch: pytest.
         torch.testing.assert_close(out[a:b], alone.transpose(0, 1), msg=f"sample of {n} tokens")
     monkeypatch.setattr(attention, "PREFER_FA4", True)
     assert attention.packed_kernel(torch.device("cpu")) == "pytorch"  # FA4 only on a Hopper GPU
+
+
+def test_equal_length_samples_run_as_a_dense_batch_with_the_same_result() -> None:
+    """Full-length samples packed into one row (two 8k samples under a 16k maxSeqLength) go through the dense
+    causal kernels as a batch of rows: the same attention as one causal pass per sample, GQA included. Rows of
+    unequal samples are not taken for it."""
+    from reasoning_jobs.train import attention
+
+    torch.manual_seed(0)
+    # HF's layout: [batch, seq, heads, dim] projections seen as [batch, heads, seq, dim] (strided, not copied).
+    q, k, v = (torch.randn(1, 12, h, 8).transpose(1, 2) for h in (4, 2, 2))
+    equal = torch.tensor([0, 4, 8, 12], dtype=torch.int32)
+    assert attention.equal_samples(1, 12, equal, 4) == 3
+    assert attention.equal_samples(1, 12, torch.tensor([0, 12], dtype=torch.int32), 12) == 1
+    assert attention.equal_samples(1, 12, torch.tensor([0, 5, 12], dtype=torch.int32), 7) == 0
+    assert attention.equal_samples(2, 12, equal, 4) == 0
+    out = attention.dense_causal(q, k, v, 3, 0.3)
+    torch.testing.assert_close(out, attention._reference_varlen(q, k, v, equal, 0.3))
+    assert out.shape == (1, 12, 4, 8)
