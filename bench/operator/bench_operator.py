@@ -242,6 +242,7 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
                     "-o",
                     os.environ["BENCH_PYSPY"] + f"-{src.name}-{runs}.json",
                     "--nonblocking",
+                    "--gil",  # only the thread holding the GIL: where the CPU goes, not who waits on a socket
                 ],
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,

@@ -39,6 +39,21 @@ TERMINAL = ("Succeeded", "Failed")
 Key = tuple[str, str]
 
 
+class NoDiffBase(kopf.DiffBaseStorage):
+    """kopf builds a diff-base of every event's body (a deep copy of all of it, status and managedFields
+    included) to detect changes for on.create/on.update handlers. This operator has none, so that copy was
+    pure cost: about a third of its CPU in a burst of new runs (py-spy). An empty essence instead."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
+
+
 class _Shell:
     """The API client, caches, queue and workers: plumbing, not state (everything is re-read from the
     cluster, and rebuilt from it after a restart)."""
@@ -121,6 +136,7 @@ def _settings() -> OperatorSettings:
 @kopf.on.startup()
 async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     settings.posting.enabled = False  # our own Events, one per stage transition
+    settings.persistence.diffbase_storage = NoDiffBase()  # no change-detecting handlers: nothing to diff
     settings.scanning.disabled = True  # no CRD/namespace scans: least-privilege RBAC, and no start-up delay
     settings.watching.server_timeout = 120
     settings.watching.client_timeout = 150
