@@ -91,7 +91,11 @@ def reconcile(
         log_tail = kube.log_tail(namespace, running[-1]["metadata"]["name"]) if running else None
         curation_pods = _running_pods(children.pods, Stage.CURATION)
         curating = [p for p in curation_pods if RAY_NODE_LABEL not in p["metadata"]["labels"]]
-        curation_log = kube.log_tail(namespace, curating[-1]["metadata"]["name"], lines=50) if curating else None
+        # A curation pod that has just started has printed no block yet: its first read waits (runs started at
+        # once would otherwise cost one log request each as their pods come up).
+        log_from = _started_at(curating[-1]) + CURATION_FIRST_LOG if curating else None
+        read_curation = log_from is not None and moment >= log_from
+        curation_log = kube.log_tail(namespace, curating[-1]["metadata"]["name"], lines=50) if read_curation else None
         # spec.cache: other runs' status is read outside the caches, so such a check is never memoised (a run
         # waiting for another's stage output sees it finish on the next resync). A RayJob is not watched: its
         # status changes reach no fingerprint, so such a run is not memoised either.
@@ -133,8 +137,8 @@ def reconcile(
         still = not (changed or wrote or plan.delete or uncached or rejection is not None)
         version = str(obj["metadata"].get("resourceVersion"))
         until = plan.recheck_at
-        if curating:  # its blocks move in its log, which no watch sees: read it again after a while
-            again = moment + CURATION_LOG_SECONDS
+        if log_from is not None:  # its blocks move in its log, which no watch sees: read it again after a while
+            again = moment + CURATION_LOG_SECONDS if read_curation else log_from
             until = again if until is None else min(until, again)
         memo.record((namespace, name), Inputs(version, children_before or (), until) if still else None)
     return plan
@@ -144,6 +148,19 @@ def reconcile(
 #: unlike training's, which is read on every reconcile, so that runs waiting in curation at scale cost one
 #: log read each per this period, not one per resync.
 CURATION_LOG_SECONDS = timedelta(seconds=30)
+#: How long a curation pod runs before its log is first read.
+CURATION_FIRST_LOG = timedelta(seconds=10)
+
+
+def _started_at(pod: dict[str, Any]) -> datetime:
+    """The pod's status.startTime; unknown counts as long ago (the log is read)."""
+    started = (pod.get("status") or {}).get("startTime")
+    try:
+        return datetime.fromisoformat(str(started).replace("Z", "+00:00"))
+    except ValueError:
+        return datetime.min.replace(tzinfo=UTC)
+
+
 #: KubeRay's label on a Ray head or worker pod (its value: head, worker).
 RAY_NODE_LABEL = "ray.io/node-type"
 

@@ -1,7 +1,11 @@
 """What a reconcile no longer spends CPU on must not change what it does: kopf's diff-base is off
-(handlers.NoDiffBase), safe only while no handler needs it; a spec text is validated once (core.run)."""
+(handlers.NoDiffBase), safe only while no handler needs it; a spec text is validated once (core.run); a
+curation pod's log is first read once it has run a while."""
 
 from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, cast
 
 import kopf
 import pytest
@@ -10,6 +14,9 @@ from pydantic import ValidationError
 from reasoning_operator import handlers
 from reasoning_operator.api import GROUP, PLURAL, VERSION
 from reasoning_operator.core import run as run_module
+from reasoning_operator.core.run import STAGE_LABEL
+from reasoning_operator.kube import Children, Kube
+from reasoning_operator.reconcile import CURATION_FIRST_LOG, Memo, reconcile
 
 
 def test_no_registered_handler_detects_changes_so_an_empty_diff_base_loses_nothing() -> None:
@@ -34,3 +41,58 @@ def test_a_spec_is_validated_once_per_text_and_an_invalid_one_is_never_cached() 
         run_module.parsed_spec({"model": {"name": "m-a"}, "nonsense": 1})
     with pytest.raises(ValidationError):  # still raises: a failure leaves nothing behind
         run_module.parsed_spec({"model": {"name": "m-a"}, "nonsense": 1})
+
+
+class _CuratingKube:
+    """Kube's read side for one run whose curation pod is Running: what reconcile asks, and which logs."""
+
+    def __init__(self, obj: dict[str, Any], started: str) -> None:
+        self.cache = self  # children come from "caches": a quiet reconcile may be memoised
+        self.obj = obj
+        self.logs_read: list[str] = []
+        job = {"metadata": {"name": "demo-curation", "labels": {STAGE_LABEL: "curation"}}, "status": {"active": 1}}
+        pod = {
+            "metadata": {"name": "demo-curation-x", "labels": {STAGE_LABEL: "curation"}},
+            "status": {"phase": "Running", "startTime": started},
+        }
+        self.children_ = Children(None, None, [job], [pod], None, None, [])
+
+    def fingerprint(self, namespace: str, name: str) -> tuple[()]:
+        return ()
+
+    def get_run(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.obj
+
+    def children(self, run: Any) -> Children:
+        return self.children_
+
+    def log_tail(self, namespace: str, pod: str, lines: int = 20) -> str:
+        self.logs_read.append(pod)
+        return '{"blocksDone":1,"blocksTotal":4}\n'
+
+    def execute_children(self, plan: Any) -> tuple[None, bool]:
+        return None, False
+
+    def execute(self, run: Any, plan: Any, old_status: dict[str, Any]) -> bool:
+        return False
+
+
+def test_a_curation_pod_just_started_is_not_asked_for_its_log_until_it_has_run_a_while(make_run: Any) -> None:
+    """Runs created at once would otherwise cost one log request each as their pods come up, before any block
+    could be done; the memo then holds the run until the first read is due."""
+    obj = make_run()
+    obj["status"] = {"phase": "Curating"}
+    obj["metadata"]["resourceVersion"] = "7"
+    start = datetime(2026, 12, 3, 12, 0, 0, tzinfo=UTC)
+    kube = _CuratingKube(obj, "2026-12-03T12:00:00Z")
+    memo = Memo()
+    plan = reconcile(cast(Kube, kube), "default", "demo", now=start + timedelta(seconds=3), memo=memo)
+    assert plan is not None and kube.logs_read == []
+    assert plan.status.curation_progress is None or plan.status.curation_progress.blocks_total == 0
+    version, children = "7", ()
+    assert memo.unchanged(("default", "demo"), version, children, start + timedelta(seconds=9))
+    assert not memo.unchanged(("default", "demo"), version, children, start + CURATION_FIRST_LOG)  # read due
+    plan = reconcile(cast(Kube, kube), "default", "demo", now=start + CURATION_FIRST_LOG, memo=memo)
+    assert kube.logs_read == ["demo-curation-x"]
+    assert plan is not None and plan.status.curation_progress is not None
+    assert (plan.status.curation_progress.blocks_done, plan.status.curation_progress.blocks_total) == (1, 4)
