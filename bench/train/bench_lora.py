@@ -403,8 +403,7 @@ def unsloth_model(arch: dict[str, Any], seq_len: int, checkpointing: Any) -> Any
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     import torch
-    import unsloth  # noqa: F401  (first: it patches transformers and PEFT as they are imported)
-    from unsloth import FastLanguageModel
+    from unsloth import FastLanguageModel  # before transformers: it patches transformers and PEFT on import
 
     if not (UNSLOTH_DIR / "config.json").exists():
         from tokenizers import Tokenizer, models, pre_tokenizers

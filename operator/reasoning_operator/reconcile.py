@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from reasoning_operator.api import Stage, StagePhase
+from reasoning_operator.api import Stage, StagePhase, seconds_between, timestamp
 
 from . import metrics
 from .core import stage_cache
@@ -93,8 +93,9 @@ def reconcile(
         curating = [p for p in curation_pods if RAY_NODE_LABEL not in p["metadata"]["labels"]]
         # A curation pod that has just started has printed no block yet: its first read waits (runs started at
         # once would otherwise cost one log request each as their pods come up).
-        log_from = _started_at(curating[-1]) + CURATION_FIRST_LOG if curating else None
-        read_curation = log_from is not None and moment >= log_from
+        started = (curating[-1].get("status") or {}).get("startTime") if curating else None
+        ran = seconds_between(started, timestamp(moment))  # None: start unknown, read now
+        read_curation = bool(curating) and (ran is None or ran >= CURATION_FIRST_LOG.total_seconds())
         curation_log = kube.log_tail(namespace, curating[-1]["metadata"]["name"], lines=50) if read_curation else None
         # spec.cache: other runs' status is read outside the caches, so such a check is never memoised (a run
         # waiting for another's stage output sees it finish on the next resync). A RayJob is not watched: its
@@ -137,8 +138,10 @@ def reconcile(
         still = not (changed or wrote or plan.delete or uncached or rejection is not None)
         version = str(obj["metadata"].get("resourceVersion"))
         until = plan.recheck_at
-        if log_from is not None:  # its blocks move in its log, which no watch sees: read it again after a while
-            again = moment + CURATION_LOG_SECONDS if read_curation else log_from
+        if curating:  # its blocks move in its log, which no watch sees: read it again after a while
+            # ran is known when the read waits: the first read is due that much later
+            wait = CURATION_LOG_SECONDS if read_curation else CURATION_FIRST_LOG - timedelta(seconds=ran or 0)
+            again = moment + wait
             until = again if until is None else min(until, again)
         memo.record((namespace, name), Inputs(version, children_before or (), until) if still else None)
     return plan
@@ -150,15 +153,6 @@ def reconcile(
 CURATION_LOG_SECONDS = timedelta(seconds=30)
 #: How long a curation pod runs before its log is first read.
 CURATION_FIRST_LOG = timedelta(seconds=10)
-
-
-def _started_at(pod: dict[str, Any]) -> datetime:
-    """The pod's status.startTime; unknown counts as long ago (the log is read)."""
-    started = (pod.get("status") or {}).get("startTime")
-    try:
-        return datetime.fromisoformat(str(started).replace("Z", "+00:00"))
-    except ValueError:
-        return datetime.min.replace(tzinfo=UTC)
 
 
 #: KubeRay's label on a Ray head or worker pod (its value: head, worker).
