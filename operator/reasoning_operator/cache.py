@@ -8,7 +8,6 @@ whose status is all the operator reads, but a Job's spec.suspend) to keep memory
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -17,10 +16,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from kubernetes import client
 from urllib3.exceptions import HTTPError
 
 from .core.run import MANAGED_BY, RUN_LABEL
+from .rest import Resource, Rest
 
 log = logging.getLogger(__name__)
 SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{RUN_LABEL}"
@@ -34,18 +35,17 @@ Key = tuple[str, str]  # (namespace, name)
 @dataclass(frozen=True)
 class KindSpec:
     kind: str
-    api: str  # "core", "batch" or "apps"
-    plural: str  # the typed client's method suffix
+    resource: Resource
     keep_spec: bool
 
 
 KIND_SPECS = (
-    KindSpec("Job", "batch", "job", keep_spec=False),
-    KindSpec("Pod", "core", "pod", keep_spec=False),
-    KindSpec("Deployment", "apps", "deployment", keep_spec=True),
-    KindSpec("Service", "core", "service", keep_spec=True),
-    KindSpec("ConfigMap", "core", "config_map", keep_spec=True),
-    KindSpec("PersistentVolumeClaim", "core", "persistent_volume_claim", keep_spec=False),
+    KindSpec("Job", Resource("batch/v1", "jobs"), keep_spec=False),
+    KindSpec("Pod", Resource("v1", "pods"), keep_spec=False),
+    KindSpec("Deployment", Resource("apps/v1", "deployments"), keep_spec=True),
+    KindSpec("Service", Resource("v1", "services"), keep_spec=True),
+    KindSpec("ConfigMap", Resource("v1", "configmaps"), keep_spec=True),
+    KindSpec("PersistentVolumeClaim", Resource("v1", "persistentvolumeclaims"), keep_spec=False),
 )
 
 
@@ -95,13 +95,9 @@ class Informer(threading.Thread):
         health: Health,
     ) -> None:
         super().__init__(name=f"informer-{spec.kind}-{namespace or 'all'}", daemon=True)
-        group = {"core": client.CoreV1Api, "batch": client.BatchV1Api, "apps": client.AppsV1Api}[spec.api](api)
-        if namespace is None:
-            self._list: Callable[..., Any] = getattr(group, f"list_{spec.plural}_for_all_namespaces")
-            self._args: tuple[Any, ...] = ()
-        else:
-            self._list = getattr(group, f"list_namespaced_{spec.plural}")
-            self._args = (namespace,)
+        self._rest = Rest(api)
+        self._path = spec.resource.path(namespace)
+        self.namespace = namespace
         self.spec = spec
         self.objects: dict[Key, dict[str, Any]] = {}
         self.by_run: defaultdict[Key, set[str]] = defaultdict(set)
@@ -143,8 +139,7 @@ class Informer(threading.Thread):
                 self._stopped.wait(delay)
 
     def _relist(self) -> str:
-        response = self._list(*self._args, label_selector=SELECTOR, _preload_content=False, _request_timeout=60)
-        body = json.loads(response.data)
+        body = self._rest.request("GET", self._path, query={"labelSelector": SELECTOR}, timeout=60)
         fresh = {
             (item["metadata"]["namespace"], item["metadata"]["name"]): trim(
                 {"kind": self.spec.kind, **item}, self.spec.keep_spec
@@ -173,19 +168,17 @@ class Informer(threading.Thread):
         return str(body["metadata"]["resourceVersion"])
 
     def _watch(self, version: str) -> str:
-        response = self._list(
-            *self._args,
-            label_selector=SELECTOR,
-            watch=True,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=WATCH_SECONDS,
-            _preload_content=False,
-            _request_timeout=(10, WATCH_SECONDS + 30),
-        )
+        query: dict[str, str | int | bool | None] = {
+            "labelSelector": SELECTOR,
+            "watch": True,
+            "resourceVersion": version,
+            "allowWatchBookmarks": True,
+            "timeoutSeconds": WATCH_SECONDS,
+        }
+        response = self._rest.raw("GET", self._path, query=query, timeout=(10, WATCH_SECONDS + 30), stream=True)
         try:
             for line in _lines(response):
-                event = json.loads(line)
+                event = orjson.loads(line)
                 kind, obj = event.get("type"), event.get("object") or {}
                 if kind == "ERROR":
                     if obj.get("code") == 410:
@@ -298,16 +291,14 @@ class _ExpiredError(Exception):
     """The watch's resourceVersion is too old (410 Gone): list again."""
 
 
-def _lines(response: Any) -> Iterator[str]:
+def _lines(response: Any) -> Iterator[bytes]:
     buffer = b""
     for chunk in response.stream(amt=65536, decode_content=True):
         buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            if line.strip():
-                yield line.decode()
+        *lines, buffer = buffer.split(b"\n")
+        yield from (line for line in lines if line.strip())
     if buffer.strip():
-        yield buffer.decode()
+        yield buffer
 
 
 def _each(namespaces: list[str] | None) -> list[str | None]:
@@ -354,9 +345,9 @@ class ChildCache:
 
     def _informer(self, kind: str, namespace: str) -> Informer:
         informers = self.informers[kind]
-        if len(informers) == 1 and informers[0]._args == ():
+        if len(informers) == 1 and informers[0].namespace is None:
             return informers[0]
-        return next(i for i in informers if i._args == (namespace,))
+        return next(i for i in informers if i.namespace == namespace)
 
     def of_run(self, kind: str, namespace: str, run: str) -> list[dict[str, Any]]:
         return self._informer(kind, namespace).of_run(namespace, run)

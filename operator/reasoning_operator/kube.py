@@ -4,10 +4,11 @@ server-side apply for what we own, create-if-absent for immutable children (Jobs
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import logging
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -15,34 +16,36 @@ from typing import Any, cast
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
-from kubernetes.dynamic import DynamicClient
-from kubernetes.dynamic.exceptions import NotFoundError
 from urllib3.exceptions import HTTPError
 
-from reasoning_operator.api import GROUP, KIND, PLURAL, VERSION, Stage
+from reasoning_operator.api import GROUP, KIND, PLURAL, VERSION, Stage, seconds_between, timestamp
 
 from .cache import ChildCache, RunStore
 from .core.decide import CREATE, Event, Plan
 from .core.observe import WORKLOAD_JOB_UID_LABEL as JOB_UID_LABEL
 from .core.rejection import ApiFailure, ChildRejection, parse_failure, stage_of
 from .core.run import RUN_LABEL, STAGE_LABEL, Run
+from .rest import APPLY_PATCH, MERGE_PATCH, Resource, Rest
 
 FIELD_MANAGER = "reasoning-operator"
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 log = logging.getLogger(__name__)
 
-KINDS: dict[str, str] = {
-    "ConfigMap": "v1",
-    "PersistentVolumeClaim": "v1",
-    "Service": "v1",
-    "Pod": "v1",
-    "Job": "batch/v1",
-    "Deployment": "apps/v1",
-    "Event": "v1",
+KINDS: dict[str, Resource] = {
+    "ConfigMap": Resource("v1", "configmaps"),
+    "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
+    "Service": Resource("v1", "services"),
+    "Pod": Resource("v1", "pods"),
+    "Job": Resource("batch/v1", "jobs"),
+    "Deployment": Resource("apps/v1", "deployments"),
+    "Event": Resource("v1", "events"),
     # spec.curation.cluster only (KubeRay's CRD must be installed): listed from the apiserver, not watched.
-    "RayJob": "ray.io/v1",
-    "Workload": "kueue.x-k8s.io/v1beta2",
+    "RayJob": Resource("ray.io/v1", "rayjobs"),
+    "Workload": Resource(f"{KUEUE_GROUP}/{KUEUE_VERSION}", "workloads"),
+    KIND: Resource(f"{GROUP}/{VERSION}", PLURAL),
 }
+#: (connect, read) seconds for one request: a connection the apiserver never answers must not hold a worker.
+TIMEOUT = (10.0, 60.0)
 #: Waits between attempts at one write that failed transiently (5xx, 429, 409, timeout): then the reconcile
 #: gives up, the next one (event or resync) tries again and Stalled counts the failures.
 RETRY_DELAYS = (0.5, 1.0, 2.0)
@@ -120,6 +123,8 @@ class Children:
     ray_jobs: list[dict[str, Any]] = field(default_factory=list)
     #: Kueue Workloads of this run's suspended Jobs (read only with a queue name; not cached).
     workloads: list[dict[str, Any]] = field(default_factory=list)
+    #: Seconds until a podless Job's FailedCreate events are next read (None: no Job waits for its pod).
+    events_due: float | None = None
 
 
 class Kube:
@@ -130,55 +135,47 @@ class Kube:
         self.api = api
         self.cache = cache
         self.runs = runs
-        self.dynamic = DynamicClient(api)  # type: ignore[no-untyped-call]
-        self.core = client.CoreV1Api(api)
-        self.custom = client.CustomObjectsApi(api)
+        self.rest = Rest(api)
+        #: The last FailedCreate read of each podless Job (by uid): monotonic time and what it found.
+        self._failed_reads: OrderedDict[str, tuple[float, list[dict[str, Any]]]] = OrderedDict()
+        self._failed_lock = threading.Lock()
 
-    def _resource(self, kind: str) -> Any:
-        return self.dynamic.resources.get(api_version=KINDS[kind], kind=kind)
+    def _call(self, method: str, kind: str, namespace: str | None, name: str | None = None, **kwargs: Any) -> Any:
+        sub = kwargs.pop("sub", None)
+        return self.rest.request(method, KINDS[kind].path(namespace, name, sub), timeout=TIMEOUT, **kwargs)
 
     # -- reads -------------------------------------------------------------------------------------
     def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
         """The run as the watch (or our last status write) showed it; a GET when the store has none."""
         if self.runs is not None and (body := self.runs.get(namespace, name)) is not None:
             return body
-        try:
-            obj = cast(
-                dict[str, Any], self.custom.get_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
-            )
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise
-        return obj
+        return self._get(KIND, namespace, name)
 
     def list_runs(self, namespaces: list[str] | None) -> list[tuple[str, str]]:
         """(namespace, name) of every run in the watched namespaces (all when None)."""
-        listed: list[dict[str, Any]]
-        if namespaces is None:
-            listed = [cast(dict[str, Any], self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL))]
-        else:
-            listed = [
-                cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL))
-                for ns in namespaces
-            ]
+        scopes: list[str | None] = list(namespaces) if namespaces is not None else [None]
+        listed = [self._call("GET", KIND, ns) for ns in scopes]
         return [(item["metadata"]["namespace"], item["metadata"]["name"]) for page in listed for item in page["items"]]
 
     def runs_in(self, namespace: str) -> list[dict[str, Any]]:
         """Every run of one namespace, whole (spec.cache reads the others' status)."""
-        page = cast(dict[str, Any], self.custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL))
-        return cast(list[dict[str, Any]], page["items"])
+        return self._items(KIND, namespace)
 
     def _get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
         try:
-            obj: dict[str, Any] = self._resource(kind).get(name=name, namespace=namespace).to_dict()
-        except NotFoundError:
-            return None
-        return obj
+            return cast(dict[str, Any], self._call("GET", kind, namespace, name))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def _items(self, kind: str, namespace: str, **query: str) -> list[dict[str, Any]]:
+        """A list's items, each with its kind (a list's items carry none on the wire)."""
+        page = self._call("GET", kind, namespace, query=query)
+        return [{"kind": kind, **item} for item in page.get("items") or []]
 
     def _list(self, kind: str, namespace: str, run: str) -> list[dict[str, Any]]:
-        result = self._resource(kind).get(namespace=namespace, label_selector=f"{RUN_LABEL}={run}")
-        return [item.to_dict() for item in result.items]
+        return self._items(kind, namespace, labelSelector=f"{RUN_LABEL}={run}")
 
     def children(self, run: Run) -> Children:
         if self.cache is not None:
@@ -196,6 +193,7 @@ class Kube:
             job_events=self._failed_creates(ns, jobs),
             ray_jobs=self._ray_jobs(run),
             workloads=self._workloads(run, jobs),
+            events_due=self.failed_creates_due(jobs),
         )
 
     def _cached_children(self, run: Run) -> Children:
@@ -229,6 +227,7 @@ class Kube:
             job_events=self._failed_creates(ns, jobs),
             ray_jobs=ray_jobs,
             workloads=self._workloads(run, jobs),
+            events_due=self.failed_creates_due(jobs),
         )
 
     def _ray_jobs(self, run: Run) -> list[dict[str, Any]]:
@@ -241,19 +240,51 @@ class Kube:
 
     def _failed_creates(self, namespace: str, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """FailedCreate events of Jobs that have no active pod: how a pod refused by the apiserver (Pod
-        Security, quota, an invalid image) shows; the Job's own status says nothing about it."""
+        Security, quota, an invalid image) shows; the Job's own status says nothing about it. One read stands
+        for FAILED_CREATE_EVERY seconds: in a burst, Jobs wait for their pods through several reconciles each."""
         events: list[dict[str, Any]] = []
+        now = time.monotonic()
         for job in jobs:
-            if not awaits_pod(job) or _age_seconds(job) < FAILED_CREATE_AFTER:
+            uid = str(job["metadata"].get("uid") or job["metadata"]["name"])
+            if not awaits_pod(job):
+                with self._failed_lock:
+                    self._failed_reads.pop(uid, None)
+                continue
+            if _age_seconds(job) < FAILED_CREATE_AFTER:
                 continue  # a Job just created has not failed to create a pod yet: the next pass looks
+            with self._failed_lock:
+                last = self._failed_reads.get(uid)
+            if last is not None and now - last[0] < FAILED_CREATE_EVERY:
+                events += last[1]
+                continue
             selector = f"involvedObject.kind=Job,involvedObject.name={job['metadata']['name']},reason=FailedCreate"
             try:
-                found = self._resource("Event").get(namespace=namespace, field_selector=selector)
+                found = self._items("Event", namespace, fieldSelector=selector)
             except ApiException as err:  # e.g. RBAC without `list events`: the run still progresses, less told
                 log.warning("cannot list FailedCreate events in %s: %s", namespace, failure_of(err).describe())
                 return events
-            events += [item.to_dict() for item in found.items]
+            with self._failed_lock:
+                self._failed_reads[uid] = (now, found)
+                self._failed_reads.move_to_end(uid)
+                while self._failed_reads and now - next(iter(self._failed_reads.values()))[0] > FAILED_CREATE_FORGET:
+                    self._failed_reads.popitem(last=False)  # Jobs deleted while waiting
+            events += found
         return events
+
+    def failed_creates_due(self, jobs: list[dict[str, Any]]) -> float | None:
+        """Seconds until _failed_creates would send a request for one of these Jobs (None: none waits)."""
+        due: float | None = None
+        now = time.monotonic()
+        for job in jobs:
+            if not awaits_pod(job):
+                continue
+            with self._failed_lock:
+                last = self._failed_reads.get(str(job["metadata"].get("uid") or job["metadata"]["name"]))
+            wait = FAILED_CREATE_AFTER - _age_seconds(job)
+            if last is not None:
+                wait = max(wait, FAILED_CREATE_EVERY - (now - last[0]))
+            due = max(wait, 0.0) if due is None else min(due, max(wait, 0.0))
+        return due
 
     def _workloads(self, run: Run, jobs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """The Kueue Workloads of the run's unfinished Jobs: why they wait, and the Workload to deactivate for
@@ -270,23 +301,19 @@ class Kube:
             ):
                 continue
             try:
-                listed = self.custom.list_namespaced_custom_object(
-                    KUEUE_GROUP, KUEUE_VERSION, run.ref.namespace, "workloads", label_selector=f"{JOB_UID_LABEL}={uid}"
-                )
+                found += self._items("Workload", run.ref.namespace, labelSelector=f"{JOB_UID_LABEL}={uid}")
             except (ApiException, HTTPError, OSError) as err:
                 log.debug("cannot read Kueue workloads in %s: %s", run.ref.namespace, failure_of(err).describe())
                 return found
-            found += cast(dict[str, Any], listed).get("items") or []
         return found
 
     def log_tail(self, namespace: str, pod: str, lines: int = 20) -> str | None:
         """Best effort: a fake kubelet (kwok) or a rotated log simply yields no progress."""
         try:
-            text: str = self.core.read_namespaced_pod_log(pod, namespace, tail_lines=lines, _request_timeout=5)
-        except (ApiException, OSError, ValueError) as err:
+            return self.rest.text(KINDS["Pod"].path(namespace, pod, "log"), query={"tailLines": lines}, timeout=5)
+        except (ApiException, HTTPError, OSError, ValueError) as err:
             log.debug("no log for %s/%s: %s", namespace, pod, err)
             return None
-        return text
 
     # -- writes ------------------------------------------------------------------------------------
     def create_if_absent(self, obj: dict[str, Any]) -> bool:
@@ -298,13 +325,14 @@ class Kube:
         elif self._get(obj["kind"], meta["namespace"], meta["name"]) is not None:
             return False
         try:
-            created = self._resource(obj["kind"]).create(body=obj, namespace=meta["namespace"])
+            query = {"fieldManager": FIELD_MANAGER}
+            created = self._call("POST", obj["kind"], meta["namespace"], body=obj, query=query)
         except ApiException as err:
             if err.status == 409:  # a concurrent reconcile won the race: same deterministic name, no duplicate
                 return False
             raise
         if self.cache is not None:
-            self.cache.put(obj["kind"], created.to_dict())
+            self.cache.put(obj["kind"], created)
         return True
 
     def apply(self, obj: dict[str, Any]) -> bool:
@@ -314,48 +342,66 @@ class Kube:
             cached = self.cache.get(obj["kind"], meta["namespace"], meta["name"])
             if cached is not None and contains({k: v for k, v in obj.items() if k != "kind"}, cached):
                 return False
-        applied = self._resource(obj["kind"]).server_side_apply(
-            body=obj, name=meta["name"], namespace=meta["namespace"], field_manager=FIELD_MANAGER, force_conflicts=True
+        applied = self._call(
+            "PATCH",
+            obj["kind"],
+            meta["namespace"],
+            meta["name"],
+            body=obj,
+            content_type=APPLY_PATCH,
+            query={"fieldManager": FIELD_MANAGER, "force": True},
         )
         if self.cache is not None:
-            self.cache.put(obj["kind"], applied.to_dict())
+            self.cache.put(obj["kind"], applied)
         return True
 
     def delete(self, kind: str, namespace: str, name: str) -> None:
-        with contextlib.suppress(NotFoundError):
-            self._resource(kind).delete(name=name, namespace=namespace, body={"propagationPolicy": "Background"})
+        try:
+            self._call("DELETE", kind, namespace, name, body={"propagationPolicy": "Background"})
+        except ApiException as err:
+            if err.status != 404:
+                raise
 
     def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
-        patched = self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, field_manager=FIELD_MANAGER
+        patched = self._call(
+            "PATCH",
+            KIND,
+            namespace,
+            name,
+            sub="status",
+            body={"status": status},
+            content_type=MERGE_PATCH,
+            query={"fieldManager": FIELD_MANAGER},
         )
         if self.runs is not None and isinstance(patched, dict):
             self.runs.update(patched)
 
     def post_event(self, run: Run, event: Event) -> None:
-        now = datetime.now(UTC)
-        body = client.CoreV1Event(
-            metadata=client.V1ObjectMeta(generate_name=f"{run.ref.name}.", namespace=run.ref.namespace),
-            involved_object=client.V1ObjectReference(
-                api_version=f"{GROUP}/{VERSION}",
-                kind=KIND,
-                name=run.ref.name,
-                namespace=run.ref.namespace,
-                uid=run.ref.uid,
-            ),
-            reason=event.reason,
-            message=event.message[:1024],
-            type=event.type,
-            source=client.V1EventSource(component=FIELD_MANAGER),
-            first_timestamp=now,
-            last_timestamp=now,
-            count=1,
-            reporting_component=FIELD_MANAGER,
-            reporting_instance=FIELD_MANAGER,
-        )
+        now = timestamp(datetime.now(UTC))
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{run.ref.name}.", "namespace": run.ref.namespace},
+            "involvedObject": {
+                "apiVersion": f"{GROUP}/{VERSION}",
+                "kind": KIND,
+                "name": run.ref.name,
+                "namespace": run.ref.namespace,
+                "uid": run.ref.uid,
+            },
+            "reason": event.reason,
+            "message": event.message[:1024],
+            "type": event.type,
+            "source": {"component": FIELD_MANAGER},
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+            "reportingComponent": FIELD_MANAGER,
+            "reportingInstance": FIELD_MANAGER,
+        }
         try:
-            self.core.create_namespaced_event(run.ref.namespace, body)
-        except ApiException as err:  # events are best effort; never fail a reconcile on them
+            self._call("POST", "Event", run.ref.namespace, body=body)
+        except (ApiException, HTTPError, OSError) as err:  # events are best effort; never fail a reconcile on them
             log.warning("could not post event %s for %s: %s", event.reason, run.ref.name, err)
 
     def execute_children(self, plan: Plan) -> tuple[ChildRejection | None, bool]:
@@ -390,16 +436,17 @@ class Kube:
         return changed
 
 
-#: How old a podless Job must be before its FailedCreate events are worth a request.
+#: How old a podless Job must be before its FailedCreate events are worth a request; how long one read of
+#: them stands; when the read of a Job that no reconcile asked about since (deleted meanwhile) is forgotten.
 FAILED_CREATE_AFTER = 3.0
+FAILED_CREATE_EVERY = 10.0
+FAILED_CREATE_FORGET = 10 * FAILED_CREATE_EVERY
 
 
 def _age_seconds(obj: dict[str, Any]) -> float:
-    created = (obj.get("metadata") or {}).get("creationTimestamp")
-    try:
-        return (datetime.now(UTC) - datetime.fromisoformat(str(created).replace("Z", "+00:00"))).total_seconds()
-    except ValueError:
-        return float("inf")
+    """Since creation; an object without a readable creationTimestamp counts as old (it is asked about)."""
+    age = seconds_between((obj.get("metadata") or {}).get("creationTimestamp"), timestamp(datetime.now(UTC)))
+    return float("inf") if age is None else age
 
 
 def awaits_pod(job: dict[str, Any]) -> bool:

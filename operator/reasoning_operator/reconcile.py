@@ -3,7 +3,8 @@
 `Memo` remembers, per run, the inputs of the last reconcile that changed nothing: the run's and its cached
 children's resourceVersions, and until when time alone changes nothing. decide() is pure, so a check with
 the same inputs gives the same (empty) plan, and the periodic pass skips it: an idle operator costs nothing
-per waiting run. Anything read outside the caches (a training log, FailedCreate events) is never memoised."""
+per waiting run. Anything read outside the caches is never memoised (a training log), or only until it is due
+to be read again (a curation log, a podless Job's FailedCreate events)."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from .core.invalid import invalid_spec_status
 from .core.observe import observe
 from .core.rejection import CHILD_REJECTED, rejected_status, transient_status
 from .core.run import STAGE_LABEL, Run
-from .kube import Kube, TransientApiError, awaits_pod, failure_of
+from .kube import Kube, TransientApiError, failure_of
 
 log = logging.getLogger(__name__)
 
@@ -101,14 +102,7 @@ def reconcile(
         # waiting for another's stage output sees it finish on the next resync). A RayJob is not watched: its
         # status changes reach no fingerprint, so such a run is not memoised either.
         may_reuse = _may_reuse(run, children.jobs)
-        uncached = bool(
-            running
-            or any(map(awaits_pod, children.jobs))
-            or children.workloads
-            or children.ray_jobs
-            or kube.cache is None
-            or may_reuse
-        )
+        uncached = bool(running or children.workloads or children.ray_jobs or kube.cache is None or may_reuse)
         observed = observe(
             claim=children.claim,
             config_map=children.config_map,
@@ -142,6 +136,9 @@ def reconcile(
             # ran is known when the read waits: the first read is due that much later
             wait = CURATION_LOG_SECONDS if read_curation else CURATION_FIRST_LOG - timedelta(seconds=ran or 0)
             again = moment + wait
+            until = again if until is None else min(until, again)
+        if children.events_due is not None:  # a Job waiting for its pod: its FailedCreate events are read then
+            again = moment + timedelta(seconds=children.events_due)
             until = again if until is None else min(until, again)
         memo.record((namespace, name), Inputs(version, children_before or (), until) if still else None)
     return plan

@@ -46,14 +46,14 @@ def test_a_namesake_replaces_the_deleted_run_whatever_its_version() -> None:
 class _NoApi:
     """A client that fails the test if the reconcile's read reaches the apiserver."""
 
-    def get_namespaced_custom_object(self, *args: Any, **kwargs: Any) -> Any:
+    def request(self, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError("GET sent although the store held the run")
 
 
 def test_get_run_reads_the_store_and_asks_the_apiserver_only_without_a_body() -> None:
     store = RunStore()
     kube = Kube.__new__(Kube)  # only the read path: no client pool needed
-    kube.runs, kube.custom = store, _NoApi()
+    kube.runs, kube.rest = store, _NoApi()  # type: ignore[assignment]
     store.offer(body(7))
     assert kube.get_run("ns", "r") == body(7)
     with pytest.raises(AssertionError, match="GET sent"):
