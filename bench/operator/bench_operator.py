@@ -279,6 +279,7 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
         data = json.loads(stats_path.read_text())
         now = data["now"]
         gaps = {k: max(v[2], now - v[1]) for k, v in data["runs"].items() if not k.endswith("/warmup")}
+        full = [n for k, n in (data.get("full") or {}).items() if not k.endswith("/warmup")]
         worst = max(gaps.values()) if gaps else None
         alive = op.poll() is None
         return {
@@ -292,7 +293,10 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
             "max_reconcile_gap_s": round(worst, 1) if worst is not None else None,
             "runs_over_2x_resync": sum(1 for g in gaps.values() if g > 2 * resync),
             "reconciled_runs": len(gaps),
-            "burst_cpu_s": round(cpu_burst, 1),
+            "burst_cpu_s": round(cpu_burst, 2),
+            "burst_cpu_ms_per_run": round(1000 * cpu_burst / runs, 2),
+            # through the burst and the idle window: what a new run costs in reconciles that are not memo hits
+            "full_reconciles_per_run": round(sum(full) / len(full), 1) if full else None,
             "peak_rss_mb": round(hwm / 2**20),
             "idle_cpu_pct": round(100 * idle_share, 1),
             "load_avg_during_idle": [round(x, 1) for x in load0],

@@ -3,7 +3,7 @@
 Used by bench_operator.py for both the baseline (an older tree) and the current one: it wraps
 `reasoning_operator.handlers._reconcile`, the one entry every event and every resync pass goes through in
 both, and writes `{namespace/name: [first, last, max_gap, count]}` (monotonic seconds) to a JSON file every
-second. Usage: probe.py SRC_DIR STATS_JSON -- <operator arguments>."""
+second, with the count of full reconciles (not memo hits) of each run. Usage: probe.py SRC_DIR STATS_JSON -- <operator arguments>."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ def main() -> None:
     from reasoning_operator import cli, handlers
 
     stats: dict[str, list[float]] = {}
+    full: dict[str, int] = {}
     guard = threading.Lock()
     original = handlers._reconcile
 
@@ -41,12 +42,22 @@ def main() -> None:
                     row[3] += 1
 
     handlers._reconcile = timed  # type: ignore[assignment]
+    full_reconcile = getattr(handlers, "reconcile", None)  # the full one (not a memo hit); in every tree since the memo
+
+    if full_reconcile is not None:
+
+        def counted(kube: Any, namespace: str, name: str, *rest: Any, **kw: Any) -> Any:
+            with guard:
+                full[f"{namespace}/{name}"] = full.get(f"{namespace}/{name}", 0) + 1
+            return full_reconcile(kube, namespace, name, *rest, **kw)
+
+        handlers.reconcile = counted
 
     def dump() -> None:
         while True:
             time.sleep(1.0)
             with guard:
-                text = json.dumps({"now": time.monotonic(), "runs": stats})
+                text = json.dumps({"now": time.monotonic(), "runs": stats, "full": full})
             tmp = Path(stats_path + ".tmp")
             tmp.write_text(text)
             tmp.replace(stats_path)
