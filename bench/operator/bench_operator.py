@@ -346,14 +346,15 @@ def main() -> None:
                 args.out.write_text(json.dumps(results, indent=1))
     print(
         f"\n| variant | runs | p50 | p99 | max | all Curating | max gap (≤ {2 * args.resync:.0f} s) "
-        "| peak RSS | idle CPU |"
+        "| peak RSS | burst CPU | CPU per run | full reconciles per run | idle CPU |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['variant']} | {r['runs']} | {r['p50_s']} s | {r['p99_s']} s | {r['max_s']} s "
             f"| {r['all_curating_s']} s | {r['max_reconcile_gap_s']} s ({r['runs_over_2x_resync']} over) "
-            f"| {r['peak_rss_mb']} MB | {r['idle_cpu_pct']}% |"
+            f"| {r['peak_rss_mb']} MB | {r['burst_cpu_s']} s | {r['burst_cpu_ms_per_run']} ms "
+            f"| {r['full_reconciles_per_run']} | {r['idle_cpu_pct']}% |"
         )
 
 
