@@ -3,7 +3,8 @@
 Used by bench_operator.py for both the baseline (an older tree) and the current one: it wraps
 `reasoning_operator.handlers._reconcile`, the one entry every event and every resync pass goes through in
 both, and writes `{namespace/name: [first, last, max_gap, count]}` (monotonic seconds) to a JSON file every
-second, with the count of full reconciles (not memo hits) of each run. Usage: probe.py SRC_DIR STATS_JSON -- <operator arguments>."""
+second, with the count of full reconciles (not memo hits) of each run.
+Usage: probe.py SRC_DIR STATS_JSON -- <operator arguments>."""
 
 from __future__ import annotations
 
