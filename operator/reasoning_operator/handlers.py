@@ -106,8 +106,13 @@ def _work() -> None:
             metrics.QUEUE_DEPTH.set(len(queue))
 
 
+#: A child's events within this many seconds of the first are one reconcile of its run: a new run's Job and pod
+#: bring about six events in the first seconds, each a reconcile of the run before.
+COALESCE_SECONDS = 1.0
+
+
 def _child_changed(namespace: str, run: str) -> None:
-    _Shell.queue.add((namespace, run))
+    _Shell.queue.add_coalesced((namespace, run), COALESCE_SECONDS)
 
 
 class ForeverBackoffs:

@@ -1,7 +1,9 @@
 """A work queue of run keys, as controller-runtime has: a key is queued at most once (a burst of events on
 one run is one reconcile), never handed to two workers at once (per-run serialisation; a key added while it
 is being processed is processed again after), events before resync passes (a resync of a thousand runs
-never delays a new run), and delayed re-adds for retries. Holds keys only, never state."""
+never delays a new run), delayed re-adds for retries, and coalesced adds: the events of a run's children that
+come within a moment of each other (a pod created, scheduled, started; its Job counting it) are one reconcile.
+Holds keys only, never state."""
 
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ class WorkQueue(Generic[K]):
         self._processing: set[K] = set()
         self._dirty: dict[K, int] = {}  # added while processing: queue again when done
         self._later: list[tuple[float, int, K]] = []
+        self._coalescing: set[K] = set()  # keys with a coalesced add in _later
         self._seq = itertools.count()
         self._closed = False
 
@@ -50,6 +53,16 @@ class WorkQueue(Generic[K]):
             heapq.heappush(self._later, (time.monotonic() + delay, next(self._seq), key))
             self._cond.notify()
 
+    def add_coalesced(self, key: K, delay: float) -> None:
+        """Queue the key in `delay` seconds (at EVENT priority), unless it waits already: the adds until
+        then are that one."""
+        with self._cond:
+            if key in self._coalescing or self._queued.get(key, RESYNC + 1) <= EVENT:
+                return
+            self._coalescing.add(key)
+            heapq.heappush(self._later, (time.monotonic() + delay, next(self._seq), key))
+            self._cond.notify()
+
     def get(self, timeout: float | None = None) -> K | None:
         """The next key (mark it done() after), or None on close or timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -58,6 +71,7 @@ class WorkQueue(Generic[K]):
                 now = time.monotonic()
                 while self._later and self._later[0][0] <= now:
                     _, _, key = heapq.heappop(self._later)
+                    self._coalescing.discard(key)
                     self._add_locked(key)
                 for priority, queue in enumerate(self._queues):
                     while queue:
@@ -94,5 +108,6 @@ class WorkQueue(Generic[K]):
             self._cond.notify_all()
 
     def __len__(self) -> int:
+        """Keys waiting, a coalesced add's included."""
         with self._cond:
-            return len(self._queued)
+            return len(self._queued.keys() | self._coalescing)

@@ -94,3 +94,31 @@ def test_a_resync_entry_can_be_promoted_and_says_where_it_waits() -> None:
     queue.add("waiting", EVENT)  # the next pass found it still waiting
     assert queue.waiting_at("waiting") == EVENT
     assert [queue.get(0), queue.get(0), queue.get(0)] == ["busy", "waiting", None]
+
+
+def test_coalesced_adds_within_the_delay_are_one_entry_at_event_priority() -> None:
+    """A run's children's events within a moment are one reconcile: the first starts the delay, the others
+    join it; a run already waiting at event priority takes them as they come."""
+    queue: WorkQueue[str] = WorkQueue()
+    for _ in range(5):
+        queue.add_coalesced("a", 0.2)
+    queue.add("e")
+    queue.add_coalesced("e", 0.2)  # already waiting for an event: nothing more
+    assert len(queue) == 2
+    assert queue.get(0) == "e"
+    assert queue.get(0) is None  # not "a" before the delay
+    time.sleep(0.25)
+    assert queue.get(0) == "a"
+    assert queue.get(0) is None  # five coalesced adds: one entry
+    queue.done("a")
+    queue.add_coalesced("a", 0.05)  # a new delay once the last one has fired
+    assert queue.get(1.0) == "a"
+
+
+def test_a_coalesced_add_moves_a_run_waiting_in_a_resync_pass_up_to_event_priority() -> None:
+    queue: WorkQueue[str] = WorkQueue()
+    for key in ("r1", "r2", "r3"):
+        queue.add(key, RESYNC)
+    queue.add_coalesced("r3", 0.05)
+    time.sleep(0.1)
+    assert [queue.get(0) for _ in range(4)] == ["r3", "r1", "r2", None]
