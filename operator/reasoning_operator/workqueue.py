@@ -108,6 +108,6 @@ class WorkQueue(Generic[K]):
             self._cond.notify_all()
 
     def __len__(self) -> int:
-        """Keys waiting, a coalesced add's included."""
+        """Keys queued (a coalesced add counts once its delay is over)."""
         with self._cond:
-            return len(self._queued.keys() | self._coalescing)
+            return len(self._queued)
