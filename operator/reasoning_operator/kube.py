@@ -1,6 +1,7 @@
 """The only module that writes to the apiserver: read a run and its children (from the watch-fed caches of
 cache.py when given, else by listing), apply the plan, patch status, post events. One field manager,
-server-side apply for what we own, create-if-absent for immutable children (Jobs, PVCs)."""
+server-side apply for what we own, create-if-absent for immutable children (Jobs, PVCs). Requests are plain
+JSON over the client's own pool (rest.py)."""
 
 from __future__ import annotations
 
