@@ -88,8 +88,7 @@ class Rest:
             headers=self._headers(content_type if data is not None else None, accept),
             timeout=_timeout(timeout),
             preload_content=not stream,
-            retries=False,
-        )
+        )  # the pool's own retries, as the client's: a pooled connection the apiserver dropped is opened again
         if response.status >= 400:
             text = (response.data if not stream else response.read()).decode("utf-8", errors="replace")
             if stream:
