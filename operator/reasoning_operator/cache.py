@@ -21,7 +21,7 @@ from kubernetes import client
 from urllib3.exceptions import HTTPError
 
 from .core.run import MANAGED_BY, RUN_LABEL
-from .rest import Resource, Rest
+from .rest import RESOURCES, Query, Resource, Rest
 
 log = logging.getLogger(__name__)
 SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY},{RUN_LABEL}"
@@ -35,17 +35,20 @@ Key = tuple[str, str]  # (namespace, name)
 @dataclass(frozen=True)
 class KindSpec:
     kind: str
-    resource: Resource
     keep_spec: bool
+
+    @property
+    def resource(self) -> Resource:
+        return RESOURCES[self.kind]
 
 
 KIND_SPECS = (
-    KindSpec("Job", Resource("batch/v1", "jobs"), keep_spec=False),
-    KindSpec("Pod", Resource("v1", "pods"), keep_spec=False),
-    KindSpec("Deployment", Resource("apps/v1", "deployments"), keep_spec=True),
-    KindSpec("Service", Resource("v1", "services"), keep_spec=True),
-    KindSpec("ConfigMap", Resource("v1", "configmaps"), keep_spec=True),
-    KindSpec("PersistentVolumeClaim", Resource("v1", "persistentvolumeclaims"), keep_spec=False),
+    KindSpec("Job", keep_spec=False),
+    KindSpec("Pod", keep_spec=False),
+    KindSpec("Deployment", keep_spec=True),
+    KindSpec("Service", keep_spec=True),
+    KindSpec("ConfigMap", keep_spec=True),
+    KindSpec("PersistentVolumeClaim", keep_spec=False),
 )
 
 
@@ -168,7 +171,7 @@ class Informer(threading.Thread):
         return str(body["metadata"]["resourceVersion"])
 
     def _watch(self, version: str) -> str:
-        query: dict[str, str | int | bool | None] = {
+        query: Query = {
             "labelSelector": SELECTOR,
             "watch": True,
             "resourceVersion": version,

@@ -26,20 +26,14 @@ from .core.decide import CREATE, Event, Plan
 from .core.observe import WORKLOAD_JOB_UID_LABEL as JOB_UID_LABEL
 from .core.rejection import ApiFailure, ChildRejection, parse_failure, stage_of
 from .core.run import RUN_LABEL, STAGE_LABEL, Run
-from .rest import APPLY_PATCH, MERGE_PATCH, Resource, Rest
+from .rest import APPLY_PATCH, MERGE_PATCH, RESOURCES, Resource, Rest
 
 FIELD_MANAGER = "reasoning-operator"
 KUEUE_GROUP, KUEUE_VERSION = "kueue.x-k8s.io", "v1beta2"
 log = logging.getLogger(__name__)
 
 KINDS: dict[str, Resource] = {
-    "ConfigMap": Resource("v1", "configmaps"),
-    "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
-    "Service": Resource("v1", "services"),
-    "Pod": Resource("v1", "pods"),
-    "Job": Resource("batch/v1", "jobs"),
-    "Deployment": Resource("apps/v1", "deployments"),
-    "Event": Resource("v1", "events"),
+    **RESOURCES,
     # spec.curation.cluster only (KubeRay's CRD must be installed): listed from the apiserver, not watched.
     "RayJob": Resource("ray.io/v1", "rayjobs"),
     "Workload": Resource(f"{KUEUE_GROUP}/{KUEUE_VERSION}", "workloads"),
@@ -246,7 +240,7 @@ class Kube:
         events: list[dict[str, Any]] = []
         now = time.monotonic()
         for job in jobs:
-            uid = str(job["metadata"].get("uid") or job["metadata"]["name"])
+            uid = _job_key(job)
             if not awaits_pod(job):
                 with self._failed_lock:
                     self._failed_reads.pop(uid, None)
@@ -280,7 +274,7 @@ class Kube:
             if not awaits_pod(job):
                 continue
             with self._failed_lock:
-                last = self._failed_reads.get(str(job["metadata"].get("uid") or job["metadata"]["name"]))
+                last = self._failed_reads.get(_job_key(job))
             wait = FAILED_CREATE_AFTER - _age_seconds(job)
             if last is not None:
                 wait = max(wait, FAILED_CREATE_EVERY - (now - last[0]))
@@ -448,6 +442,11 @@ def _age_seconds(obj: dict[str, Any]) -> float:
     """Since creation; an object without a readable creationTimestamp counts as old (it is asked about)."""
     age = seconds_between((obj.get("metadata") or {}).get("creationTimestamp"), timestamp(datetime.now(UTC)))
     return float("inf") if age is None else age
+
+
+def _job_key(job: dict[str, Any]) -> str:
+    """A Job's FailedCreate read is kept by uid (a recreated namesake is another Job)."""
+    return str(job["metadata"].get("uid") or job["metadata"]["name"])
 
 
 def awaits_pod(job: dict[str, Any]) -> bool:

@@ -135,13 +135,15 @@ def reconcile(
         if curating:  # its blocks move in its log, which no watch sees: read it again after a while
             # ran is known when the read waits: the first read is due that much later
             wait = CURATION_LOG_SECONDS if read_curation else CURATION_FIRST_LOG - timedelta(seconds=ran or 0)
-            again = moment + wait
-            until = again if until is None else min(until, again)
+            until = _sooner(until, moment + wait)
         if children.events_due is not None:  # a Job waiting for its pod: its FailedCreate events are read then
-            again = moment + timedelta(seconds=children.events_due)
-            until = again if until is None else min(until, again)
+            until = _sooner(until, moment + timedelta(seconds=children.events_due))
         memo.record((namespace, name), Inputs(version, children_before or (), until) if still else None)
     return plan
+
+
+def _sooner(until: datetime | None, again: datetime) -> datetime:
+    return again if until is None else min(until, again)
 
 
 #: How long an otherwise unchanged curating run goes without its log being read again (its block progress):

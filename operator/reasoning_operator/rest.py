@@ -111,3 +111,15 @@ def _timeout(value: float | tuple[float, float] | None) -> urllib3.Timeout | Non
     if isinstance(value, tuple):
         return urllib3.Timeout(connect=value[0], read=value[1])
     return urllib3.Timeout(total=value)
+
+
+#: Where each kind the operator reads or writes lives: the one table (kube.py's requests, cache.py's informers).
+RESOURCES: dict[str, Resource] = {
+    "ConfigMap": Resource("v1", "configmaps"),
+    "PersistentVolumeClaim": Resource("v1", "persistentvolumeclaims"),
+    "Service": Resource("v1", "services"),
+    "Pod": Resource("v1", "pods"),
+    "Job": Resource("batch/v1", "jobs"),
+    "Deployment": Resource("apps/v1", "deployments"),
+    "Event": Resource("v1", "events"),
+}
