@@ -174,7 +174,8 @@ def test_two_runs_take_the_one_gpu_in_turn_and_a_re_suspension_continues(
     assert _condition(obj, "Admitted")["status"] == "False"
     assert obj["status"]["phase"] == "Training"
     assert _job(runs, f"{second}-training").spec.suspend is True
-    assert _condition(runs.get(first), "Admitted")["status"] == "True"
+    # Each run's status follows its own Job's events, so the first's may be written after the second's.
+    runs.wait(first, lambda o: _condition(o, "Admitted").get("status") == "True", f"{first} shows Admitted")
 
     # Re-suspension by Kueue mid-training: deactivating the Workload evicts it (as a preemption does).
     wait_for_pod(runs.core, runs.namespace, f"job-name={first}-training", phase="Running", timeout=60)

@@ -7,7 +7,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
-from tests.operator.test_decide import CURATION, NOW, TRAINING, job, kinds, pod, step
+from tests.operator.test_decide import CURATION, EVALUATION, NOW, TRAINING, job, kinds, pod, step
 
 from reasoning_operator.api import QUEUE_NAME_LABEL, Phase, ReasoningRunSpec, TrainingProgress
 from reasoning_operator.api.contract import progress_line
@@ -288,3 +288,30 @@ def test_a_queued_run_is_held_through_its_workload_and_released_back_to_the_queu
     theirs = {**wl, "spec": {"active": False}}
     plan, _ = step(suspended(obj, False), jobs=[evicted], workloads=[theirs])
     assert [o for o in plan.apply if o["kind"] in ("Job", "Workload")] == []
+
+
+def test_a_last_job_admitted_and_finished_between_two_reconciles_leaves_the_run_admitted(make_run: Any) -> None:
+    done = [job("demo-curation", "curation", "complete"), job("demo-training", "training", "complete")]
+    done_pods = [
+        pod("c-1", "curation", "Succeeded", json.dumps(CURATION)),
+        pod("t-1", "training", "Succeeded", json.dumps(TRAINING)),
+    ]
+    ready = {
+        "metadata": {"name": "demo-serving"},
+        "spec": {"replicas": 1},
+        "status": {"readyReplicas": 1, "availableReplicas": 1},
+    }
+    obj = make_run(spec={"queueName": "gpu"})
+    plan, obj = step(obj, jobs=done, pods=done_pods, deployment=ready, service={"metadata": {}})
+    plan, obj = step(obj, jobs=done, pods=done_pods, deployment=ready, service={"metadata": {}})
+    assert plan.status.phase == Phase.EVALUATING
+    waiting = with_spec_suspend(job("demo-evaluation", "evaluation", "pending"), True)
+    plan, obj = step(obj, jobs=[*done, waiting], pods=done_pods, deployment=ready, service={"metadata": {}})
+    assert condition(plan, "Admitted").reason == "WaitingForAdmission"
+    # The next event already shows it admitted and complete: the run ends Succeeded and Admitted.
+    finished = [*done, job("demo-evaluation", "evaluation", "complete")]
+    pods = [*done_pods, pod("e-1", "evaluation", "Succeeded", json.dumps(EVALUATION))]
+    plan, _ = step(obj, jobs=finished, pods=pods, deployment=ready, service={"metadata": {}})
+    assert plan.status.phase == Phase.SUCCEEDED
+    admitted = condition(plan, "Admitted")
+    assert admitted.status == "True" and "queue gpu" in admitted.message

@@ -248,7 +248,9 @@ def decide(run: Run, observed: Observed, now: datetime) -> Plan:
         else:
             transitions.enter_stage(status, current, _progress(current, status, current_outcome))
 
-    suspension.hold_conditions(run, status, current, observed, terminal, stamp, generation)
+    suspension.hold_conditions(
+        run, status, current, observed, terminal, stamp, generation, succeeded=status.phase == Phase.SUCCEEDED
+    )
     transitions.run_conditions(status, stamp, generation, failed_reason, _summary(status))
     plan.recheck_at = _stalled(run, status, current_outcome if not terminal else None, now, stamp, generation)
     service.after_evaluation(run, status, observed, plan, stamp, generation)

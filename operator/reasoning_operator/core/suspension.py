@@ -109,6 +109,7 @@ def hold_conditions(
     terminal: bool,
     stamp: str,
     generation: int,
+    succeeded: bool = False,
 ) -> None:
     """Suspended (only once spec.suspend has been true) and, with a queue name, Admitted for the current
     stage Job; the progress line says `suspended` while held."""
@@ -128,6 +129,18 @@ def hold_conditions(
     elif existing is not None and existing.status == "True":
         status.conditions = set_condition(
             status.conditions, ConditionType.SUSPENDED, False, "Resumed", "spec.suspend is false", stamp, generation
+        )
+    admitted = get_condition(status.conditions, ConditionType.ADMITTED)
+    if run.queue_name is not None and succeeded and admitted is not None and admitted.status == "False":
+        # The last Job can be admitted and finish between two reconciles: having run, it was admitted.
+        status.conditions = set_condition(
+            status.conditions,
+            ConditionType.ADMITTED,
+            True,
+            "Admitted",
+            f"every stage Job was admitted by queue {run.queue_name} and ran",
+            stamp,
+            generation,
         )
     if run.queue_name is None or terminal or current is None or definition(current).kind != StageKind.JOB:
         return
