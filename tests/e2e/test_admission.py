@@ -55,6 +55,8 @@ BAD = [
     ("metadata.name", "2nd-run", "metadata.name must be a DNS-1035 label"),
     ("spec.model.hubTokenSecret", {"name": "Bad_Name"}, "spec.model.hubTokenSecret.name"),
     ("spec.model.hubTokenSecret", {"name": "hf", "key": "a/b"}, "spec.model.hubTokenSecret.key"),
+    ("spec.model.hubTokenSecret", {"name": "hf", "key": ".."}, "spec.model.hubTokenSecret.key"),
+    ("spec.model.hubTokenSecret", {"name": "hf", "key": "..token"}, "spec.model.hubTokenSecret.key"),
     ("spec.model.hubTokenSecret", {"name": "hf", "key": ""}, "spec.model.hubTokenSecret.key"),
     ("spec.dataset.credentialsSecret", "creds..x", "spec.dataset.credentialsSecret"),
     ("spec.dataset.credentialsSecret", "-creds", "spec.dataset.credentialsSecret"),

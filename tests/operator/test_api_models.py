@@ -68,6 +68,8 @@ def test_cross_field_rules_hold_without_an_apiserver() -> None:
 CHILD_BREAKERS = [
     ({"model": {"hubTokenSecret": {"name": "Bad_Name"}}}, "hubTokenSecret.name"),
     ({"model": {"hubTokenSecret": {"name": "hf", "key": "a/b"}}}, "hubTokenSecret.key"),
+    ({"model": {"hubTokenSecret": {"name": "hf", "key": "."}}}, "hubTokenSecret.key"),
+    ({"model": {"hubTokenSecret": {"name": "hf", "key": "..token"}}}, "hubTokenSecret.key"),
     ({"dataset": {"credentialsSecret": "a..b"}}, "credentialsSecret"),
     ({"storage": {"storageClassName": "fast ssd; rm -rf"}}, "storageClassName"),
     ({"storage": {"existingClaim": "Claim"}}, "existingClaim"),

@@ -18,8 +18,8 @@ T = TypeVar("T")
 SUBDOMAIN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 #: RFC 1035 label: Service names, and so the run name every child name starts with.
 DNS_1035_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-#: ConfigMap / Secret key syntax (validation.IsConfigMapKey).
-CONFIG_KEY = r"^[-._a-zA-Z0-9]+$"
+#: ConfigMap / Secret key syntax (validation.IsConfigMapKey): its characters, and neither '.' nor a '..' prefix.
+CONFIG_KEY = r"^\.?[-_a-zA-Z0-9][-._a-zA-Z0-9]*$"
 #: Label value syntax, non-empty (an empty value in a node affinity matches no GPU node ever).
 LABEL_VALUE = r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 _DECIMAL_SUFFIX = r"(m|k|Ki|Mi|Gi|Ti|Pi|M|G|T|P)?"
