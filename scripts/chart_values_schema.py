@@ -53,6 +53,13 @@ class OperatorSettings(Values):
     log_format: Literal["plain", "json"] = Field(default="json", description="--log-format")
     verbose: bool = False
     workers: int = Field(default=8, ge=1, le=256, description="Concurrent reconciles (REASONING_WORKERS).")
+    shards: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Operator processes the runs are spread over, by a hash of namespace/name (REASONING_SHARDS); "
+        "0: one per CPU the container may use, at most 8.",
+    )
     metrics_port: Port = Field(default=8080, description="--metrics-port")
     health_port: Port = Field(default=8081, description="--health-port: /healthz (liveness) and /readyz (readiness).")
 

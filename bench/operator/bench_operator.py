@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import contextlib
 import json
 import os
 import statistics
@@ -68,12 +69,47 @@ def _source(ref: str, tmp: Path) -> Path:
     return out
 
 
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (an operator with --shards is a supervisor and its shards)."""
+    pids, i = [pid], 0
+    while i < len(pids):
+        try:
+            for task in Path(f"/proc/{pids[i]}/task").iterdir():
+                pids += [int(p) for p in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            pass
+        i += 1
+    return pids
+
+
+def _status_kb(pid: int, field: str, name: str = "status") -> int:
+    text = Path(f"/proc/{pid}/{name}").read_text()
+    return int(next(line for line in text.splitlines() if line.startswith(field + ":")).split()[1])
+
+
 def _proc_stat(pid: int) -> tuple[float, int]:
-    """(CPU seconds used, peak RSS bytes) of a process."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    hwm = next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines() if line.startswith("VmHWM"))
-    return cpu, int(hwm.split()[1]) * 1024
+    """(CPU seconds used, peak RSS bytes) of a process and its descendants: the peak is the sum of each
+    one's VmHWM, which counts the pages a forked shard shares with its supervisor once per process (an
+    upper bound; `_pss` is the fair share)."""
+    cpu, hwm = 0.0, 0
+    for p in _tree(pid):
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            hwm += _status_kb(p, "VmHWM") * 1024
+        except (FileNotFoundError, StopIteration):
+            pass
+    return cpu, hwm
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size of the process tree now: shared pages split between the processes sharing them,
+    so the sum is what the tree holds (a container's memory use, less the page cache)."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(FileNotFoundError, StopIteration, PermissionError):
+            total += _status_kb(p, "Pss", "smaps_rollup") * 1024
+    return total
 
 
 def _setup(plane: ControlPlane, src: Path) -> None:
@@ -170,15 +206,30 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
 
 
-def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, workdir: Path) -> dict[str, Any]:
+def _merged_stats(stats_path: Path) -> dict[str, Any]:
+    """The supervisor's stats and each shard's (STATS.<pid>), as one."""
+    merged: dict[str, Any] = {"now": 0.0, "runs": {}, "full": {}}
+    for path in [stats_path, *stats_path.parent.glob(stats_path.name + ".*")]:
+        if path.suffix == ".tmp" or not path.exists():
+            continue
+        data = json.loads(path.read_text())
+        merged["now"] = max(merged["now"], data["now"])
+        merged["runs"].update(data["runs"])
+        merged["full"].update(data.get("full") or {})
+    return merged
+
+
+def bench_one(
+    src: Path, runs: int, resync: float, settle: float, idle: float, workdir: Path, tag: str, shards: int | None
+) -> dict[str, Any]:
     plane = ControlPlane(build_binaries(build=False))
     plane.start()
     op: subprocess.Popen[bytes] | None = None
     watchers: list[Watcher] = []
     try:
         _setup(plane, src)
-        stats_path = workdir / f"stats-{src.name}-{runs}.json"
-        log_path = workdir / f"operator-{src.name}-{runs}.log"
+        stats_path = workdir / f"stats-{tag}-{runs}.json"
+        log_path = workdir / f"operator-{tag}-{runs}.log"
         metrics_port = free_port()
         env = dict(os.environ, PYTHONPATH="", KUBECONFIG=str(plane.kubeconfig))  # read at import by the client
         op = subprocess.Popen(
@@ -197,6 +248,7 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
                 "0",
                 "--resync-seconds",
                 str(resync),
+                *([] if shards is None else ["--shards", str(shards)]),
             ],
             stdout=log_path.open("wb"),
             stderr=subprocess.STDOUT,
@@ -242,6 +294,7 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
                     "-o",
                     os.environ["BENCH_PYSPY"] + f"-{src.name}-{runs}.json",
                     "--nonblocking",
+                    "--subprocesses",  # the shards too
                     "--gil",  # only the thread holding the GIL: where the CPU goes, not who waits on a socket
                 ],
                 stdout=subprocess.DEVNULL,
@@ -274,9 +327,10 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
         load0 = os.getloadavg()
         time.sleep(idle)
         cpu1, hwm = _proc_stat(op.pid)
+        pss = _pss(op.pid)
         idle_share = (cpu1 - cpu0) / (time.monotonic() - w0)
         time.sleep(2)
-        data = json.loads(stats_path.read_text())
+        data = _merged_stats(stats_path)
         now = data["now"]
         gaps = {k: max(v[2], now - v[1]) for k, v in data["runs"].items() if not k.endswith("/warmup")}
         full = [n for k, n in (data.get("full") or {}).items() if not k.endswith("/warmup")]
@@ -298,6 +352,8 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
             # through the burst and the idle window: what a new run costs in reconciles that are not memo hits
             "full_reconciles_per_run": round(sum(full) / len(full), 1) if full else None,
             "peak_rss_mb": round(hwm / 2**20),
+            "pss_at_idle_mb": round(pss / 2**20),
+            "processes": len(_tree(op.pid)),
             "idle_cpu_pct": round(100 * idle_share, 1),
             "load_avg_during_idle": [round(x, 1) for x in load0],
             "operator_alive": alive,
@@ -317,7 +373,12 @@ def bench_one(src: Path, runs: int, resync: float, settle: float, idle: float, w
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", action="append", default=[], help="NAME=REF (git ref, 'current' or a directory)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help="NAME=REF[@SHARDS] (git ref, 'current' or a directory; @SHARDS passes --shards, which older trees lack)",
+    )
     parser.add_argument("--runs", default="200", help="comma-separated run counts")
     parser.add_argument("--resync", type=float, default=10.0, help="--resync-seconds (the chart's default)")
     parser.add_argument("--settle", type=float, default=20.0)
@@ -329,13 +390,18 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-operator-"))
     print(f"operator logs and sources in {workdir}", file=sys.stderr)
     if True:
-        for name, ref in variants:
-            src = _source(ref, workdir)
+        sources: dict[str, Path] = {}
+        for name, spec in variants:
+            ref, _, shards = spec.partition("@")
+            src = sources.get(ref) or sources.setdefault(ref, _source(ref, workdir))
             for runs in (int(r) for r in args.runs.split(",")):
                 row = {
                     "variant": name,
                     "ref": ref,
-                    **bench_one(src, runs, args.resync, args.settle, args.idle, workdir),
+                    "shards": int(shards) if shards else None,
+                    **bench_one(
+                        src, runs, args.resync, args.settle, args.idle, workdir, name, int(shards) if shards else None
+                    ),
                 }
                 log = Path(row.pop("log"))
                 row["operator_log_errors"] = sum(
@@ -346,14 +412,15 @@ def main() -> None:
                 args.out.write_text(json.dumps(results, indent=1))
     print(
         f"\n| variant | runs | p50 | p99 | max | all Curating | max gap (≤ {2 * args.resync:.0f} s) "
-        "| peak RSS | burst CPU | CPU per run | full reconciles per run | idle CPU |"
+        "| peak RSS (sum) | PSS at idle | burst CPU | CPU per run | full reconciles per run | idle CPU |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
         print(
             f"| {r['variant']} | {r['runs']} | {r['p50_s']} s | {r['p99_s']} s | {r['max_s']} s "
             f"| {r['all_curating_s']} s | {r['max_reconcile_gap_s']} s ({r['runs_over_2x_resync']} over) "
-            f"| {r['peak_rss_mb']} MB | {r['burst_cpu_s']} s | {r['burst_cpu_ms_per_run']} ms "
+            f"| {r['peak_rss_mb']} MB | {r['pss_at_idle_mb']} MB | {r['burst_cpu_s']} s "
+            f"| {r['burst_cpu_ms_per_run']} ms "
             f"| {r['full_reconciles_per_run']} | {r['idle_cpu_pct']}% |"
         )
 

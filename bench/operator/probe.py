@@ -3,17 +3,39 @@
 Used by bench_operator.py for both the baseline (an older tree) and the current one: it wraps
 `reasoning_operator.handlers._reconcile`, the one entry every event and every resync pass goes through in
 both, and writes `{namespace/name: [first, last, max_gap, count]}` (monotonic seconds) to a JSON file every
-second, with the count of full reconciles (not memo hits) of each run.
+second, with the count of full reconciles (not memo hits) of each run. With `--shards N` every shard
+process writes its own STATS_JSON.<pid>.
 Usage: probe.py SRC_DIR STATS_JSON -- <operator arguments>."""
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
+
+
+class Stats:
+    """One process's timings; a forked shard starts its own (shards.py forks after this module loaded)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.runs: dict[str, list[float]] = {}
+        self.full: dict[str, int] = {}
+        self.guard = threading.Lock()
+        threading.Thread(target=self.dump, daemon=True).start()
+
+    def dump(self) -> None:
+        while True:
+            time.sleep(1.0)
+            with self.guard:
+                text = json.dumps({"now": time.monotonic(), "runs": self.runs, "full": self.full})
+            tmp = Path(self.path + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(self.path)
 
 
 def main() -> None:
@@ -22,9 +44,12 @@ def main() -> None:
     sys.path[:0] = [str(Path(src) / "operator"), str(Path(src) / "jobs")]
     from reasoning_operator import cli, handlers
 
-    stats: dict[str, list[float]] = {}
-    full: dict[str, int] = {}
-    guard = threading.Lock()
+    state = [Stats(stats_path)]
+
+    def forked() -> None:  # a shard: its own file, STATS_JSON.<pid>, merged by the bench
+        state[0] = Stats(f"{stats_path}.{os.getpid()}")
+
+    os.register_at_fork(after_in_child=forked)
     original = handlers._reconcile
 
     def timed(namespace: str | None, name: str | None, *rest: Any, **kw: Any) -> Any:
@@ -33,10 +58,11 @@ def main() -> None:
         finally:
             now = time.monotonic()
             key = f"{namespace}/{name}"
-            with guard:
-                row = stats.get(key)
+            stats = state[0]
+            with stats.guard:
+                row = stats.runs.get(key)
                 if row is None:
-                    stats[key] = [now, now, 0.0, 1]
+                    stats.runs[key] = [now, now, 0.0, 1]
                 else:
                     row[2] = max(row[2], now - row[1])
                     row[1] = now
@@ -48,22 +74,13 @@ def main() -> None:
     if full_reconcile is not None:
 
         def counted(kube: Any, namespace: str, name: str, *rest: Any, **kw: Any) -> Any:
-            with guard:
-                full[f"{namespace}/{name}"] = full.get(f"{namespace}/{name}", 0) + 1
+            stats = state[0]
+            with stats.guard:
+                stats.full[f"{namespace}/{name}"] = stats.full.get(f"{namespace}/{name}", 0) + 1
             return full_reconcile(kube, namespace, name, *rest, **kw)
 
         handlers.reconcile = counted
 
-    def dump() -> None:
-        while True:
-            time.sleep(1.0)
-            with guard:
-                text = json.dumps({"now": time.monotonic(), "runs": stats, "full": full})
-            tmp = Path(stats_path + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(stats_path)
-
-    threading.Thread(target=dump, daemon=True).start()
     cli.main(["operator", *args])
 
 

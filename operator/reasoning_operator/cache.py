@@ -96,6 +96,7 @@ class Informer(threading.Thread):
         namespace: str | None,
         on_change: Callable[[str, str], None],
         health: Health,
+        owns: Callable[[str, str], bool] = lambda namespace, run: True,
     ) -> None:
         super().__init__(name=f"informer-{spec.kind}-{namespace or 'all'}", daemon=True)
         self._rest = Rest(api)
@@ -108,6 +109,7 @@ class Informer(threading.Thread):
         self.lock = threading.Lock()
         self._on_change = on_change
         self._health = health
+        self._owns = owns
         self._stopped = threading.Event()
 
     def stop(self) -> None:
@@ -148,6 +150,7 @@ class Informer(threading.Thread):
                 {"kind": self.spec.kind, **item}, self.spec.keep_spec
             )
             for item in body.get("items") or []
+            if self._mine(item)
         }
         with self.lock:
             old = self.objects
@@ -211,10 +214,17 @@ class Informer(threading.Thread):
             if run is not None:
                 self.by_run[run].add(key[1])
 
+    def _mine(self, obj: dict[str, Any]) -> bool:
+        """A child of a run this process reconciles (another shard's are neither kept nor announced)."""
+        run = self._run_key(obj)
+        return run is None or self._owns(*run)
+
     def _apply(self, kind: str | None, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
         run = self._run_key(obj)
+        if run is not None and not self._owns(*run):
+            return
         with self.lock:
             if kind == "DELETED":
                 self.objects.pop(key, None)
@@ -312,11 +322,16 @@ class ChildCache:
     """The informers for every child kind over the watched namespaces (None: all)."""
 
     def __init__(
-        self, api: client.ApiClient, namespaces: list[str] | None, on_change: Callable[[str, str], None]
+        self,
+        api: client.ApiClient,
+        namespaces: list[str] | None,
+        on_change: Callable[[str, str], None],
+        owns: Callable[[str, str], bool] = lambda namespace, run: True,
     ) -> None:
+        """`owns(namespace, run)`: whether this process reconciles the run (shards.Shard.owns)."""
         self.health = Health()
         self.informers: dict[str, list[Informer]] = {
-            spec.kind: [Informer(api, spec, ns, on_change, self.health) for ns in _each(namespaces)]
+            spec.kind: [Informer(api, spec, ns, on_change, self.health, owns) for ns in _each(namespaces)]
             for spec in KIND_SPECS
         }
 

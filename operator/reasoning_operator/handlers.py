@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ from .cache import ChildCache, RunStore
 from .kube import Kube, load_config
 from .reconcile import Memo, note_transient_failure, reconcile
 from .settings import OperatorSettings
+from .shards import ALL, Shard
 from .workqueue import EVENT, NEW, RESYNC, WorkQueue
 
 log = logging.getLogger(__name__)
@@ -59,6 +61,10 @@ class _Shell:
     cluster, and rebuilt from it after a restart)."""
 
     settings: OperatorSettings | None = None
+    #: the runs this process reconciles (all of them unless `shards` > 1)
+    shard: Shard = ALL
+    #: a shard's socket for its /healthz, /readyz and /metrics, which the supervisor asks (shards.py)
+    internal: socket.socket | None = None
     kube: Kube | None = None
     cache: ChildCache | None = None
     #: the runs' newest bodies from kopf's watch (and our status writes): a reconcile's first read
@@ -126,9 +132,9 @@ class ForeverBackoffs:
         yield from itertools.repeat(30.0)
 
 
-def configure(settings: OperatorSettings) -> None:
+def configure(settings: OperatorSettings, shard: Shard = ALL, internal: socket.socket | None = None) -> None:
     """The settings `reasoning operator` built from its flags and the environment; before kopf starts."""
-    _Shell.settings = settings
+    _Shell.settings, _Shell.shard, _Shell.internal = settings, shard, internal
 
 
 def _settings() -> OperatorSettings:
@@ -149,16 +155,19 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.error_backoffs = ForeverBackoffs()  # wait out apiserver outages, never exit on them
     config = _settings()
     # Reconciles and watches get their own connection pools: a long watch never holds a reconcile's slot.
-    _Shell.cache = ChildCache(load_config(config.kubeconfig, pool_size=4), config.watched, _child_changed)
+    api = load_config(config.kubeconfig, pool_size=4)
+    _Shell.cache = ChildCache(api, config.watched, _child_changed, owns=_Shell.shard.owns)
     _Shell.kube = Kube(load_config(config.kubeconfig, pool_size=config.workers + 4), _Shell.cache, _Shell.runs)
     _Shell.cache.start()
-    if config.metrics_port:
+    if _Shell.internal is not None:  # a shard: the supervisor serves the ports and asks this socket
+        memo.health = await _serve_health(web.SockSite, sock=_Shell.internal, with_metrics=True)
+    elif config.metrics_port:
         metrics.serve(config.metrics_port, addr=config.metrics_addr)
     # The workers start once every cache has its first list: before, a run would look as if it had no child.
     memo.starter = asyncio.get_running_loop().create_task(asyncio.to_thread(_start_workers))
     memo.resync = asyncio.get_running_loop().create_task(_resync_loop())
-    if config.health_port:
-        memo.health = await _serve_health(config.health_port, config.health_addr)
+    if config.health_port and _Shell.internal is None:
+        memo.health = await _serve_health(web.TCPSite, host=config.health_addr, port=config.health_port)
 
 
 def _start_workers() -> None:
@@ -174,7 +183,7 @@ def _start_workers() -> None:
 async def run_event(
     namespace: str | None, name: str | None, type: str | None, body: kopf.Body, event: kopf.RawEvent, **_: Any
 ) -> None:
-    if not namespace or not name:
+    if not namespace or not name or not _Shell.shard.owns(namespace, name):
         return
     key = (namespace, name)
     if type == "DELETED":
@@ -217,7 +226,7 @@ async def _resync_loop() -> None:
             log.exception("resync pass failed")
 
 
-async def _serve_health(port: int, addr: str) -> web.AppRunner:
+async def _serve_health(site: Any, *, with_metrics: bool = False, **where: Any) -> web.AppRunner:
     """/healthz (liveness): the event loop answers and every worker and cache thread runs; it stays 200
     while the apiserver is away, so the kubelet does not restart an operator that only waits.
     /readyz (readiness): the caches are synced and the apiserver answered the last time it was asked."""
@@ -238,11 +247,16 @@ async def _serve_health(port: int, addr: str) -> web.AppRunner:
             body["reason"] = f"apiserver unreachable for {time.monotonic() - health.since:.0f} s: {health.last_error}"
         return web.json_response(body, status=200 if health.reachable else 503)
 
+    async def scrape(_: web.Request) -> web.Response:
+        return web.Response(body=metrics.exposition(), content_type="text/plain")
+
     app = web.Application()
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz)])
+    if with_metrics:
+        app.add_routes([web.get("/metrics", scrape)])
     runner = web.AppRunner(app, handle_signals=False)
     await runner.setup()
-    await web.TCPSite(runner, addr, port).start()
+    await site(runner, **where).start()
     return runner
 
 

@@ -8,24 +8,32 @@ from datetime import UTC, datetime
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, shard: int | None = None) -> None:
+        super().__init__()
+        self.shard = shard
+
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
+        entry: dict[str, object] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.shard is not None:
+            entry["shard"] = self.shard
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry)
 
 
-def configure_logging(json_format: bool, verbose: bool) -> None:
+def configure_logging(json_format: bool, verbose: bool, shard: int | None = None) -> None:
+    """`shard`: the operator process's shard (shards.py), in every line when runs are spread over several."""
     handler = logging.StreamHandler()
     if json_format:
-        handler.setFormatter(JsonFormatter())
+        handler.setFormatter(JsonFormatter(shard))
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        tag = "" if shard is None else f"[shard {shard}] "
+        handler.setFormatter(logging.Formatter(f"%(asctime)s %(levelname)s {tag}%(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.DEBUG if verbose else logging.INFO)

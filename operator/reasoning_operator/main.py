@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
+from typing import Any
 
 import typer
 
@@ -18,6 +20,9 @@ def main(
         8081, help="Port of /healthz (liveness) and /readyz (readiness: not ready while the apiserver is away)."
     ),
     resync_seconds: float = typer.Option(10.0, help="Full reconcile of every run at least this often."),
+    shards: int | None = typer.Option(
+        None, help="Operator processes to spread the runs over (0: one per usable CPU); REASONING_SHARDS, else 1."
+    ),
     log_format: str = typer.Option("plain", help="plain or json."),
     verbose: bool = typer.Option(False, "--verbose", "-v"),
 ) -> None:
@@ -28,14 +33,17 @@ def main(
 
     from .settings import OperatorSettings
 
+    flags: dict[str, Any] = {
+        "kubeconfig": kubeconfig,
+        "namespaces": () if all_namespaces else tuple(namespace),
+        "metrics_port": metrics_port,
+        "health_port": health_port,
+        "resync_seconds": resync_seconds,
+    }
+    if shards is not None:  # else REASONING_SHARDS, else 1
+        flags["shards"] = shards
     try:  # flags over the environment (REASONING_WORKERS and friends), checked once
-        settings = OperatorSettings(
-            kubeconfig=kubeconfig,
-            namespaces=() if all_namespaces else tuple(namespace),
-            metrics_port=metrics_port,
-            health_port=health_port,
-            resync_seconds=resync_seconds,
-        )
+        settings = OperatorSettings(**flags)
     except ValidationError as err:
         raise typer.BadParameter(str(err)) from err
     if settings.kubeconfig:
@@ -47,14 +55,30 @@ def main(
     import kopf
 
     from . import handlers  # registers the handlers
+    from .shards import ALL, Shard, shard_count, supervise
 
-    handlers.configure(settings)
-
-    asyncio.run(
-        kopf.operator(
-            clusterwide=all_namespaces,
-            namespaces=[] if all_namespaces else namespace,
-            standalone=True,
+    def operate(shard: Shard = ALL, internal: socket.socket | None = None) -> None:
+        if shard.count > 1:
+            configure_logging(json_format=log_format == "json", verbose=verbose, shard=shard.index)
+        handlers.configure(settings, shard, internal)
+        asyncio.run(
+            kopf.operator(
+                clusterwide=all_namespaces,
+                namespaces=[] if all_namespaces else namespace,
+                standalone=True,
+            )
         )
+        logging.getLogger(__name__).info("operator stopped")
+
+    count = shard_count(settings.shards)
+    if count == 1:
+        operate()
+        return
+    code = supervise(
+        count,
+        operate,
+        metrics=(settings.metrics_addr, settings.metrics_port) if settings.metrics_port else None,
+        health=(settings.health_addr, settings.health_port) if settings.health_port else None,
     )
-    logging.getLogger(__name__).info("operator stopped")
+    if code:
+        raise typer.Exit(code)

@@ -3,7 +3,7 @@ cluster; the gauges are a view of it)."""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, start_http_server
 
 from reasoning_operator.api import Phase, ReasoningRunStatus
 from reasoning_operator.api.stage_defs import STAGES
@@ -111,3 +111,7 @@ def forget(namespace: str, run: str) -> None:
 
 def serve(port: int, addr: str = "0.0.0.0") -> None:
     start_http_server(port, addr=addr, registry=REGISTRY)
+
+
+def exposition() -> bytes:
+    return generate_latest(REGISTRY)

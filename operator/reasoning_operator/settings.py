@@ -20,6 +20,13 @@ class OperatorSettings(BaseSettings):
     #: Namespaces to watch; empty means every namespace. The environment form is comma-separated.
     namespaces: Annotated[tuple[str, ...], NoDecode] = ()
     workers: int = Field(default=8, ge=1, description="Concurrent reconciles; one run is never reconciled twice.")
+    shards: int = Field(
+        default=1,
+        ge=0,
+        le=64,
+        description="Operator processes the runs are spread over (by a hash of namespace/name); "
+        "0: one per usable CPU, at most 8.",
+    )
     resync_seconds: float = Field(default=10.0, gt=0, description="Every unfinished run is checked this often.")
     metrics_port: int = Field(default=0, ge=0, le=65535, description="Prometheus port; 0 disables it.")
     metrics_addr: str = "0.0.0.0"

@@ -29,9 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 class Operator:
     """`reasoning operator` in a subprocess; kill() is SIGKILL, like a node loss or OOM kill."""
 
-    def __init__(self, kubeconfig: Path, log_path: Path) -> None:
+    def __init__(self, kubeconfig: Path, log_path: Path, shards: int = 1) -> None:
         self.kubeconfig = kubeconfig
         self.log_path = log_path
+        self.shards = shards
         self.metrics_port = free_port()
         self.health_port = free_port()
         self.proc: subprocess.Popen[bytes] | None = None
@@ -55,6 +56,8 @@ class Operator:
                 str(self.health_port),
                 "--resync-seconds",
                 "2",
+                "--shards",
+                str(self.shards),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
