@@ -4,6 +4,7 @@ file the job writes."""
 
 from __future__ import annotations
 
+import ctypes
 import os
 import re
 import signal
@@ -39,6 +40,24 @@ def last_error(lines: list[str]) -> str:
         return found[-1][:300]
     rest = [line.strip() for line in lines if line.strip()]
     return rest[-1][:300] if rest else "no output"
+
+
+def _libc_prctl() -> object | None:
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux
+        return None
+
+
+_PRCTL = _libc_prctl()  # resolved here: between fork and exec only the call itself runs
+PR_SET_PDEATHSIG = 1
+
+
+def _ends_with_runner() -> None:
+    """A stage process gets SIGTERM when the runner dies, by SIGKILL too (Linux): a killed `reasoning run` left
+    its server (own session, so Ctrl-C does not reach it) and any running stage behind, holding ports and CPU."""
+    if callable(_PRCTL):
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 def _command(stage: Stage, config: Path, extra: list[str]) -> list[str]:
@@ -81,6 +100,7 @@ def run_stage(
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=_env(termination),
+            preexec_fn=_ends_with_runner,  # the runner starts stages from its one thread
         )
         assert proc.stdout is not None
         try:
@@ -119,6 +139,7 @@ class Server:
             stderr=subprocess.STDOUT,
             env=_env(None),
             start_new_session=True,
+            preexec_fn=_ends_with_runner,  # the runner starts stages from its one thread
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
