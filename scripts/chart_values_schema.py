@@ -54,7 +54,7 @@ class OperatorSettings(Values):
     verbose: bool = False
     workers: int = Field(default=8, ge=1, le=256, description="Concurrent reconciles (REASONING_WORKERS).")
     shards: int = Field(
-        default=1,
+        default=2,
         ge=0,
         le=64,
         description="Operator processes the runs are spread over, by a hash of namespace/name (REASONING_SHARDS); "
