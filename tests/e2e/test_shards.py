@@ -55,6 +55,15 @@ def sharded(control_plane: ControlPlane, crd: object, tmp_path: Path) -> Iterato
         op.stop()
 
 
+def _create_curating(runs: Runs, names: list[str]) -> None:
+    for name in names:
+        manifest = copy.deepcopy(EXAMPLE)
+        manifest["metadata"]["name"] = name
+        runs.create(manifest)
+    for name in names:
+        runs.wait_phase(name, "Curating")
+
+
 def _metrics(op: Operator) -> str:
     return urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).read().decode()
 
@@ -65,12 +74,7 @@ def test_each_run_is_reconciled_by_one_shard_and_the_supervisor_speaks_for_all(
     runs = runs_no_operator
     names = [f"shard-{i}" for i in range(RUNS)]
     assert len({shard_of(runs.namespace, n, SHARDS) for n in names}) == SHARDS, "the runs span every shard"
-    for name in names:
-        manifest = copy.deepcopy(EXAMPLE)
-        manifest["metadata"]["name"] = name
-        runs.create(manifest)
-    for name in names:
-        runs.wait_phase(name, "Curating")
+    _create_curating(runs, names)
     wait_until(lambda: sharded.probe("/readyz") == 200, timeout=30, what="every shard ready")
     assert sharded.probe("/healthz") == 200
     time.sleep(3)  # a few resync passes (2 s): a second shard reconciling a run would make a second Job
@@ -98,12 +102,7 @@ def test_no_shard_outlives_a_killed_supervisor_and_a_reshard_restart_duplicates_
 ) -> None:
     runs = runs_no_operator
     names = [f"reshard-{i}" for i in range(4)]
-    for name in names:
-        manifest = copy.deepcopy(EXAMPLE)
-        manifest["metadata"]["name"] = name
-        runs.create(manifest)
-    for name in names:
-        runs.wait_phase(name, "Curating")
+    _create_curating(runs, names)
     assert sharded.proc is not None
     pids = _shard_pids(sharded.proc.pid)
     assert len(pids) == SHARDS
