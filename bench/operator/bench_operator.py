@@ -409,16 +409,16 @@ def main() -> None:
     if True:
         sources: dict[str, Path] = {}
         for name, spec in variants:
-            ref, _, shards = spec.partition("@")
-            src = sources.get(ref) or sources.setdefault(ref, _source(ref, workdir))
+            ref, _, count = spec.partition("@")
+            shards = int(count) if count else None
+            if ref not in sources:  # one extraction per ref, however many shard counts it runs with
+                sources[ref] = _source(ref, workdir)
             for runs in (int(r) for r in args.runs.split(",")):
                 row = {
                     "variant": name,
                     "ref": ref,
-                    "shards": int(shards) if shards else None,
-                    **bench_one(
-                        src, runs, args.resync, args.settle, args.idle, workdir, name, int(shards) if shards else None
-                    ),
+                    "shards": shards,
+                    **bench_one(sources[ref], runs, args.resync, args.settle, args.idle, workdir, name, shards),
                 }
                 log = Path(row.pop("log"))
                 row["operator_log_errors"] = sum(

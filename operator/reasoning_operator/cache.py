@@ -150,7 +150,7 @@ class Informer(threading.Thread):
                 {"kind": self.spec.kind, **item}, self.spec.keep_spec
             )
             for item in body.get("items") or []
-            if self._mine(item)
+            if self._mine(self._run_key(item))
         }
         with self.lock:
             old = self.objects
@@ -214,16 +214,15 @@ class Informer(threading.Thread):
             if run is not None:
                 self.by_run[run].add(key[1])
 
-    def _mine(self, obj: dict[str, Any]) -> bool:
+    def _mine(self, run: Key | None) -> bool:
         """A child of a run this process reconciles (another shard's are neither kept nor announced)."""
-        run = self._run_key(obj)
         return run is None or self._owns(*run)
 
     def _apply(self, kind: str | None, obj: dict[str, Any]) -> None:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
         run = self._run_key(obj)
-        if run is not None and not self._owns(*run):
+        if not self._mine(run):
             return
         with self.lock:
             if kind == "DELETED":

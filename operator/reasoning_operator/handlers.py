@@ -155,8 +155,9 @@ async def startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) ->
     settings.networking.error_backoffs = ForeverBackoffs()  # wait out apiserver outages, never exit on them
     config = _settings()
     # Reconciles and watches get their own connection pools: a long watch never holds a reconcile's slot.
-    api = load_config(config.kubeconfig, pool_size=4)
-    _Shell.cache = ChildCache(api, config.watched, _child_changed, owns=_Shell.shard.owns)
+    _Shell.cache = ChildCache(
+        load_config(config.kubeconfig, pool_size=4), config.watched, _child_changed, owns=_Shell.shard.owns
+    )
     _Shell.kube = Kube(load_config(config.kubeconfig, pool_size=config.workers + 4), _Shell.cache, _Shell.runs)
     _Shell.cache.start()
     if _Shell.internal is not None:  # a shard: the supervisor serves the ports and asks this socket
